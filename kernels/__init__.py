@@ -1,0 +1,11 @@
+"""Swappable implementations of the network's ops (see kernels/registry.py).
+
+Importing this package registers every implementation: eager references, the
+Triton kernels and torch.compile'd versions of the references.
+"""
+from .registry import (BACKENDS, UnknownNameError, backends, describe, get, impls, ops,
+                       parse_overrides, register, resolve, resolve_names)
+from . import bn_act, conv, maxpool  # noqa: F401  (registration side effects)
+
+__all__ = ["BACKENDS", "UnknownNameError", "backends", "describe", "get", "impls", "ops",
+           "parse_overrides", "register", "resolve", "resolve_names"]

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Train the CIFAR-10 speedrun network (airbench94) to ~94% and report accuracy and time.
+
+    python train.py                               # airbench94_muon, eager ops, one run
+    python train.py --runs 10 --json runs.jsonl   # accuracy mean/std/95% CI, time min/median/max
+    python train.py --backend triton --op conv=eager
+    python train.py --data DIR --device cpu --subset 2000 --epochs 1   # smoke run on a CPU
+
+Data: DIR holds cifar-10-batches-py/ or cifar-10-python.tar.gz (the original python layout);
+--download fetches the original with torchvision; ../shared/data/make_cifar10.py DIR writes
+the JPEG stand-in in the same layout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+import kernels
+from model.data import DataError, load_cifar10
+from model.net import CifarNet
+from model.recipes import DEFAULT, RECIPES, get_recipe
+from model.trainer import DeviceData, Progress, train_run
+from profiling.env import environment
+from profiling.stats import summarize
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_acc", "time_s")
+
+
+def ops_help() -> str:
+    lines = ["ops and implementations (--op OP=IMPL):"]
+    for op in kernels.ops():
+        for impl in kernels.impls(op):
+            lines.append(f"  {op}={impl:<12} {kernels.describe(op, impl)}")
+    lines.append("backends (--backend): " + ", ".join(
+        f"{b} ({', '.join(f'{o}={i}' for o, i in kernels.resolve_names(b).items())})" for b in kernels.backends()))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, epilog=ops_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data", help="CIFAR-10 directory or .tar.gz (default: ./data)")
+    p.add_argument("--download", action="store_true", help="download the original CIFAR-10 if absent")
+    p.add_argument("--recipe", default=DEFAULT, choices=sorted(RECIPES), help=f"default: {DEFAULT}")
+    p.add_argument("--runs", type=int, default=1, help="independent training runs (seeds seed..seed+runs-1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="network precision; BatchNorm stays fp32 (default: fp16 on a GPU, fp32 on a CPU)")
+    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--subset", type=int, default=None,
+                   help="only the first N training images and at most N test images (smoke runs)")
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), default=None, help="test-time augmentation level")
+    p.add_argument("--backend", default="eager", help=f"op backend: {', '.join(kernels.backends())}")
+    p.add_argument("--op", action="append", default=[], metavar="OP=IMPL",
+                   help="per-op implementation, repeatable (see the list below)")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="untimed warm-up run length in steps, random labels (default: 25 on a GPU, 0 on a CPU)")
+    p.add_argument("--json", default=None, metavar="PATH", help="append one JSON record per run to PATH")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: when stderr is a terminal)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    return p
+
+
+def fmt_row(values: dict) -> str:
+    out = []
+    for c in COLUMNS:
+        v = values.get(c, "")
+        out.append(f"{v:>10.4f}" if isinstance(v, float) else f"{v!s:>10}")
+    return " ".join(out)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    try:
+        names = kernels.resolve_names(args.backend, kernels.parse_overrides(args.op))
+    except kernels.UnknownNameError as e:
+        sys.exit(f"error: {e}")
+    ops = {op: kernels.get(op, impl) for op, impl in names.items()}
+    if args.runs < 1:
+        sys.exit("error: --runs must be at least 1")
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"error: --device {device} asked for, but no CUDA GPU is available (use --device cpu)")
+    dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    recipe = get_recipe(args.recipe).replace(batch_size=args.batch_size)
+    try:
+        data = load_cifar10(args.data, download=args.download).subset(args.subset)
+    except DataError as e:
+        sys.exit(f"error: {e}")
+    if recipe.batch_size > len(data.train_labels):
+        recipe = recipe.replace(batch_size=len(data.train_labels))
+        print(f"note: batch size reduced to {recipe.batch_size}, the number of training images")
+    device_data = DeviceData.create(data, device, dtype)
+
+    net = CifarNet(ops, head_scale=recipe.head_scale, bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps,
+                   activation=recipe.activation, head_unit_std=recipe.head_unit_std,
+                   zero_whiten_bias=recipe.zero_whiten_bias).to(device).to_training_dtype(dtype)
+    env = environment(device)
+    config = dict(recipe=recipe.name, ops=names, backend=args.backend, dtype=str(dtype).replace("torch.", ""),
+                  batch_size=recipe.batch_size, epochs=args.epochs or recipe.epochs,
+                  tta=recipe.tta_level if args.tta is None else args.tta, subset=args.subset,
+                  data=data.source, data_checksum=data.checksum,
+                  train_images=len(data.train_labels), test_images=len(data.test_labels))
+    print(f"# {recipe.name} on {env['device']} | {config['dtype']} | ops: "
+          + ", ".join(f"{k}={v}" for k, v in names.items())
+          + f" | {config['train_images']} train / {config['test_images']} test images")
+    if device.type == "cpu":
+        print("# note: CPU timings say nothing about GPU speed")
+    progress = Progress(args.progress)
+
+    warmup_steps = args.warmup_steps if args.warmup_steps is not None else (25 if device.type == "cuda" else 0)
+    if warmup_steps > 0:
+        import time
+        t0 = time.perf_counter()
+        w = train_run(net, device_data, recipe, seed=args.seed + 10_000, dtype=dtype, epochs=args.epochs,
+                      tta_level=args.tta, warmup_steps=warmup_steps, progress=progress, label="warm-up")
+        print(f"warm-up: {w['steps']} steps on random labels + TTA eval, "
+              f"{time.perf_counter() - t0:.2f} s wall (not counted below)")
+
+    results = []
+    if not args.quiet:
+        print(" ".join(f"{c:>10}" for c in COLUMNS))
+    for r in range(args.runs):
+        seed = args.seed + r
+
+        def log(row, r=r):
+            if not args.quiet:
+                print(fmt_row(dict(row, run=r if row["epoch"] == 1 else "")), flush=True)
+
+        res = train_run(net, device_data, recipe, seed=seed, dtype=dtype, epochs=args.epochs,
+                        tta_level=args.tta, log=log, progress=progress, label=f"run {r + 1}/{args.runs}")
+        print(fmt_row(dict(run=r if args.quiet else "", epoch="tta", tta_acc=res["accuracy"], time_s=res["time_s"])),
+              flush=True)
+        record = dict(config=config, env=env, run=r, **res)
+        results.append(record)
+        if args.json:
+            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+            with open(args.json, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    acc = summarize([100 * r["accuracy"] for r in results])
+    t = summarize([r["time_s"] for r in results])
+    print(f"accuracy (TTA, %): mean {acc.mean:.2f}  std {acc.std:.2f}  95% CI ±{acc.ci95:.2f}  (n={acc.n})"
+          if acc.n > 1 else f"accuracy (TTA, %): {acc.mean:.2f}")
+    print(f"time (s): min {t.min:.3f}  median {t.median:.3f}  max {t.max:.3f}  ({env['device']})")
+    return results
+
+
+if __name__ == "__main__":
+    main()
