@@ -24,6 +24,7 @@ _DOCS: dict[tuple[str, str], str] = {}
 # Backend name -> implementation per op. An op missing from a backend falls back to "eager".
 BACKENDS: dict[str, dict[str, str]] = {
     "eager": {},
+    "triton": {"bn_act": "triton", "maxpool": "triton"},
     "compile": {"bn_act": "compile", "maxpool": "compile", "conv": "compile"},
 }
 
