@@ -1,0 +1,103 @@
+"""``python -m profiling bench``: every op x implementation at the network's real shapes.
+
+Times forward and forward+backward with triton.testing.do_bench on a GPU (CUDA events,
+median) or a perf_counter loop on a CPU, and reports time, achieved GB/s and TFLOP/s on the
+must-move bytes / FLOPs of profiling/shapes.py, the roofline lower bound and the fraction of
+it reached, on the device's peak (profiling/devices.py; ``--peak`` overrides detection).
+Writes bench.json, bench.md, bench_time.png and roofline.png to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+import kernels
+
+from . import plots
+from .cases import MODES, make_callable
+from .devices import ALIASES, PEAKS, detect, lookup
+from .env import environment
+from .report_io import markdown_table, write_json
+from .shapes import dtype_size, unique_ops
+from .timing import time_ms
+
+CPU_NOTE = "CPU timings say nothing about GPU speed (Triton kernels run in the interpreter there)."
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "ms"), ("gbps", "GB/s"),
+           ("tflops", "TFLOP/s"), ("bound_ms", "bound ms"), ("frac_roofline", "of roofline")]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: 2000 on a GPU, 2 on a CPU)")
+    p.add_argument("--ops", default=",".join(kernels.ops()), help="comma-separated ops (default: all)")
+    p.add_argument("--impls", default=None, help="comma-separated implementations (default: all; on a CPU: eager,triton)")
+    p.add_argument("--modes", default=",".join(MODES), help="fwd, fwd+bwd or both")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on a GPU, fp32 on a CPU")
+    p.add_argument("--peak", default=None, help="device peak table entry: " + ", ".join(sorted(set(PEAKS) | set(ALIASES))))
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="reports/bench", help="output directory (default: reports/bench)")
+    p.add_argument("--no-plots", action="store_true")
+
+
+def run(args) -> list[dict]:
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cuda = device.type == "cuda"
+    batch = args.batch or (2000 if cuda else 2)
+    dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
+    peak = lookup(args.peak) if args.peak else (detect(torch.cuda.get_device_name(device)) if cuda else None)
+    impls_filter = args.impls.split(",") if args.impls else (None if cuda else ["eager", "triton"])
+    env = environment(device)
+    print(f"# bench on {env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}, "
+          f"peak table: {peak.name if peak else 'none'}")
+    if not cuda:
+        print(f"# {CPU_NOTE}")
+    records = []
+    for op in args.ops.split(","):
+        impls = [i for i in kernels.impls(op) if impls_filter is None or i in impls_filter]
+        for case in unique_ops(batch, op):
+            for impl in impls:
+                for mode in args.modes.split(","):
+                    try:
+                        fn = make_callable(case, impl, mode, dtype, device)
+                        ms = time_ms(fn, device)
+                    except Exception as e:  # one failing implementation must not hide the others
+                        print(f"  {case.label()} {impl} {mode}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
+                        records.append(dict(op=op, case=case.label(), impl=impl, mode=mode, error=str(e)))
+                        continue
+                    s = ms / 1e3
+                    nbytes = case.bytes_min(mode, dtype_size(dtype))
+                    r = dict(op=op, case=case.label(), shape=list(case.x_shape), impl=impl, mode=mode, ms=ms,
+                             bytes_min=nbytes, flops=case.flops(mode), gbps=nbytes / s / 1e9,
+                             tflops=case.flops(mode) / s / 1e12)
+                    if peak:
+                        bound = case.bound_s(peak, mode, dtype_size(dtype))
+                        r.update(bound_ms=1e3 * bound, frac_roofline=bound / s, frac_hbm=r["gbps"] / peak.hbm_gbps,
+                                 frac_fp16_peak=r["tflops"] / peak.fp16_tflops)
+                    records.append(r)
+                    print(f"  {case.label():<28} {impl:<8} {mode:<8} {ms:9.3f} ms {r['gbps']:8.1f} GB/s "
+                          f"{r['tflops']:7.2f} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else ""))
+    os.makedirs(args.out, exist_ok=True)
+    ok = [r for r in records if "error" not in r]
+    meta = dict(env=env, batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,
+                note=None if cuda else CPU_NOTE)
+    write_json(os.path.join(args.out, "bench.json"), dict(meta=meta, records=records))
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(f"# Op benchmarks: {env['device']}\n\nbatch {batch}, {meta['dtype']}, torch {env['torch']}, "
+                f"triton {env['triton']}, commit {env['git_commit']}; peak table: {peak.name if peak else 'none'}.\n"
+                "Bytes and FLOPs are the must-move minimum of profiling/shapes.py.\n\n")
+        if not cuda:
+            f.write(f"**{CPU_NOTE}**\n\n")
+        f.write(markdown_table(ok, COLUMNS) + "\n")
+        failed = [r for r in records if "error" in r]
+        if failed:
+            f.write("\nFailed:\n\n" + "\n".join(f"- {r['case']} {r['impl']} {r['mode']}: {r['error']}" for r in failed) + "\n")
+    if not args.no_plots and ok:
+        title = f"{env['device']}, batch {batch}"
+        if plots.time_per_op(ok, os.path.join(args.out, "bench_time.png"), title) is None:
+            print("# no PNG charts: matplotlib is not installed (pip install -e .[plots])")
+        plots.roofline(ok, os.path.join(args.out, "roofline.png"), peak, title)
+    print(f"# wrote {args.out}/bench.json, bench.md" + ("" if args.no_plots else " and charts"))
+    return records

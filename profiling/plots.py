@@ -1,0 +1,73 @@
+"""PNG charts (matplotlib, optional: ``pip install -e .[plots]``)."""
+from __future__ import annotations
+
+import os
+
+
+def _plt():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        return None
+
+
+def time_per_op(records: list[dict], path: str, title: str) -> str | None:
+    """Grouped bar chart: time of each op case per implementation, one panel per mode."""
+    plt = _plt()
+    if plt is None:
+        return None
+    modes = sorted({r["mode"] for r in records})
+    fig, axes = plt.subplots(len(modes), 1, figsize=(12, 3.5 * len(modes)), squeeze=False)
+    for ax, mode in zip(axes[:, 0], modes):
+        rs = [r for r in records if r["mode"] == mode]
+        labels = list(dict.fromkeys(r["case"] for r in rs))
+        impls = list(dict.fromkeys(r["impl"] for r in rs))
+        width = 0.8 / max(len(impls), 1)
+        for i, impl in enumerate(impls):
+            ys = [next((r["ms"] for r in rs if r["case"] == lab and r["impl"] == impl), 0) for lab in labels]
+            ax.bar([j + i * width for j in range(len(labels))], ys, width, label=impl)
+        bounds = [next((r.get("bound_ms") for r in rs if r["case"] == lab), None) for lab in labels]
+        if all(b is not None for b in bounds):
+            ax.scatter([j + 0.4 - width / 2 for j in range(len(labels))], bounds, marker="_", s=400, c="k",
+                       label="roofline bound", zorder=3)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
+        ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel("ms")
+        ax.set_yscale("log")
+        ax.set_title(f"{title} [{mode}]")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def roofline(records: list[dict], path: str, peak, title: str) -> str | None:
+    """Achieved TFLOP/s vs arithmetic intensity (FLOP per must-move byte), with the device's roofs.
+    Memory-bound ops (no FLOPs counted) are drawn on the bandwidth roof at their achieved GB/s."""
+    plt = _plt()
+    if plt is None or peak is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    xs = [10 ** (i / 20) for i in range(-40, 81)]
+    ax.plot(xs, [min(peak.fp16_tflops, peak.hbm_gbps * x / 1e3) for x in xs], "k-", label="fp16 roof")
+    if peak.fp8_tflops:
+        ax.plot(xs, [min(peak.fp8_tflops, peak.hbm_gbps * x / 1e3) for x in xs], "k--", label="fp8 roof")
+    for impl in dict.fromkeys(r["impl"] for r in records):
+        pts = [(r["flops"] / r["bytes_min"], r["tflops"]) if r["flops"] else (0.1, r["gbps"] * 0.1 / 1e3)
+               for r in records if r["impl"] == impl]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], label=impl, s=18)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("FLOP / byte (must-move bytes; memory-bound ops placed at 0.1)")
+    ax.set_ylabel("TFLOP/s")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

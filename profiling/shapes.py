@@ -1,0 +1,118 @@
+"""The network's ops at their real shapes, and what each must move and compute (roofline).
+
+``network_ops(batch)`` lists every op call of one forward pass of the airbench94 network
+(widths 64/256/256, 32x32 inputs) with its shapes. ``OpCase.bytes_min`` / ``OpCase.flops``
+give the analytic lower bound used for roofline plots and "fraction of peak":
+
+- conv: FLOPs = 2 * N * Ho * Wo * Cout * Cin * k * k per GEMM (forward, input-grad and
+  weight-grad each); bytes = the GEMM's two operands and its result, once each.
+- bn_act (training, standalone): the batch statistics need one pass over x before y can be
+  written, so forward = read x twice + write y (3 passes), backward = read x and dy for the
+  gradient sums, then read x and dy and write dx (5 passes); eval forward = 2 passes.
+- maxpool: forward = read x + write y; backward = read x and dy, write dx (the eager
+  reference also reads an int64 index per output; not counted, it is not necessary).
+Element sizes come from the dtype; BatchNorm parameters and statistics (C floats) are ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+WIDTHS = (64, 256, 256)
+
+
+@dataclass(frozen=True)
+class OpCase:
+    op: str                 # registry op name
+    name: str               # where in the network, e.g. "group2.conv1"
+    x_shape: tuple          # N, C, H, W
+    params: dict = field(default_factory=dict)
+
+    @property
+    def out_shape(self) -> tuple:
+        n, c, h, w = self.x_shape
+        if self.op == "conv":
+            cout, k, pad = self.params["cout"], self.params["k"], self.params["padding"]
+            return (n, cout, h + 2 * pad - k + 1, w + 2 * pad - k + 1)
+        if self.op == "maxpool":
+            k = self.params["k"]
+            return (n, c, h // k, w // k)
+        return self.x_shape
+
+    def numel(self, shape) -> int:
+        out = 1
+        for s in shape:
+            out *= s
+        return out
+
+    def flops(self, mode: str = "fwd") -> float:
+        """Floating-point operations (multiply-add = 2) of ``mode``: 'fwd' or 'fwd+bwd'."""
+        if self.op != "conv":
+            return 0.0  # memory-bound ops: their few FLOPs per byte do not bound them
+        n, cin, _, _ = self.x_shape
+        _, cout, ho, wo = self.out_shape
+        gemm = 2.0 * n * ho * wo * cout * cin * self.params["k"] ** 2
+        if mode == "fwd":
+            return gemm
+        return gemm * (3 if self.params.get("input_grad", True) else 2)
+
+    def bytes_min(self, mode: str = "fwd", esize: int = 2) -> float:
+        x, y = self.numel(self.x_shape), self.numel(self.out_shape)
+        if self.op == "conv":
+            n, cin, _, _ = self.x_shape
+            w = self.params["cout"] * cin * self.params["k"] ** 2
+            fwd = x + w + y
+            bwd = (y + w + x if self.params.get("input_grad", True) else 0) + (x + y + w)
+            return esize * (fwd if mode == "fwd" else fwd + bwd)
+        if self.op == "bn_act":
+            fwd = 3 * x if self.params.get("training", True) else 2 * x
+            return esize * (fwd if mode == "fwd" else fwd + 5 * x)
+        if self.op == "maxpool":
+            fwd = x + y
+            return esize * (fwd if mode == "fwd" else fwd + 2 * x + y)
+        raise ValueError(self.op)
+
+    def bound_s(self, peak, mode: str = "fwd", esize: int = 2, fp8: bool = False) -> float:
+        """Roofline lower bound in seconds on ``peak`` (profiling.devices.Peak)."""
+        mem = self.bytes_min(mode, esize) / (peak.hbm_gbps * 1e9)
+        tflops = (peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops)
+        return max(mem, self.flops(mode) / (tflops * 1e12))
+
+    def label(self) -> str:
+        return f"{self.name} {'x'.join(map(str, self.x_shape))}"
+
+
+def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu") -> list[OpCase]:
+    """Every op call of one forward pass, in order, at batch size ``batch``."""
+    cases = []
+    h = size
+    cases.append(OpCase("conv", "whiten", (batch, 3, h, h), dict(cout=24, k=2, padding=0, input_grad=False)))
+    h -= 1
+    cin = 24
+    for g, cout in enumerate(widths, 1):
+        cases.append(OpCase("conv", f"group{g}.conv1", (batch, cin, h, h), dict(cout=cout, k=3, padding=1)))
+        cases.append(OpCase("maxpool", f"group{g}.pool", (batch, cout, h, h), dict(k=2)))
+        h //= 2
+        cases.append(OpCase("bn_act", f"group{g}.norm1", (batch, cout, h, h), dict(activation=activation)))
+        cases.append(OpCase("conv", f"group{g}.conv2", (batch, cout, h, h), dict(cout=cout, k=3, padding=1)))
+        cases.append(OpCase("bn_act", f"group{g}.norm2", (batch, cout, h, h), dict(activation=activation)))
+        cin = cout
+    cases.append(OpCase("maxpool", "final_pool", (batch, cin, h, h), dict(k=3)))
+    return cases
+
+
+def unique_ops(batch: int, op: str | None = None, **kw) -> list[OpCase]:
+    """network_ops without repeats of the same (op, shape, params), optionally for one op."""
+    seen, out = set(), []
+    for c in network_ops(batch, **kw):
+        key = (c.op, c.x_shape, tuple(sorted(c.params.items())))
+        if key in seen or (op and c.op != op):
+            continue
+        seen.add(key)
+        out.append(c)
+    return out
+
+
+def dtype_size(dtype: torch.dtype) -> int:
+    return torch.empty(0, dtype=dtype).element_size()

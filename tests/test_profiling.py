@@ -1,0 +1,98 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from profiling.devices import detect, lookup
+from profiling.shapes import network_ops, unique_ops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_network_shapes_match_published():
+    ops = network_ops(2000)
+    bn = [c.x_shape for c in ops if c.op == "bn_act"]
+    assert bn == [(2000, 64, 15, 15)] * 2 + [(2000, 256, 7, 7)] * 2 + [(2000, 256, 3, 3)] * 2
+    assert ops[-1].out_shape == (2000, 256, 1, 1)
+    assert ops[0].out_shape == (2000, 24, 31, 31)
+    # the published airbench94_muon is 0.29 PFLOP for 200 training steps (fwd + bwd)
+    pflop = 200 * sum(c.flops("fwd+bwd") for c in ops) / 1e15
+    assert 0.27 < pflop < 0.30, pflop
+
+
+def test_roofline_conv_by_hand():
+    conv = next(c for c in network_ops(2000) if c.name == "group2.conv2")  # 256 -> 256, 7x7, 3x3
+    flops = 2 * 2000 * 7 * 7 * 256 * 256 * 9
+    assert conv.flops("fwd") == flops == 115_605_504_000
+    assert conv.flops("fwd+bwd") == 3 * flops
+    nbytes = 2 * (2000 * 256 * 49 * 2 + 256 * 256 * 9)  # x and y (fp16) + w
+    assert conv.bytes_min("fwd", 2) == nbytes
+    h100 = lookup("H100")
+    # compute-bound: 115.6 GFLOP / 989.4 TFLOP/s = 116.8 us > 101.5 MB / 3.35 TB/s = 30.3 us
+    assert conv.bound_s(h100, "fwd") == pytest.approx(flops / 989.4e12)
+    assert conv.bound_s(h100, "fwd") == pytest.approx(116.84e-6, rel=1e-3)
+
+
+def test_roofline_bn_act_by_hand():
+    bn = next(c for c in network_ops(2000) if c.name == "group1.norm1")  # 2000x64x15x15
+    x = 2000 * 64 * 15 * 15
+    assert bn.flops() == 0
+    assert bn.bytes_min("fwd", 2) == 3 * 2 * x  # read x twice, write y
+    assert bn.bytes_min("fwd+bwd", 2) == 8 * 2 * x
+    a100 = lookup("A100")
+    assert bn.bound_s(a100, "fwd+bwd") == pytest.approx(16 * x / 2039e9)  # 460.8 MB at 2039 GB/s
+    assert bn.bound_s(a100, "fwd+bwd") == pytest.approx(226.0e-6, rel=1e-3)
+
+
+def test_device_detection():
+    assert detect("NVIDIA H100 80GB HBM3").name == "H100-SXM"
+    assert detect("NVIDIA H100 PCIe").name == "H100-PCIe"
+    assert detect("NVIDIA A100-SXM4-40GB").hbm_gbps == 1555
+    assert detect("NVIDIA H200").hbm_gbps == 4800
+    assert detect("NVIDIA A100-SXM4-80GB").fp8_tflops is None
+    assert detect("Tesla T4") is None
+    with pytest.raises(ValueError, match="known:"):
+        lookup("B200")
+
+
+def test_unique_ops_dedupes():
+    assert len(unique_ops(8, "bn_act")) == 3
+    assert len(unique_ops(8, "maxpool")) == 4
+
+
+def test_bench_command_outputs(tmp_path):
+    out = tmp_path / "bench"
+    r = subprocess.run([sys.executable, "-m", "profiling", "bench", "--ops", "bn_act,maxpool", "--batch", "2",
+                        "--peak", "H100", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "CPU timings say nothing about GPU speed" in r.stdout
+    data = json.loads((out / "bench.json").read_text())
+    recs = data["records"]
+    assert {(x["impl"], x["mode"]) for x in recs} == {(i, m) for i in ("eager", "triton") for m in ("fwd", "fwd+bwd")}
+    assert len(recs) == 2 * 2 * (3 + 4)
+    for x in recs:
+        assert "error" not in x, x
+        assert x["ms"] > 0 and math.isfinite(x["gbps"]) and x["gbps"] > 0 and 0 < x["frac_roofline"] < 1
+    md = (out / "bench.md").read_text()
+    assert "| op @ shape |" in md and "group1.norm1 2x64x15x15" in md
+    for png in ("bench_time.png", "roofline.png"):
+        pytest.importorskip("matplotlib")
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pytest_benchmark_suite_runs(tmp_path):
+    out = tmp_path / "b.json"
+    env = dict(os.environ, SPEEDRUN_BENCH_BATCH="2", SPEEDRUN_BENCH_OPS="bn_act,maxpool")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "profiling/benchmarks",
+                        "-k", "group3", f"--benchmark-json={out}"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:]
+    data = json.loads(out.read_text())
+    names = [b["name"] for b in data["benchmarks"]]
+    assert len(names) == 2 * 2 * 2  # (bn_act, maxpool) x (eager, triton) x (fwd, fwd+bwd) at group3 shapes
+    for b in data["benchmarks"]:
+        assert b["stats"]["median"] > 0 and b["extra_info"]["gbps"] > 0
+        assert b["extra_info"]["note"].startswith("CPU timings")
