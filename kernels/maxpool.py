@@ -109,7 +109,7 @@ CONFIGS = [(64, 64, 4), (256, 16, 4), (128, 32, 4)]
 
 def _pick(C: int, P: int):
     cpow = triton.next_power_of_2(C)
-    cfg = next((c for c in CONFIGS if c[1] <= cpow), CONFIGS[1])
+    cfg = next((c for c in CONFIGS if c[1] <= cpow), min(CONFIGS, key=lambda c: c[1]))
     if interpreting():  # the interpreter pays per program: few tall tiles
         cfg = (max(cfg[0], min(1024, triton.next_power_of_2(P))),) + cfg[1:]
     return cfg
