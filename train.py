@@ -16,6 +16,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from dataclasses import dataclass
 
 import torch
 
@@ -77,8 +79,24 @@ def fmt_row(values: dict) -> str:
     return " ".join(out)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = build_parser().parse_args(argv)
+@dataclass
+class Setup:
+    """Everything one training configuration needs, built from train.py's flags."""
+    args: argparse.Namespace
+    device: torch.device
+    dtype: torch.dtype
+    recipe: object
+    names: dict
+    data: DeviceData
+    net: CifarNet
+    config: dict
+    env: dict
+
+
+def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
+    """Resolve ops, device, dtype and recipe, load the data onto the device, build the network.
+    Errors in the flags or the data exit with a clear message. ``data_cache`` lets several
+    configurations in one process share the loaded data."""
     try:
         names = kernels.resolve_names(args.backend, kernels.parse_overrides(args.op))
     except kernels.UnknownNameError as e:
@@ -86,7 +104,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ops = {op: kernels.get(op, impl) for op, impl in names.items()}
     if args.runs < 1:
         sys.exit("error: --runs must be at least 1")
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"error: --device {device} asked for, but no CUDA GPU is available (use --device cpu)")
@@ -95,14 +112,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.backends.cudnn.benchmark = True
 
     recipe = get_recipe(args.recipe).replace(batch_size=args.batch_size)
-    try:
-        data = load_cifar10(args.data, download=args.download).subset(args.subset)
-    except DataError as e:
-        sys.exit(f"error: {e}")
+    key = (args.data, args.subset, str(device), str(dtype))
+    if data_cache is not None and key in data_cache:
+        data, device_data = data_cache[key]
+    else:
+        try:
+            data = load_cifar10(args.data, download=args.download).subset(args.subset)
+        except DataError as e:
+            sys.exit(f"error: {e}")
+        device_data = DeviceData.create(data, device, dtype)
+        if data_cache is not None:
+            data_cache[key] = (data, device_data)
     if recipe.batch_size > len(data.train_labels):
         recipe = recipe.replace(batch_size=len(data.train_labels))
         print(f"note: batch size reduced to {recipe.batch_size}, the number of training images")
-    device_data = DeviceData.create(data, device, dtype)
 
     net = CifarNet(ops, head_scale=recipe.head_scale, bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps,
                    activation=recipe.activation, head_unit_std=recipe.head_unit_std,
@@ -113,21 +136,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   tta=recipe.tta_level if args.tta is None else args.tta, subset=args.subset,
                   data=data.source, data_checksum=data.checksum,
                   train_images=len(data.train_labels), test_images=len(data.test_labels))
-    print(f"# {recipe.name} on {env['device']} | {config['dtype']} | ops: "
-          + ", ".join(f"{k}={v}" for k, v in names.items())
-          + f" | {config['train_images']} train / {config['test_images']} test images")
-    if device.type == "cpu":
+    return Setup(args, device, dtype, recipe, names, device_data, net, config, env)
+
+
+def describe(s: Setup) -> str:
+    return (f"# {s.recipe.name} on {s.env['device']} | {s.config['dtype']} | ops: "
+            + ", ".join(f"{k}={v}" for k, v in s.names.items())
+            + f" | {s.config['train_images']} train / {s.config['test_images']} test images")
+
+
+def warmup(s: Setup, progress=None) -> float | None:
+    """The untimed warm-up run (random labels); returns its wall time, or None when skipped."""
+    steps = s.args.warmup_steps if s.args.warmup_steps is not None else (25 if s.device.type == "cuda" else 0)
+    if steps <= 0:
+        return None
+    t0 = time.perf_counter()
+    w = train_run(s.net, s.data, s.recipe, seed=s.args.seed + 10_000, dtype=s.dtype, epochs=s.args.epochs,
+                  tta_level=s.args.tta, warmup_steps=steps, progress=progress, label="warm-up")
+    dt = time.perf_counter() - t0
+    print(f"warm-up: {w['steps']} steps on random labels + TTA eval, {dt:.2f} s wall (not counted below)")
+    return dt
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = build_parser().parse_args(argv)
+    s = prepare(args)
+    print(describe(s))
+    if s.device.type == "cpu":
         print("# note: CPU timings say nothing about GPU speed")
     progress = Progress(args.progress)
 
-    warmup_steps = args.warmup_steps if args.warmup_steps is not None else (25 if device.type == "cuda" else 0)
-    if warmup_steps > 0:
-        import time
-        t0 = time.perf_counter()
-        w = train_run(net, device_data, recipe, seed=args.seed + 10_000, dtype=dtype, epochs=args.epochs,
-                      tta_level=args.tta, warmup_steps=warmup_steps, progress=progress, label="warm-up")
-        print(f"warm-up: {w['steps']} steps on random labels + TTA eval, "
-              f"{time.perf_counter() - t0:.2f} s wall (not counted below)")
+    warmup(s, progress)
 
     results = []
     if not args.quiet:
@@ -139,11 +178,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if not args.quiet:
                 print(fmt_row(dict(row, run=r if row["epoch"] == 1 else "")), flush=True)
 
-        res = train_run(net, device_data, recipe, seed=seed, dtype=dtype, epochs=args.epochs,
+        res = train_run(s.net, s.data, s.recipe, seed=seed, dtype=s.dtype, epochs=args.epochs,
                         tta_level=args.tta, log=log, progress=progress, label=f"run {r + 1}/{args.runs}")
         print(fmt_row(dict(run=r if args.quiet else "", epoch="tta", tta_acc=res["accuracy"], time_s=res["time_s"])),
               flush=True)
-        record = dict(config=config, env=env, run=r, **res)
+        record = dict(config=s.config, env=s.env, run=r, **res)
         results.append(record)
         if args.json:
             os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -154,7 +193,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     t = summarize([r["time_s"] for r in results])
     print(f"accuracy (TTA, %): mean {acc.mean:.2f}  std {acc.std:.2f}  95% CI ±{acc.ci95:.2f}  (n={acc.n})"
           if acc.n > 1 else f"accuracy (TTA, %): {acc.mean:.2f}")
-    print(f"time (s): min {t.min:.3f}  median {t.median:.3f}  max {t.max:.3f}  ({env['device']})")
+    print(f"time (s): min {t.min:.3f}  median {t.median:.3f}  max {t.max:.3f}  ({s.env['device']})")
     return results
 
 

@@ -156,13 +156,18 @@ class CifarNet(nn.Module):
         self.whiten_weight.copy_(torch.cat([filters, -filters]).to(self.whiten_weight.dtype))
 
     def forward(self, x: torch.Tensor, whiten_bias_grad: bool = True) -> torch.Tensor:
+        rng = self.groups[0]._range
         b = self.whiten_bias if whiten_bias_grad else self.whiten_bias.detach()
-        x = F.gelu(self.ops["conv"](x, self.whiten_weight, b, 0))
+        with rng("conv"):
+            x = self.ops["conv"](x, self.whiten_weight, b, 0)
+        with rng("gelu"):
+            x = F.gelu(x)
         for g in self.groups:
             x = g(x)
-        x = self.ops["maxpool"](x, 3, 3)
-        x = x.flatten(1)
-        return self.head(x) * self.head_scale
+        with rng("maxpool"):
+            x = self.ops["maxpool"](x, 3, 3)
+        with rng("head"):
+            return self.head(x.flatten(1)) * self.head_scale
 
     def to_training_dtype(self, dtype: torch.dtype) -> "CifarNet":
         """Everything in ``dtype`` except BatchNorm (kept in fp32 as airbench does), channels_last."""

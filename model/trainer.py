@@ -6,6 +6,7 @@ the warm-up run (random labels, a few steps) that pays for cuDNN autotuning and 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -85,6 +86,25 @@ class DeviceData:
                    normalize(data.test_images.to(device), dtype), data.test_labels.to(device))
 
 
+def train_step(net: CifarNet, opt, inputs: torch.Tensor, targets: torch.Tensor, step: int, whiten_steps: int,
+               label_smoothing: float, ranges: bool = False):
+    """One optimisation step; returns (outputs, summed loss). With ``ranges``, the forward,
+    backward and optimizer phases are record_function ranges for the profiler."""
+    rf = torch.profiler.record_function if ranges else (lambda name: contextlib.nullcontext())
+    with rf("forward"):
+        outputs = net(inputs, whiten_bias_grad=step < whiten_steps)
+        loss = F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing, reduction="sum")
+    with rf("backward"):
+        loss.backward()
+    with rf("optimizer"):
+        opt.step(step)
+    return outputs, loss
+
+
+def make_optimizer(net: CifarNet, recipe: Recipe, total_steps: int, whiten_steps: int):
+    return OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
+
+
 @torch.no_grad()
 def evaluate(net: CifarNet, inputs: torch.Tensor, labels: torch.Tensor, tta_level: int = 0) -> float:
     net.eval()
@@ -117,7 +137,7 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     whiten_steps = math.ceil(recipe.whiten_bias_epochs * len(loader))
     if warmup_steps is not None:
         total_steps = min(total_steps, max(1, warmup_steps))
-    opt = OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
+    opt = make_optimizer(net, recipe, total_steps, whiten_steps)
     timer = Timer(device)
     progress = progress or Progress(False)
 
@@ -130,11 +150,7 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     for epoch in range(n_epochs):
         timer.start()
         for inputs, targets in loader:
-            outputs = net(inputs, whiten_bias_grad=step < whiten_steps)
-            loss = F.cross_entropy(outputs.float(), targets, label_smoothing=recipe.label_smoothing,
-                                   reduction="sum")
-            loss.backward()
-            opt.step(step)
+            outputs, loss = train_step(net, opt, inputs, targets, step, whiten_steps, recipe.label_smoothing)
             step += 1
             progress.update(f"{label} epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}")
             if step >= total_steps:

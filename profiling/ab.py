@@ -1,0 +1,79 @@
+"""``python -m profiling ab``: is B faster (or more accurate) than A?
+
+    python -m profiling ab --a "--backend eager" --b "--backend triton" --runs 10 -- --data data
+
+Both configurations are built in one process (sharing the data), warmed up, then trained
+interleaved A, B, A, B, ... with the same seed for the i-th run of each, so that drifts of
+clock, temperature or other load hit both alike. Reports per configuration the mean training
+time and TTA accuracy with 95% confidence intervals (Student t), and Welch's t-test for the
+difference of the means (significant at p < 0.05). Everything after ``--`` is shared
+train.py flags; --a / --b add each configuration's own flags.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+
+from .report_io import markdown_table, write_json
+from .stats import summarize, welch
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--a", default="", metavar="FLAGS", help="train.py flags of configuration A")
+    p.add_argument("--b", required=True, metavar="FLAGS", help="train.py flags of configuration B")
+    p.add_argument("--runs", type=int, default=5, help="runs per configuration (default 5)")
+    p.add_argument("--out", default=None, help="directory for ab.json / ab.md")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then shared train.py flags")
+
+
+def compare(a_vals, b_vals) -> dict:
+    sa, sb = summarize(a_vals), summarize(b_vals)
+    out = dict(a=sa.as_dict(), b=sb.as_dict(), diff=sb.mean - sa.mean)
+    if sa.n >= 2 and sb.n >= 2:
+        t, df, p = welch(b_vals, a_vals)
+        out.update(t=t, df=df, p=p, significant=p < 0.05)
+    return out
+
+
+def run(args) -> dict:
+    import train
+    from model.trainer import train_run
+    shared = [a for a in args.train_args if a != "--"]
+    flags = {"A": shared + shlex.split(args.a), "B": shared + shlex.split(args.b)}
+    cache: dict = {}
+    setups = {k: train.prepare(train.build_parser().parse_args(v), cache) for k, v in flags.items()}
+    for k, s in setups.items():
+        print(f"{k}: {' '.join(flags[k]) or '(defaults)'}\n   {train.describe(s)}")
+        train.warmup(s)
+    if setups["A"].device.type == "cpu":
+        print("# note: CPU timings say nothing about GPU speed")
+    results = {"A": [], "B": []}
+    for i in range(args.runs):
+        for k in ("A", "B"):
+            s = setups[k]
+            r = train_run(s.net, s.data, s.recipe, seed=s.args.seed + i, dtype=s.dtype, epochs=s.args.epochs,
+                          tta_level=s.args.tta)
+            results[k].append(dict(seed=r["seed"], time_s=r["time_s"], accuracy=r["accuracy"]))
+            print(f"  run {i} {k}: {r['time_s']:.3f} s  {100 * r['accuracy']:.2f}%", flush=True)
+    time_cmp = compare([r["time_s"] for r in results["A"]], [r["time_s"] for r in results["B"]])
+    acc_cmp = compare([100 * r["accuracy"] for r in results["A"]], [100 * r["accuracy"] for r in results["B"]])
+    rows = []
+    for what, c, unit in (("time", time_cmp, "s"), ("accuracy", acc_cmp, "%")):
+        rows.append(dict(metric=f"{what} ({unit})", a=f"{c['a']['mean']:.4g} ± {c['a']['ci95']:.2g}",
+                         b=f"{c['b']['mean']:.4g} ± {c['b']['ci95']:.2g}", diff=c["diff"], p=c.get("p"),
+                         sig=("yes" if c.get("significant") else "no") if "p" in c else "n/a (runs < 2)"))
+    table = markdown_table(rows, [("metric", "metric"), ("a", "A: mean ± 95% CI"), ("b", "B: mean ± 95% CI"),
+                                  ("diff", "B - A"), ("p", "Welch p"), ("sig", "significant (p < 0.05)")])
+    env = setups["A"].env
+    head = (f"A/B on {env['device']}, {args.runs} interleaved runs each; A: `{' '.join(flags['A']) or '(defaults)'}`, "
+            f"B: `{' '.join(flags['B'])}`")
+    print(head + "\n\n" + table)
+    out = dict(device=env["device"], env=env, runs=args.runs, flags=flags, results=results, time=time_cmp,
+               accuracy=acc_cmp, configs={k: s.config for k, s in setups.items()})
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        write_json(os.path.join(args.out, "ab.json"), out)
+        with open(os.path.join(args.out, "ab.md"), "w") as f:
+            f.write(f"# {head}\n\n{table}\n")
+    return out

@@ -1,0 +1,183 @@
+"""``python -m profiling report``: everything a GPU session can show, in one command.
+
+    python -m profiling report --data data                 # on a GPU: about 6-8 minutes
+    python -m profiling report --data data --quick         # CPU smoke version (tiny sizes)
+
+Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its own files:
+  1. tests/     the kernel tests (tests/kernels) without the interpreter, when a GPU is present
+  2. static/    registers, spills, shared memory, tensor-core use of every kernel (sm_80, sm_90)
+  3. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
+  4. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
+  5. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
+Each step is time-boxed (``--budget-s`` for the whole report; a step that would start after
+the budget is skipped and says so), and a failing step is recorded without stopping the
+others. Traces over 2 MB are deleted (the repository keeps no trace over 2 MB).
+``reports/LATEST.md`` is rewritten to point at the new report.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_TRACE_BYTES = 2_000_000
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="data", help="CIFAR-10 directory (as train.py --data)")
+    p.add_argument("--out", default="reports", help="parent directory of the report (default: reports)")
+    p.add_argument("--budget-s", type=float, default=540, help="wall-clock budget for all steps (default 540)")
+    p.add_argument("--runs", type=int, default=None, help="A/B runs per configuration (default: 10 on a GPU, 2 on a CPU)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (the default on a CPU)")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab")
+
+
+class Steps:
+    def __init__(self, budget_s: float):
+        self.t0, self.budget, self.log = time.perf_counter(), budget_s, []
+
+    def run(self, name: str, fn, skip: bool = False):
+        elapsed = time.perf_counter() - self.t0
+        if skip:
+            self.log.append(dict(step=name, status="skipped (asked)", seconds=0.0))
+            return None
+        if elapsed > self.budget:
+            self.log.append(dict(step=name, status=f"skipped (budget of {self.budget:.0f} s used)", seconds=0.0))
+            return None
+        t = time.perf_counter()
+        print(f"\n=== report: {name} ({elapsed:.0f} s elapsed) ===", flush=True)
+        try:
+            out = fn()
+            self.log.append(dict(step=name, status="ok", seconds=time.perf_counter() - t))
+            return out
+        except BaseException as e:  # a failing step must not take the others with it
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            traceback.print_exc()
+            self.log.append(dict(step=name, status=f"failed: {type(e).__name__}: {str(e)[:300]}",
+                                 seconds=time.perf_counter() - t))
+            return None
+
+
+def run_tests(out: str, quick: bool) -> dict:
+    os.makedirs(out, exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels"]
+    if quick:
+        cmd += ["-k", "test_train_forward_backward and float32"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    text = r.stdout + r.stderr
+    with open(os.path.join(out, "pytest.txt"), "w") as f:
+        f.write(text)
+    last = [ln for ln in text.strip().splitlines() if re.search(r"\d+ (passed|failed|error)", ln)]
+    return dict(returncode=r.returncode, summary=last[-1].strip("= ") if last else text[-300:],
+                interpreter=not torch.cuda.is_available())
+
+
+def main(args) -> str:
+    from . import ab, bench, static, trace
+    from .env import environment
+    cuda = torch.cuda.is_available()
+    quick = args.quick or not cuda
+    env = environment("cuda" if cuda else "cpu")
+    name = f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-{datetime.date.today().isoformat()}"
+    out = os.path.join(args.out, name)
+    os.makedirs(out, exist_ok=True)
+    skip = set(filter(None, args.skip.split(",")))
+    steps = Steps(args.budget_s)
+    runs = args.runs or (10 if cuda else 2)
+    data_flags = ["--data", args.data] + (["--device", "cpu", "--subset", "100", "--batch-size", "50", "--epochs", "1",
+                                           "--tta", "1"] if quick else [])
+    results = dict(env=env, quick=quick)
+
+    results["tests"] = steps.run("tests", lambda: run_tests(os.path.join(out, "tests"), quick), "tests" in skip)
+    results["static"] = steps.run("static", lambda: subprocess.run(
+        [sys.executable, "-m", "profiling", "static", "--default-only", "--out", os.path.join(out, "static")],
+        cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, "static" in skip)
+
+    def do_bench():
+        ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool,conv", impls="eager,triton",
+                                modes="fwd,fwd+bwd", dtype=None, peak=None, device=None,
+                                out=os.path.join(out, "bench"), no_plots=False)
+        recs = bench.run(ns)
+        if cuda:  # torch.compile of the memory-bound ops, the fusion baseline the Triton kernels must beat
+            ns2 = argparse.Namespace(**dict(vars(ns), ops="bn_act,maxpool", impls="compile",
+                                            out=os.path.join(out, "bench_compile")))
+            recs += bench.run(ns2)
+        return len(recs)
+    results["bench"] = steps.run("bench", do_bench, "bench" in skip)
+
+    def do_trace():
+        ns = argparse.Namespace(vs="--backend triton", wait=1, warmup=1 if quick else 2, active=1 if quick else 3,
+                                out=os.path.join(out, "trace"), train_args=data_flags)
+        sums = trace.run(ns)
+        for s in sums:
+            path = os.path.join(out, "trace", s["trace"])
+            if os.path.getsize(path) > MAX_TRACE_BYTES:
+                os.remove(path)
+                s["trace"] += f" (deleted: {s['trace_bytes'] / 1e6:.1f} MB > 2 MB; rerun `profiling trace` for it)"
+        return sums
+    results["trace"] = steps.run("trace", do_trace, "trace" in skip)
+
+    def do_ab():
+        ns = argparse.Namespace(a="--backend eager", b="--backend triton", runs=runs, out=os.path.join(out, "ab"),
+                                train_args=data_flags)
+        return ab.run(ns)
+    results["ab"] = steps.run("ab", do_ab, "ab" in skip)
+    results["steps"] = steps.log
+
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    readme = render_readme(out, results, data_flags)
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write(readme)
+    with open(os.path.join(args.out, "LATEST.md"), "w") as f:
+        f.write(f"# Latest report\n\n[{name}]({name}/README.md): {env['device']}, commit {env['git_commit']}"
+                + (" (CPU smoke run: no GPU figures)" if not cuda else "") + "\n")
+    print(f"\nreport written to {out}/README.md")
+    return out
+
+
+def _section(path: str, title: str) -> str:
+    if not os.path.exists(path):
+        return f"## {title}\n\n(no output)\n"
+    text = open(path).read()
+    text = re.sub(r"^# .*\n", "", text, count=1)
+    return f"## {title}\n\n{text.strip()}\n"
+
+
+def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
+    env = r["env"]
+    lines = [f"# Report: {env['device']}", "",
+             f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, commit `{env['git_commit']}`, "
+             f"{datetime.datetime.now().isoformat(timespec='minutes')}. Data flags: `{' '.join(data_flags)}`.", ""]
+    if r["quick"]:
+        lines += ["**CPU smoke run at tiny sizes: the timings say nothing about GPU speed, and the accuracies "
+                  "come from a few steps on a small subset.**", ""]
+    lines += ["| step | status | seconds |", "|---|---|---|"]
+    lines += [f"| {s['step']} | {s['status']} | {s['seconds']:.0f} |" for s in r["steps"]]
+    t = r.get("tests")
+    if t:
+        lines += ["", f"## Kernel tests\n\n`{t['summary']}` ("
+                  + ("Triton interpreter" if t["interpreter"] else "compiled kernels on the GPU")
+                  + "; full output in tests/pytest.txt)"]
+    lines += ["", _section(os.path.join(out, "ab", "ab.md"), "A/B: eager vs triton"),
+              _section(os.path.join(out, "bench", "bench.md"), "Op benchmarks"),
+              _section(os.path.join(out, "bench_compile", "bench.md"), "Op benchmarks: torch.compile"),
+              "![time per op](bench/bench_time.png)\n\n![roofline](bench/roofline.png)\n",
+              _section(os.path.join(out, "trace", "trace.md"), "Profiler traces"),
+              _section(os.path.join(out, "static", "static.md"), "Static analysis (default configurations)")]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,179 @@
+"""``python -m profiling trace``: torch.profiler over a few training steps.
+
+    python -m profiling trace -- --data data                        # eager, default recipe
+    python -m profiling trace --vs "--backend triton" -- --data data   # side by side
+
+Everything after ``--`` is train.py's flags (the configuration A); ``--vs FLAGS`` adds a
+configuration B = A's flags followed by FLAGS. For each configuration: a torch.profiler run
+over real training steps with a wait / warm-up / active schedule (shapes recorded), saved as
+a Chrome / Perfetto trace (open it in ui.perfetto.dev or chrome://tracing), and two tables per
+active step:
+  - time per model op: forward ops from the network's record_function ranges (conv, maxpool,
+    bn_act, gelu, head), backward ops from the autograd nodes that ran them, and the step's
+    phases (forward, backward, optimizer);
+  - the top kernels by device time (on a CPU: the top operators by CPU time).
+With --vs, one table puts A and B side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shlex
+import shutil
+from collections import defaultdict
+
+import torch
+
+from .report_io import markdown_table, write_json
+
+PHASES = ("forward", "backward", "optimizer")
+FORWARD_OPS = ("conv", "maxpool", "bn_act", "gelu", "head")
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+def backward_op(node: str) -> str:
+    """Model op that an autograd node belongs to, from its name."""
+    n = node.lower()
+    if "convolution" in n or "conv" in n:
+        return "conv"
+    if "maxpool" in n or "max_pool" in n:
+        return "maxpool"
+    if "bn_act" in n or "batchnorm" in n or "native_batch_norm" in n or "silu" in n:
+        return "bn_act"
+    if "gelu" in n:
+        return "gelu"  # eager bn_act's GELU and the whitening GELU (bn_act's own is counted above when fused)
+    if "mm" in n or "addmm" in n or "linear" in n or "mul" in n:
+        return "head"
+    return "other"
+
+
+def _dev_time(e, cuda: bool) -> float:
+    if not cuda:
+        return e.cpu_time_total
+    return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
+
+
+def _self_dev_time(e, cuda: bool) -> float:
+    if not cuda:
+        return e.self_cpu_time_total
+    return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
+
+
+def summarize_events(events, active_steps: int, cuda: bool, top: int = 15) -> dict:
+    """Per-op and per-phase time (ms per step) and the top kernels, from profiler events."""
+    per_op = defaultdict(float)
+    for e in events:
+        name = e.name
+        if name in PHASES:
+            per_op[f"step: {name}"] += _dev_time(e, cuda)
+        elif name in FORWARD_OPS:
+            per_op[f"fwd: {name}"] += _dev_time(e, cuda)
+        elif name.startswith(BACKWARD_PREFIX):
+            per_op[f"bwd: {backward_op(name[len(BACKWARD_PREFIX):])}"] += _dev_time(e, cuda)
+    kernels = defaultdict(lambda: [0.0, 0])
+    for e in events:
+        is_kernel = (str(getattr(e, "device_type", "")).endswith("CUDA")) if cuda else not (
+            e.name in PHASES or e.name in FORWARD_OPS or e.name.startswith(("autograd::", "ProfilerStep")))
+        if is_kernel:
+            t = (getattr(e, "device_time", None) or _self_dev_time(e, cuda)) if cuda else e.self_cpu_time_total
+            kernels[e.name][0] += t
+            kernels[e.name][1] += 1
+    ops = {k: v / 1e3 / active_steps for k, v in sorted(per_op.items())}
+    top_k = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:top]
+    return dict(per_op_ms=ops, top=[dict(name=k[:90], ms=v[0] / 1e3 / active_steps, calls=v[1] / active_steps)
+                                    for k, v in top_k],
+                unit="device (CUDA) time" if cuda else "CPU time")
+
+
+def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: str, label: str,
+                   data_cache: dict | None = None) -> dict:
+    """Profile ``wait + warmup + active`` training steps of the configuration ``train_argv``."""
+    import train
+    from model.data import TrainLoader
+    from model.trainer import make_optimizer, train_step
+    args = train.build_parser().parse_args(train_argv)
+    s = train.prepare(args, data_cache)
+    wait, warm, active = steps
+    total = wait + warm + active
+    s.net.reset_parameters()
+    s.net.init_whiten(s.data.test_inputs[:256].float())
+    s.net.profile_ranges = True
+    loader = TrainLoader(s.data.train_images, s.data.train_labels, s.recipe.batch_size, s.dtype, seed=args.seed)
+    opt = make_optimizer(s.net, s.recipe, max(total, 2), whiten_steps=total)
+    cuda = s.device.type == "cuda"
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    batches = []
+    while len(batches) < total:
+        batches.extend(list(loader))
+    # one untimed step first: cuDNN autotuning and compilation stay out of the profile
+    train_step(s.net, opt, *batches[0], 0, total, s.recipe.label_smoothing)
+    sched = torch.profiler.schedule(wait=wait, warmup=warm, active=active, repeat=1)
+    with torch.profiler.profile(activities=acts, schedule=sched, record_shapes=True) as prof:
+        for i in range(total):
+            train_step(s.net, opt, *batches[i], i, total, s.recipe.label_smoothing, ranges=True)
+            if cuda:
+                torch.cuda.synchronize()
+            prof.step()
+    s.net.profile_ranges = False
+    os.makedirs(out_dir, exist_ok=True)
+    raw = os.path.join(out_dir, f"trace_{label}.json")
+    prof.export_chrome_trace(raw)
+    with open(raw, "rb") as f, gzip.open(raw + ".gz", "wb") as g:
+        shutil.copyfileobj(f, g)
+    os.remove(raw)
+    summary = summarize_events(prof.events(), active, cuda)
+    summary.update(label=label, flags=" ".join(train_argv), ops=s.names, device=s.env["device"],
+                   trace=os.path.basename(raw) + ".gz", trace_bytes=os.path.getsize(raw + ".gz"),
+                   batch=s.recipe.batch_size, steps=dict(wait=wait, warmup=warm, active=active))
+    return summary
+
+
+def side_by_side(a: dict, b: dict) -> str:
+    keys = sorted(set(a["per_op_ms"]) | set(b["per_op_ms"]))
+    rows = []
+    for k in keys:
+        ta, tb = a["per_op_ms"].get(k), b["per_op_ms"].get(k)
+        rows.append(dict(op=k, a=ta, b=tb, ratio=(tb / ta) if ta and tb else None))
+    return markdown_table(rows, [("op", "op (ms / step)"), ("a", "A: " + (a["flags"] or "defaults")), ("b", "B: " + b["flags"]),
+                                 ("ratio", "B / A")])
+
+
+def render(summaries: list[dict]) -> str:
+    parts = []
+    for s in summaries:
+        parts.append(f"## {s['label']}: `{s['flags'] or '(defaults)'}`\n\n{s['device']}, batch {s['batch']}, "
+                     f"{s['steps']['active']} active steps, {s['unit']}; ops: "
+                     + ", ".join(f"{k}={v}" for k, v in s["ops"].items())
+                     + f"; trace: {s['trace']} ({s['trace_bytes'] / 1e6:.1f} MB)\n\n"
+                     + markdown_table([dict(op=k, ms=v) for k, v in s["per_op_ms"].items()],
+                                      [("op", "op"), ("ms", "ms / step")])
+                     + "\n\nTop kernels:\n\n"
+                     + markdown_table(s["top"], [("name", "kernel / operator"), ("ms", "ms / step"),
+                                                 ("calls", "calls / step")]))
+    if len(summaries) == 2:
+        parts.append("## Side by side\n\n" + side_by_side(*summaries))
+    return "\n\n".join(parts) + "\n"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vs", default=None, metavar="FLAGS", help="a second configuration: A's flags followed by FLAGS")
+    p.add_argument("--wait", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--active", type=int, default=3)
+    p.add_argument("--out", default="reports/trace", help="directory for traces and trace.md / trace.json")
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then train.py's flags")
+
+
+def run(args) -> list[dict]:
+    base = [a for a in args.train_args if a != "--"]
+    configs = [("A", base)] + ([("B", base + shlex.split(args.vs))] if args.vs else [])
+    cache: dict = {}
+    summaries = [profile_config(flags, (args.wait, args.warmup, args.active), args.out, label, cache)
+                 for label, flags in configs]
+    text = render(summaries)
+    print(text)
+    write_json(os.path.join(args.out, "trace.json"), summaries)
+    with open(os.path.join(args.out, "trace.md"), "w") as f:
+        f.write("# Profiler traces\n\n" + text)
+    return summaries

@@ -1,0 +1,65 @@
+"""The profiling commands produce well-formed output with real numbers (CPU, tiny sizes)."""
+import gzip
+import json
+import math
+import os
+
+from profiling.__main__ import main
+
+SMALL = ["--device", "cpu", "--subset", "64", "--batch-size", "32", "--epochs", "1", "--tta", "0"]
+
+
+def test_trace_two_configs(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "trace"
+    main(["trace", "--vs", "--backend triton", "--wait", "0", "--warmup", "1", "--active", "1", "--out", str(out),
+          "--", "--data", cifar_dir] + SMALL)
+    sums = json.loads((out / "trace.json").read_text())
+    assert [s["label"] for s in sums] == ["A", "B"]
+    assert sums[1]["ops"]["bn_act"] == "triton" and sums[0]["ops"]["bn_act"] == "eager"
+    for s in sums:
+        ops = s["per_op_ms"]
+        for key in ("step: forward", "step: backward", "step: optimizer", "fwd: conv", "fwd: bn_act", "fwd: maxpool",
+                    "bwd: conv"):
+            assert key in ops and math.isfinite(ops[key]) and ops[key] > 0, (key, ops)
+        assert s["top"] and all(t["ms"] >= 0 for t in s["top"])
+        trace = json.loads(gzip.open(out / s["trace"]).read())
+        names = {e.get("name") for e in trace["traceEvents"]}
+        assert {"forward", "backward", "optimizer", "bn_act"} <= names
+    md = (out / "trace.md").read_text()
+    assert "## Side by side" in md and "B / A" in md
+    assert "fwd: bn_act" in capsys.readouterr().out
+
+
+def test_ab_interleaved(cifar_dir, tmp_path, capsys):
+    out = tmp_path / "ab"
+    main(["ab", "--a", "", "--b", "--recipe airbench94", "--runs", "2", "--out", str(out), "--", "--data", cifar_dir]
+         + SMALL)
+    text = capsys.readouterr().out
+    order = [ln.split()[2].rstrip(":") for ln in text.splitlines() if ln.strip().startswith("run ")]
+    assert order == ["A", "B", "A", "B"]  # interleaved
+    res = json.loads((out / "ab.json").read_text())
+    assert len(res["results"]["A"]) == len(res["results"]["B"]) == 2
+    assert [r["seed"] for r in res["results"]["A"]] == [r["seed"] for r in res["results"]["B"]] == [0, 1]
+    for metric in ("time", "accuracy"):
+        c = res[metric]
+        assert 0 <= c["p"] <= 1 and isinstance(c["significant"], bool) and c["a"]["n"] == 2
+        assert math.isfinite(c["a"]["ci95"]) and c["a"]["mean"] > 0
+    assert res["configs"]["B"]["recipe"] == "airbench94"
+    assert "Welch p" in (out / "ab.md").read_text()
+
+
+def test_report_quick(cifar_dir, tmp_path):
+    out = tmp_path / "reports"
+    main(["report", "--quick", "--skip", "tests,static", "--runs", "2", "--data", cifar_dir, "--out", str(out)])
+    latest = (out / "LATEST.md").read_text()
+    name = latest.split("[")[1].split("]")[0]
+    rep = out / name
+    readme = (rep / "README.md").read_text()
+    assert "CPU smoke run" in readme
+    assert "| bench | ok |" in readme and "| trace | ok |" in readme and "| ab | ok |" in readme
+    assert "| tests | skipped (asked) |" in readme
+    for f in ("ab/ab.json", "bench/bench.json", "trace/trace.json", "report.json"):
+        assert (rep / f).is_file(), f
+    for s in json.loads((rep / "trace" / "trace.json").read_text()):
+        path = rep / "trace" / s["trace"].split(" ")[0]
+        assert path.is_file() and os.path.getsize(path) < 2_000_000
