@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 import kernels
+from model.compiled import MODES as COMPILE_MODES, StepFunctions, cache_stats, use_cache_dir
 from model.data import DataError, load_cifar10
 from model.net import CifarNet
 from model.recipes import DEFAULT, RECIPES, get_recipe
@@ -62,8 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="eager", help=f"op backend: {', '.join(kernels.backends())}")
     p.add_argument("--op", action="append", default=[], metavar="OP=IMPL",
                    help="per-op implementation, repeatable (see the list below)")
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                   help="torch.compile the training step (forward + loss + backward), the eval forward and "
+                        "Newton-Schulz: default, reduce-overhead (CUDA graphs), max-autotune (as published), "
+                        "max-autotune-no-cudagraphs; none = eager (default)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="persistent compile caches (inductor FX graphs, AOTAutograd, autotuning, Triton) under DIR")
     p.add_argument("--warmup-steps", type=int, default=None,
-                   help="untimed warm-up run length in steps, random labels (default: 25 on a GPU, 0 on a CPU)")
+                   help="untimed warm-up run length in steps, random labels "
+                        "(default: 25 on a GPU; on a CPU 4 with --compile, else 0)")
     p.add_argument("--json", default=None, metavar="PATH", help="append one JSON record per run to PATH")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress line on stderr (default: when stderr is a terminal)")
@@ -91,6 +99,7 @@ class Setup:
     net: CifarNet
     config: dict
     env: dict
+    fns: StepFunctions
 
 
 def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
@@ -110,6 +119,8 @@ def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
     dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if args.cache_dir:
+        use_cache_dir(args.cache_dir)
 
     recipe = get_recipe(args.recipe).replace(batch_size=args.batch_size)
     key = (args.data, args.subset, str(device), str(dtype))
@@ -130,31 +141,40 @@ def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
     net = CifarNet(ops, head_scale=recipe.head_scale, bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps,
                    activation=recipe.activation, head_unit_std=recipe.head_unit_std,
                    zero_whiten_bias=recipe.zero_whiten_bias).to(device).to_training_dtype(dtype)
+    fns = StepFunctions(net, args.compile)
     env = environment(device)
     config = dict(recipe=recipe.name, ops=names, backend=args.backend, dtype=str(dtype).replace("torch.", ""),
                   batch_size=recipe.batch_size, epochs=args.epochs or recipe.epochs,
-                  tta=recipe.tta_level if args.tta is None else args.tta, subset=args.subset,
+                  tta=recipe.tta_level if args.tta is None else args.tta, subset=args.subset, compile=args.compile,
                   data=data.source, data_checksum=data.checksum,
                   train_images=len(data.train_labels), test_images=len(data.test_labels))
-    return Setup(args, device, dtype, recipe, names, device_data, net, config, env)
+    return Setup(args, device, dtype, recipe, names, device_data, net, config, env, fns)
 
 
 def describe(s: Setup) -> str:
     return (f"# {s.recipe.name} on {s.env['device']} | {s.config['dtype']} | ops: "
             + ", ".join(f"{k}={v}" for k, v in s.names.items())
+            + (f" | compile={s.args.compile}" if s.args.compile != "none" else "")
             + f" | {s.config['train_images']} train / {s.config['test_images']} test images")
 
 
 def warmup(s: Setup, progress=None) -> float | None:
     """The untimed warm-up run (random labels); returns its wall time, or None when skipped."""
-    steps = s.args.warmup_steps if s.args.warmup_steps is not None else (25 if s.device.type == "cuda" else 0)
+    default = 25 if s.device.type == "cuda" else (4 if s.args.compile != "none" else 0)
+    steps = s.args.warmup_steps if s.args.warmup_steps is not None else default
     if steps <= 0:
         return None
     t0 = time.perf_counter()
     w = train_run(s.net, s.data, s.recipe, seed=s.args.seed + 10_000, dtype=s.dtype, epochs=s.args.epochs,
-                  tta_level=s.args.tta, warmup_steps=steps, progress=progress, label="warm-up")
+                  tta_level=s.args.tta, warmup_steps=steps, progress=progress, label="warm-up", fns=s.fns)
     dt = time.perf_counter() - t0
-    print(f"warm-up: {w['steps']} steps on random labels + TTA eval, {dt:.2f} s wall (not counted below)")
+    what = "compilation + " if s.args.compile != "none" else ""
+    print(f"warm-up ({what}{w['steps']} steps on random labels + TTA eval): {dt:.2f} s wall (not counted below)")
+    if s.args.compile != "none":
+        stats = cache_stats()
+        if stats:
+            print("compile caches: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
+    s.config["warmup_s"] = dt
     return dt
 
 
@@ -179,7 +199,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(fmt_row(dict(row, run=r if row["epoch"] == 1 else "")), flush=True)
 
         res = train_run(s.net, s.data, s.recipe, seed=seed, dtype=s.dtype, epochs=args.epochs,
-                        tta_level=args.tta, log=log, progress=progress, label=f"run {r + 1}/{args.runs}")
+                        tta_level=args.tta, log=log, progress=progress, label=f"run {r + 1}/{args.runs}", fns=s.fns)
         print(fmt_row(dict(run=r if args.quiet else "", epoch="tta", tta_acc=res["accuracy"], time_s=res["time_s"])),
               flush=True)
         record = dict(config=s.config, env=s.env, run=r, **res)

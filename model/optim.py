@@ -46,6 +46,7 @@ class Muon(torch.optim.Optimizer):
         if lr < 0 or momentum < 0:
             raise ValueError(f"Muon: lr and momentum must be >= 0 (got {lr}, {momentum})")
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps))
+        self.newton_schulz = newton_schulz  # replaced by a compiled version under --compile
 
     @torch.no_grad()
     def step(self):
@@ -62,7 +63,7 @@ class Muon(torch.optim.Optimizer):
                 d = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
                 p.mul_(math.sqrt(p.shape[0]) / p.norm())
                 ns_dtype = torch.float32 if p.device.type == "cpu" else torch.bfloat16
-                update = newton_schulz(d.reshape(len(d), -1), group["ns_steps"], dtype=ns_dtype).view(d.shape)
+                update = self.newton_schulz(d.reshape(len(d), -1), group["ns_steps"], dtype=ns_dtype).view(d.shape)
                 p.add_(update.to(p.dtype), alpha=-group["lr"])
 
 

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .compiled import StepFunctions, forward_loss
 from .data import Cifar10, TrainLoader, normalize
 from .net import CifarNet, tta_logits
 from .optim import MuonSGD, SGDLookahead
@@ -87,13 +88,16 @@ class DeviceData:
 
 
 def train_step(net: CifarNet, opt, inputs: torch.Tensor, targets: torch.Tensor, step: int, whiten_steps: int,
-               label_smoothing: float, ranges: bool = False):
+               label_smoothing: float, ranges: bool = False, fns: StepFunctions | None = None):
     """One optimisation step; returns (outputs, summed loss). With ``ranges``, the forward,
-    backward and optimizer phases are record_function ranges for the profiler."""
+    backward and optimizer phases are record_function ranges for the profiler. ``fns`` holds
+    the (possibly compiled) forward+loss; eager by default."""
     rf = torch.profiler.record_function if ranges else (lambda name: contextlib.nullcontext())
     with rf("forward"):
-        outputs = net(inputs, whiten_bias_grad=step < whiten_steps)
-        loss = F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing, reduction="sum")
+        if fns is None:
+            outputs, loss = forward_loss(net, inputs, targets, step < whiten_steps, label_smoothing)
+        else:
+            outputs, loss = fns.forward_loss(inputs, targets, step < whiten_steps, label_smoothing)
     with rf("backward"):
         loss.backward()
     with rf("optimizer"):
@@ -101,14 +105,22 @@ def train_step(net: CifarNet, opt, inputs: torch.Tensor, targets: torch.Tensor, 
     return outputs, loss
 
 
-def make_optimizer(net: CifarNet, recipe: Recipe, total_steps: int, whiten_steps: int):
-    return OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
+def make_optimizer(net: CifarNet, recipe: Recipe, total_steps: int, whiten_steps: int,
+                   fns: StepFunctions | None = None):
+    opt = OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
+    if fns is not None and fns.newton_schulz is not None and hasattr(opt, "muon"):
+        opt.muon.newton_schulz = fns.newton_schulz
+    return opt
 
 
 @torch.no_grad()
-def evaluate(net: CifarNet, inputs: torch.Tensor, labels: torch.Tensor, tta_level: int = 0) -> float:
+def evaluate(net: CifarNet, inputs: torch.Tensor, labels: torch.Tensor, tta_level: int = 0,
+             forward: Callable | None = None) -> float:
+    """Accuracy on (inputs, labels) with test-time augmentation ``tta_level``; ``forward``
+    replaces ``net`` for the forward passes (a compiled version of it)."""
     net.eval()
-    logits = torch.cat([tta_logits(net, x, tta_level) for x in inputs.split(EVAL_BATCH)])
+    fwd = net if forward is None else forward
+    logits = torch.cat([tta_logits(fwd, x, tta_level) for x in inputs.split(EVAL_BATCH)])
     net.train()
     return (logits.argmax(1) == labels).float().mean().item()
 
@@ -116,11 +128,13 @@ def evaluate(net: CifarNet, inputs: torch.Tensor, labels: torch.Tensor, tta_leve
 def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype: torch.dtype,
               epochs: float | None = None, tta_level: int | None = None, warmup_steps: int | None = None,
               log: Callable[[dict], None] | None = None, progress: Progress | None = None,
-              label: str = "") -> dict:
+              label: str = "", fns: StepFunctions | None = None) -> dict:
     """Train ``net`` from a fresh initialisation; returns a result dict.
 
     ``warmup_steps``: a warm-up run instead, on random labels for that many steps, then one
-    TTA evaluation (its results are meaningless; only its time is reported).
+    TTA evaluation (its results are meaningless; only its time is reported). The warm-up
+    switches the whitening bias off halfway, so that both variants of a compiled step are built.
+    ``fns``: compiled step functions (model/compiled.py); eager when None.
     """
     device = data.train_images.device
     torch.manual_seed(seed)
@@ -137,7 +151,9 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     whiten_steps = math.ceil(recipe.whiten_bias_epochs * len(loader))
     if warmup_steps is not None:
         total_steps = min(total_steps, max(1, warmup_steps))
-    opt = make_optimizer(net, recipe, total_steps, whiten_steps)
+        whiten_steps = total_steps // 2 if total_steps > 1 else whiten_steps
+    opt = make_optimizer(net, recipe, total_steps, whiten_steps, fns)
+    eval_fwd = fns.eval_forward if fns is not None else None
     timer = Timer(device)
     progress = progress or Progress(False)
 
@@ -150,7 +166,8 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     for epoch in range(n_epochs):
         timer.start()
         for inputs, targets in loader:
-            outputs, loss = train_step(net, opt, inputs, targets, step, whiten_steps, recipe.label_smoothing)
+            outputs, loss = train_step(net, opt, inputs, targets, step, whiten_steps, recipe.label_smoothing,
+                                       fns=fns)
             step += 1
             progress.update(f"{label} epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}")
             if step >= total_steps:
@@ -160,7 +177,7 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
         timer.stop()
         row = dict(epoch=epoch + 1, train_loss=loss.item() / len(targets),
                    train_acc=(outputs.detach().argmax(1) == targets).float().mean().item(),
-                   val_acc=evaluate(net, data.test_inputs, data.test_labels, 0) if warmup_steps is None
+                   val_acc=evaluate(net, data.test_inputs, data.test_labels, 0, eval_fwd) if warmup_steps is None
                    else float("nan"),
                    time_s=timer.total)
         rows.append(row)
@@ -168,7 +185,7 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
             log(row)
 
     timer.start()
-    tta_acc = evaluate(net, data.test_inputs, data.test_labels, tta_level)
+    tta_acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd)
     timer.stop()
     progress.clear()
     return dict(seed=seed, accuracy=tta_acc, time_s=timer.total, steps=step, epochs=rows,

@@ -43,9 +43,10 @@ def run(args) -> dict:
     flags = {"A": shared + shlex.split(args.a), "B": shared + shlex.split(args.b)}
     cache: dict = {}
     setups = {k: train.prepare(train.build_parser().parse_args(v), cache) for k, v in flags.items()}
+    warm = {}
     for k, s in setups.items():
         print(f"{k}: {' '.join(flags[k]) or '(defaults)'}\n   {train.describe(s)}")
-        train.warmup(s)
+        warm[k] = train.warmup(s)
     if setups["A"].device.type == "cpu":
         print("# note: CPU timings say nothing about GPU speed")
     results = {"A": [], "B": []}
@@ -53,7 +54,7 @@ def run(args) -> dict:
         for k in ("A", "B"):
             s = setups[k]
             r = train_run(s.net, s.data, s.recipe, seed=s.args.seed + i, dtype=s.dtype, epochs=s.args.epochs,
-                          tta_level=s.args.tta)
+                          tta_level=s.args.tta, fns=s.fns)
             results[k].append(dict(seed=r["seed"], time_s=r["time_s"], accuracy=r["accuracy"]))
             print(f"  run {i} {k}: {r['time_s']:.3f} s  {100 * r['accuracy']:.2f}%", flush=True)
     time_cmp = compare([r["time_s"] for r in results["A"]], [r["time_s"] for r in results["B"]])
@@ -69,7 +70,10 @@ def run(args) -> dict:
     head = (f"A/B on {env['device']}, {args.runs} interleaved runs each; A: `{' '.join(flags['A']) or '(defaults)'}`, "
             f"B: `{' '.join(flags['B'])}`")
     print(head + "\n\n" + table)
-    out = dict(device=env["device"], env=env, runs=args.runs, flags=flags, results=results, time=time_cmp,
+    if any(w is not None for w in warm.values()):
+        table += "\n\nWarm-up (untimed; includes compilation): " + ", ".join(
+            f"{k} {w:.1f} s" for k, w in warm.items() if w is not None)
+    out = dict(device=env["device"], env=env, runs=args.runs, flags=flags, results=results, time=time_cmp, warmup_s=warm,
                accuracy=acc_cmp, configs={k: s.config for k, s in setups.items()})
     if args.out:
         os.makedirs(args.out, exist_ok=True)

@@ -9,6 +9,8 @@ Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its 
   3. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
   4. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
   5. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
+  6. ab_compile/ eager vs --compile max-autotune-no-cudagraphs (GPU only; its warm-up is the
+                 cold-start compile time)
 Each step is time-boxed (``--budget-s`` for the whole report; a step that would start after
 the budget is skipped and says so), and a failing step is recorded without stopping the
 others. Traces over 2 MB are deleted (the repository keeps no trace over 2 MB).
@@ -43,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-s", type=float, default=540, help="wall-clock budget for all steps (default 540)")
     p.add_argument("--runs", type=int, default=None, help="A/B runs per configuration (default: 10 on a GPU, 2 on a CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (the default on a CPU)")
-    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab,ab_compile")
 
 
 class Steps:
@@ -137,6 +139,15 @@ def main(args) -> str:
                                 train_args=data_flags)
         return ab.run(ns)
     results["ab"] = steps.run("ab", do_ab, "ab" in skip)
+
+    def do_ab_compile():  # the compiled step vs eager, and the cold start (warm-up = compile time)
+        ns = argparse.Namespace(a="--backend eager", b="--backend eager --compile max-autotune-no-cudagraphs",
+                                runs=max(2, runs // 2), out=os.path.join(out, "ab_compile"), train_args=data_flags
+                                + ["--cache-dir", os.path.join(out, "compile_cache")])
+        return ab.run(ns)
+    results["ab_compile"] = steps.run("ab_compile", do_ab_compile, "ab_compile" in skip or quick)
+    import shutil
+    shutil.rmtree(os.path.join(out, "compile_cache"), ignore_errors=True)
     results["steps"] = steps.log
 
     with open(os.path.join(out, "report.json"), "w") as f:
@@ -175,6 +186,7 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
                   + ("Triton interpreter" if t["interpreter"] else "compiled kernels on the GPU")
                   + "; full output in tests/pytest.txt)"]
     lines += ["", _section(os.path.join(out, "ab", "ab.md"), "A/B: eager vs triton"),
+              _section(os.path.join(out, "ab_compile", "ab.md"), "A/B: eager vs --compile"),
               _section(os.path.join(out, "bench", "bench.md"), "Op benchmarks"),
               _section(os.path.join(out, "bench_compile", "bench.md"), "Op benchmarks: torch.compile"),
               "![time per op](bench/bench_time.png)\n\n![roofline](bench/roofline.png)\n",

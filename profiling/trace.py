@@ -100,18 +100,18 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     s.net.init_whiten(s.data.test_inputs[:256].float())
     s.net.profile_ranges = True
     loader = TrainLoader(s.data.train_images, s.data.train_labels, s.recipe.batch_size, s.dtype, seed=args.seed)
-    opt = make_optimizer(s.net, s.recipe, max(total, 2), whiten_steps=total)
+    opt = make_optimizer(s.net, s.recipe, max(total, 2), whiten_steps=total, fns=s.fns)
     cuda = s.device.type == "cuda"
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
     batches = []
     while len(batches) < total:
         batches.extend(list(loader))
     # one untimed step first: cuDNN autotuning and compilation stay out of the profile
-    train_step(s.net, opt, *batches[0], 0, total, s.recipe.label_smoothing)
+    train_step(s.net, opt, *batches[0], 0, total, s.recipe.label_smoothing, fns=s.fns)
     sched = torch.profiler.schedule(wait=wait, warmup=warm, active=active, repeat=1)
     with torch.profiler.profile(activities=acts, schedule=sched, record_shapes=True) as prof:
         for i in range(total):
-            train_step(s.net, opt, *batches[i], i, total, s.recipe.label_smoothing, ranges=True)
+            train_step(s.net, opt, *batches[i], i, total, s.recipe.label_smoothing, ranges=True, fns=s.fns)
             if cuda:
                 torch.cuda.synchronize()
             prof.step()

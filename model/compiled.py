@@ -1,0 +1,77 @@
+"""torch.compile of the training step, and the persistent caches that make a cold start cheap.
+
+``--compile MODE`` (train.py) compiles, once per process and reused across runs:
+  - forward + loss as one graph (fullgraph=True, static shapes); AOTAutograd derives the
+    backward graph from it, so forward, loss and backward run as compiled code. The whitening
+    bias flag (trained for the first epochs only) is a Python bool: two graph variants, both
+    compiled during the warm-up;
+  - the eval forward (plain and TTA views, batches of 2000);
+  - Muon's Newton-Schulz iteration (one graph per filter shape).
+The optimizer's bookkeeping (schedules, SGD's fused kernel) stays eager. Shapes are static:
+the last partial training batch is dropped (as airbench does), so nothing recompiles.
+
+MODES maps the flag to torch.compile arguments: ``default``; ``reduce-overhead`` (inductor's
+CUDA graphs for the forward and backward graphs); ``max-autotune`` (autotuned GEMM / conv
+templates and CUDA graphs: the published airbench94_muon setting) and
+``max-autotune-no-cudagraphs``.
+
+Cold start: ``--cache-dir DIR`` puts inductor's FX-graph cache, the AOTAutograd cache,
+autotuning results and Triton's kernel cache under DIR (both caches switched on), so that a
+second process reuses the first one's work; train.py reports the warm-up (compile) time on
+its own line.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def use_cache_dir(path: str) -> dict:
+    """Persistent compile caches under ``path``; call before the first compilation."""
+    path = os.path.abspath(path)
+    dirs = dict(TORCHINDUCTOR_CACHE_DIR=os.path.join(path, "inductor"), TRITON_CACHE_DIR=os.path.join(path, "triton"))
+    for k, v in dirs.items():
+        os.makedirs(v, exist_ok=True)
+        os.environ[k] = v
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    return dirs
+
+
+def cache_stats() -> dict:
+    """Hits and misses of inductor's FX-graph cache and the AOTAutograd cache so far."""
+    from torch._dynamo.utils import counters
+    return {k: int(v) for group in ("inductor", "aot_autograd") for k, v in counters[group].items()
+            if "cache" in k}
+
+
+def forward_loss(net, inputs: torch.Tensor, targets: torch.Tensor, whiten_bias_grad: bool, label_smoothing: float):
+    outputs = net(inputs, whiten_bias_grad=whiten_bias_grad)
+    loss = F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing, reduction="sum")
+    return outputs, loss
+
+
+class StepFunctions:
+    """The callables a training run uses: eager, or compiled with ``mode``."""
+
+    def __init__(self, net, mode: str = "none"):
+        if mode not in MODES:
+            raise ValueError(f"unknown compile mode {mode!r}; known: {', '.join(MODES)}")
+        self.mode = mode
+        if mode == "none":
+            self.forward_loss: Callable = lambda *a: forward_loss(net, *a)
+            self.eval_forward: Callable = net
+            self.newton_schulz = None
+            return
+        kw = dict(fullgraph=True, dynamic=False, mode=None if mode == "default" else mode)
+        self.forward_loss = torch.compile(lambda *a: forward_loss(net, *a), **kw)
+        self.eval_forward = torch.compile(net, **kw)
+        from .optim import newton_schulz
+        self.newton_schulz = torch.compile(newton_schulz, **kw)
