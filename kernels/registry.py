@@ -11,7 +11,8 @@ op -> callable and never asks which backend it runs on.
     ['compile', 'eager', 'triton']
     >>> pool = kernels.get("maxpool", "triton")
 
-A *backend* is a named default mapping (``eager``, ``triton``, ``compile``);
+A *backend* is a named default mapping (``eager``, ``triton``, ``triton_all``, ``fp8``,
+``compile``);
 ``resolve(backend, {"conv": "eager"})`` applies per-op overrides on top of it.
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ _DOCS: dict[tuple[str, str], str] = {}
 BACKENDS: dict[str, dict[str, str]] = {
     "eager": {},
     "triton": {"bn_act": "triton", "maxpool": "triton"},
+    "triton_all": {"bn_act": "triton", "maxpool": "triton", "conv": "triton"},
+    "fp8": {"bn_act": "triton", "maxpool": "triton", "conv": "fp8"},
     "compile": {"bn_act": "compile", "maxpool": "compile", "conv": "compile"},
 }
 

@@ -48,7 +48,7 @@ def run(args) -> list[dict]:
     batch = args.batch or (2000 if cuda else 2)
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
     peak = lookup(args.peak) if args.peak else (detect(torch.cuda.get_device_name(device)) if cuda else None)
-    impls_filter = args.impls.split(",") if args.impls else (None if cuda else ["eager", "triton"])
+    impls_filter = args.impls.split(",") if args.impls else (None if cuda else ["eager", "triton", "fp8"])
     env = environment(device)
     print(f"# bench on {env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}, "
           f"peak table: {peak.name if peak else 'none'}")
@@ -81,8 +81,14 @@ def run(args) -> list[dict]:
                           f"{r['tflops']:7.2f} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else ""))
     os.makedirs(args.out, exist_ok=True)
     ok = [r for r in records if "error" not in r]
+    from kernels.conv import chosen_configs
+    configs = chosen_configs()
+    if configs:
+        print("# Triton conv block configurations chosen (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages):")
+        for k, v in configs.items():
+            print(f"#   {k}: {v}")
     meta = dict(env=env, batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,
-                note=None if cuda else CPU_NOTE)
+                note=None if cuda else CPU_NOTE, conv_configs=configs)
     write_json(os.path.join(args.out, "bench.json"), dict(meta=meta, records=records))
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(f"# Op benchmarks: {env['device']}\n\nbatch {batch}, {meta['dtype']}, torch {env['torch']}, "
@@ -91,6 +97,9 @@ def run(args) -> list[dict]:
         if not cuda:
             f.write(f"**{CPU_NOTE}**\n\n")
         f.write(markdown_table(ok, COLUMNS) + "\n")
+        if configs:
+            f.write("\nTriton conv configurations chosen (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages):\n\n"
+                    + "\n".join(f"- `{k}`: {v}" for k, v in configs.items()) + "\n")
         failed = [r for r in records if "error" in r]
         if failed:
             f.write("\nFailed:\n\n" + "\n".join(f"- {r['case']} {r['impl']} {r['mode']}: {r['error']}" for r in failed) + "\n")

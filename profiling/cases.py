@@ -41,6 +41,8 @@ def make_callable(case: OpCase, impl: str, mode: str, dtype: torch.dtype, device
         w = rand((case.params["cout"], cin, k, k), scale=0.1).requires_grad_(grad)
         if case.params.get("input_grad", True) is False:
             x.requires_grad_(False)
+        if case.params.get("weight_grad", True) is False:
+            w.requires_grad_(False)
 
         def run():
             return fn(x, w, None, case.params["padding"])

@@ -11,6 +11,7 @@ Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its 
   5. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
   6. ab_compile/ eager vs --compile max-autotune-no-cudagraphs (GPU only; its warm-up is the
                  cold-start compile time)
+  7. ab_triton_all/, ab_fp8/  cuDNN conv vs the Triton conv, and vs its fp8 version (GPU only)
 Each step is time-boxed (``--budget-s`` for the whole report; a step that would start after
 the budget is skipped and says so), and a failing step is recorded without stopping the
 others. Traces over 2 MB are deleted (the repository keeps no trace over 2 MB).
@@ -45,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-s", type=float, default=540, help="wall-clock budget for all steps (default 540)")
     p.add_argument("--runs", type=int, default=None, help="A/B runs per configuration (default: 10 on a GPU, 2 on a CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (the default on a CPU)")
-    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab,ab_compile")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab,ab_compile,ab_conv")
 
 
 class Steps:
@@ -111,7 +112,7 @@ def main(args) -> str:
         cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, "static" in skip)
 
     def do_bench():
-        ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool,conv", impls="eager,triton",
+        ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool,conv", impls="eager,triton,fp8",
                                 modes="fwd,fwd+bwd", dtype=None, peak=None, device=None,
                                 out=os.path.join(out, "bench"), no_plots=False)
         recs = bench.run(ns)
@@ -139,6 +140,15 @@ def main(args) -> str:
                                 train_args=data_flags)
         return ab.run(ns)
     results["ab"] = steps.run("ab", do_ab, "ab" in skip)
+
+    def do_ab_conv():  # the Triton convs (bf16/fp16 and fp8) against cuDNN, whole training runs
+        res = {}
+        for name, flags in (("triton_all", "--backend triton_all"), ("fp8", "--backend fp8")):
+            ns = argparse.Namespace(a="--backend triton", b=flags, runs=max(2, runs // 2),
+                                    out=os.path.join(out, f"ab_{name}"), train_args=data_flags)
+            res[name] = ab.run(ns)
+        return res
+    results["ab_conv"] = steps.run("ab_conv", do_ab_conv, "ab_conv" in skip or quick)
 
     def do_ab_compile():  # the compiled step vs eager, and the cold start (warm-up = compile time)
         ns = argparse.Namespace(a="--backend eager", b="--backend eager --compile max-autotune-no-cudagraphs",
@@ -187,6 +197,8 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
                   + "; full output in tests/pytest.txt)"]
     lines += ["", _section(os.path.join(out, "ab", "ab.md"), "A/B: eager vs triton"),
               _section(os.path.join(out, "ab_compile", "ab.md"), "A/B: eager vs --compile"),
+              _section(os.path.join(out, "ab_triton_all", "ab.md"), "A/B: cuDNN conv vs Triton conv"),
+              _section(os.path.join(out, "ab_fp8", "ab.md"), "A/B: cuDNN conv vs FP8 Triton conv"),
               _section(os.path.join(out, "bench", "bench.md"), "Op benchmarks"),
               _section(os.path.join(out, "bench_compile", "bench.md"), "Op benchmarks: torch.compile"),
               "![time per op](bench/bench_time.png)\n\n![roofline](bench/roofline.png)\n",

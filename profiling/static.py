@@ -35,7 +35,7 @@ TC_PATTERNS = {"HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "QGMMA": r"\bQGMMA\b"
 # op -> (module, list of config-list attribute names)
 CONFIG_LISTS = {"bn_act": ("kernels.bn_act", ("APPLY_CONFIGS", "REDUCE_CONFIGS")),
                 "maxpool": ("kernels.maxpool", ("CONFIGS",)),
-                "conv": ("kernels.conv", ())}
+                "conv": ("kernels.conv", ("FWD_CONFIGS", "WGRAD_CONFIGS"))}
 
 
 @dataclass
@@ -138,8 +138,21 @@ def _drive(case, impl: str, dtype) -> None:
         y = m.maxpool_fwd(x, k)
         m.maxpool_bwd(torch.empty_like(y), x, k)
     else:
-        w = torch.empty((case.params["cout"], C, case.params["k"], case.params["k"]), dtype=dtype)
-        fn(x, w, None, case.params["padding"])
+        from kernels import conv as m
+        k, pad = case.params["k"], case.params["padding"]
+        w = torch.empty((case.params["cout"], C, k, k), dtype=dtype).contiguous(memory_format=torch.channels_last)
+        if impl == "fp8" and C >= m.FP8_MIN_CHANNELS:
+            y, x_q, s_x, w_q, s_w = m.conv2d_fp8_fwd(x, w, None, pad)
+            dy_q = torch.empty(y.shape, dtype=m.FP8_BWD).contiguous(memory_format=torch.channels_last)
+            args = (dy_q, w_q, x_q, s_x, s_w, torch.ones(1))
+        else:
+            y = m.conv2d_fwd(x, w, None, pad)
+            args = (torch.empty_like(y), w, x, None, None, None)
+        dy, wq, xq, s_x, s_w, s_dy = args
+        if case.params.get("input_grad", True):
+            m.conv2d_dgrad(dy, wq, list(x.shape), pad, s_dy, s_w, dtype)
+        if case.params.get("weight_grad", True):
+            m.conv2d_wgrad(dy, xq, list(w.shape), pad, s_dy, s_x, dtype)
 
 
 def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: str = "fp16") -> list[dict]:
@@ -274,6 +287,8 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     rows = []
     for e in entries:
         for arch in archs:
+            if e["impl"] == "fp8" and arch == "sm_80":
+                continue  # FP8 tensor cores need sm_89+; the fp8 implementation refuses older GPUs
             r = analyse(e, arch)
             r["config"] = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
                                    for k, v in sorted(r["constexprs"].items(), key=lambda kv: not kv[0].startswith("BLOCK")))

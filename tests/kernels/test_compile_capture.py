@@ -15,13 +15,14 @@ def block(ops, x, w, rm, rv, bias):
     return ops["bn_act"](y, rm, rv, None, bias, True, 0.4, 1e-12, "gelu")
 
 
-@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_fullgraph_capture_matches_eager(backend):
+@pytest.mark.parametrize("backend, ops_backend", [("aot_eager", "triton"), ("inductor", "triton"),
+                                                  ("aot_eager", "triton_all")])
+def test_fullgraph_capture_matches_eager(backend, ops_backend):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    ops = kernels.resolve("triton")
+    ops = kernels.resolve(ops_backend)
     x = torch.randn(2, 4, 6, 6, device=DEV).contiguous(memory_format=torch.channels_last)
-    w = torch.randn(8, 4, 3, 3, device=DEV, requires_grad=True)
+    w = torch.randn(8, 4, 3, 3, device=DEV).contiguous(memory_format=torch.channels_last).requires_grad_()
     bias = torch.zeros(8, device=DEV, requires_grad=True)
     rm, rv = torch.zeros(8, device=DEV), torch.ones(8, device=DEV)
     rm2, rv2 = rm.clone(), rv.clone()
