@@ -262,8 +262,10 @@ def _reduce_grid(M: int, C: int):
 _ACT_CODE = {"gelu": 0, "silu": 1}
 
 
-def _opt(t):
-    return t if t is not None else torch.empty(0)
+def _opt(t, like: torch.Tensor):
+    """``t``, or a placeholder on ``like``'s device for an absent tensor: the kernel never reads it
+    (HAS_W / HAS_B are False), but Triton checks that every pointer lives on the launch device."""
+    return t if t is not None else like.new_empty(0, dtype=torch.float32)
 
 
 @torch.library.custom_op("speedrun::bn_act_fwd", mutates_args=())
@@ -290,7 +292,7 @@ def bn_act_fwd(x: torch.Tensor, mean_in: torch.Tensor | None, var_in: torch.Tens
         mean, var = mean_in.float().clone(), var_in.float().clone()
     bm, bc, warps = _pick(APPLY_CONFIGS, C, M)
     _apply_kernel[(triton.cdiv(M, bm), triton.cdiv(C, bc))](
-        x, y, mean, var, _opt(weight), _opt(bias), M, C, HW, eps, BLOCK_M=bm, BLOCK_C=bc, CHANNELS_LAST=cl,
+        x, y, mean, var, _opt(weight, x), _opt(bias, x), M, C, HW, eps, BLOCK_M=bm, BLOCK_C=bc, CHANNELS_LAST=cl,
         HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation], num_warps=warps)
     return y, mean, var
 
@@ -313,13 +315,13 @@ def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch
     pdz = torch.empty((P, C), device=x.device, dtype=torch.float32)
     pdzx = torch.empty_like(pdz)
     flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation])
-    _bwd_reduce_kernel[(P, cblocks)](dy, x, mean, var, _opt(weight), _opt(bias), pdz, pdzx, M, C, HW, rows, eps,
+    _bwd_reduce_kernel[(P, cblocks)](dy, x, mean, var, _opt(weight, x), _opt(bias, x), pdz, pdzx, M, C, HW, rows, eps,
                                      BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, **flags)
     sdz, sdzx = pdz.sum(0), pdzx.sum(0)
     dx = torch.empty_like(x)
     bm, bc, warps = _pick(APPLY_CONFIGS, C, M)
     _bwd_dx_kernel[(triton.cdiv(M, bm), triton.cdiv(C, bc))](
-        dy, x, dx, mean, var, _opt(weight), _opt(bias), sdz, sdzx, M, C, HW, eps,
+        dy, x, dx, mean, var, _opt(weight, x), _opt(bias, x), sdz, sdzx, M, C, HW, eps,
         BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, TRAINING=training, **flags)
     return dx, sdzx, sdz
 

@@ -32,7 +32,9 @@ COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "m
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch size (default: 2000 on a GPU, 2 on a CPU)")
-    p.add_argument("--ops", default=",".join(kernels.ops()), help="comma-separated ops (default: all)")
+    p.add_argument("--ops", default=None,
+                   help="comma-separated ops (default: all on a GPU; bn_act,maxpool on a CPU, where the Triton "
+                        "interpreter takes minutes per conv)")
     p.add_argument("--impls", default=None, help="comma-separated implementations (default: all; on a CPU: eager,triton)")
     p.add_argument("--modes", default=",".join(MODES), help="fwd, fwd+bwd or both")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on a GPU, fp32 on a CPU")
@@ -48,14 +50,15 @@ def run(args) -> list[dict]:
     batch = args.batch or (2000 if cuda else 2)
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
     peak = lookup(args.peak) if args.peak else (detect(torch.cuda.get_device_name(device)) if cuda else None)
-    impls_filter = args.impls.split(",") if args.impls else (None if cuda else ["eager", "triton", "fp8"])
+    impls_filter = args.impls.split(",") if args.impls else (None if cuda else ["eager", "triton"])
+    ops = args.ops or (",".join(kernels.ops()) if cuda else "bn_act,maxpool")
     env = environment(device)
     print(f"# bench on {env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}, "
           f"peak table: {peak.name if peak else 'none'}")
     if not cuda:
         print(f"# {CPU_NOTE}")
     records = []
-    for op in args.ops.split(","):
+    for op in ops.split(","):
         impls = [i for i in kernels.impls(op) if impls_filter is None or i in impls_filter]
         for case in unique_ops(batch, op):
             for impl in impls:

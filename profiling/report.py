@@ -112,7 +112,8 @@ def main(args) -> str:
         cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, "static" in skip)
 
     def do_bench():
-        ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool,conv", impls="eager,triton,fp8",
+        ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool" if quick else "bn_act,maxpool,conv",
+                                impls="eager,triton" if quick else "eager,triton,fp8",
                                 modes="fwd,fwd+bwd", dtype=None, peak=None, device=None,
                                 out=os.path.join(out, "bench"), no_plots=False)
         recs = bench.run(ns)
