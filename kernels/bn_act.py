@@ -33,7 +33,6 @@ twice and writes dx once (8 passes over an activation for forward + backward).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F

@@ -13,7 +13,6 @@ normalised and augmented there (random translate by reflect-padding + random cro
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
 import tarfile

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .compiled import StepFunctions, forward_loss
 from .data import Cifar10, TrainLoader, normalize

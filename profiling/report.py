@@ -24,7 +24,6 @@ import datetime
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -91,7 +90,7 @@ def run_tests(out: str, quick: bool) -> dict:
 
 
 def main(args) -> str:
-    from . import ab, bench, static, trace
+    from . import ab, bench, trace
     from .env import environment
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda

@@ -28,7 +28,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 ARCHS = {"sm_80": (80, "A100-SXM4-80GB"), "sm_90": (90, "H100-SXM")}
 TC_PATTERNS = {"HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "QGMMA": r"\bQGMMA\b", "IMMA": r"\bIMMA\b"}
@@ -119,10 +119,8 @@ def _drive(case, impl: str, dtype) -> None:
     """Run one op's launchers (forward and backward) on CPU tensors at the case's shapes."""
     import torch
 
-    import kernels
     C = case.x_shape[1]
     x = torch.empty(case.x_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    fn = kernels.get(case.op, impl)
     if case.op == "bn_act":
         from kernels import bn_act as m
         rm, rv, b = torch.zeros(C), torch.ones(C), torch.zeros(C)
