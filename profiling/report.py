@@ -5,13 +5,16 @@
 
 Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its own files:
   1. tests/     the kernel tests (tests/kernels) without the interpreter, when a GPU is present
-  2. static/    registers, spills, shared memory, tensor-core use of every kernel (sm_80, sm_90)
-  3. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
-  4. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
-  5. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
-  6. ab_compile/ eager vs --compile max-autotune-no-cudagraphs (GPU only; its warm-up is the
+  2. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
+  3. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
+  4. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
+  5. ab_compile/ eager vs --compile max-autotune-no-cudagraphs (GPU only; its warm-up is the
                  cold-start compile time)
-  7. ab_triton_all/, ab_fp8/  cuDNN conv vs the Triton conv, and vs its fp8 version (GPU only)
+  6. ab_triton_all/, ab_fp8/  cuDNN conv vs the Triton conv, and vs its fp8 version (GPU only)
+  7. static/    registers, spills, shared memory, tensor-core use of every kernel (sm_80, sm_90);
+                last, since it needs no GPU
+The summary (README.md, report.json, ../LATEST.md) is rewritten after every step, so a run that
+the device's time limit cuts short still leaves what it finished.
 Each step is time-boxed (``--budget-s`` for the whole report; a step that would start after
 the budget is skipped and says so), and a failing step is recorded without stopping the
 others. Traces over 2 MB are deleted (the repository keeps no trace over 2 MB).
@@ -24,6 +27,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -49,13 +53,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Steps:
-    def __init__(self, budget_s: float):
-        self.t0, self.budget, self.log = time.perf_counter(), budget_s, []
+    """Runs the report's steps in order within a wall-clock budget; ``after`` is called after each
+    step (the report rewrites its summary then, so a run cut short still leaves one)."""
 
-    def run(self, name: str, fn, skip: bool = False):
+    def __init__(self, budget_s: float, after=None):
+        self.t0, self.budget, self.log, self.after = time.perf_counter(), budget_s, [], after
+
+    def run(self, name: str, fn, skip: str | None = None):
+        """Run step ``name`` unless ``skip`` gives a reason not to, or the budget is spent."""
+        out = self._run(name, fn, skip)
+        if self.after:
+            self.after()
+        return out
+
+    def _run(self, name: str, fn, skip: str | None):
         elapsed = time.perf_counter() - self.t0
         if skip:
-            self.log.append(dict(step=name, status="skipped (asked)", seconds=0.0))
+            self.log.append(dict(step=name, status=f"skipped ({skip})", seconds=0.0))
             return None
         if elapsed > self.budget:
             self.log.append(dict(step=name, status=f"skipped (budget of {self.budget:.0f} s used)", seconds=0.0))
@@ -98,17 +112,29 @@ def main(args) -> str:
     name = f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-{datetime.date.today().isoformat()}"
     out = os.path.join(args.out, name)
     os.makedirs(out, exist_ok=True)
-    skip = set(filter(None, args.skip.split(",")))
-    steps = Steps(args.budget_s)
+    asked = set(filter(None, args.skip.split(",")))
+
+    def skip(step: str, gpu_only: bool = False) -> str | None:
+        if step in asked:
+            return "asked"
+        return "GPU only" if gpu_only and quick else None
     runs = args.runs or (10 if cuda else 2)
     data_flags = ["--data", args.data] + (["--device", "cpu", "--subset", "100", "--batch-size", "50", "--epochs", "1",
                                            "--tta", "1"] if quick else [])
     results = dict(env=env, quick=quick)
 
-    results["tests"] = steps.run("tests", lambda: run_tests(os.path.join(out, "tests"), quick), "tests" in skip)
-    results["static"] = steps.run("static", lambda: subprocess.run(
-        [sys.executable, "-m", "profiling", "static", "--default-only", "--out", os.path.join(out, "static")],
-        cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, "static" in skip)
+    def write_outputs():
+        results["steps"] = steps.log
+        with open(os.path.join(out, "report.json"), "w") as f:
+            json.dump(results, f, indent=1, default=str)
+        with open(os.path.join(out, "README.md"), "w") as f:
+            f.write(render_readme(out, results, data_flags))
+        with open(os.path.join(args.out, "LATEST.md"), "w") as f:
+            f.write(f"# Latest report\n\n[{name}]({name}/README.md): {env['device']}, commit {env['git_commit']}"
+                    + (" (CPU smoke run: no GPU figures)" if not cuda else "") + "\n")
+
+    steps = Steps(args.budget_s, after=write_outputs)
+    results["tests"] = steps.run("tests", lambda: run_tests(os.path.join(out, "tests"), quick), skip("tests"))
 
     def do_bench():
         ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool" if quick else "bn_act,maxpool,conv",
@@ -121,7 +147,7 @@ def main(args) -> str:
                                             out=os.path.join(out, "bench_compile")))
             recs += bench.run(ns2)
         return len(recs)
-    results["bench"] = steps.run("bench", do_bench, "bench" in skip)
+    results["bench"] = steps.run("bench", do_bench, skip("bench"))
 
     def do_trace():
         ns = argparse.Namespace(vs="--backend triton", wait=1, warmup=1 if quick else 2, active=1 if quick else 3,
@@ -133,13 +159,22 @@ def main(args) -> str:
                 os.remove(path)
                 s["trace"] += f" (deleted: {s['trace_bytes'] / 1e6:.1f} MB > 2 MB; rerun `profiling trace` for it)"
         return sums
-    results["trace"] = steps.run("trace", do_trace, "trace" in skip)
+    results["trace"] = steps.run("trace", do_trace, skip("trace"))
 
     def do_ab():
         ns = argparse.Namespace(a="--backend eager", b="--backend triton", runs=runs, out=os.path.join(out, "ab"),
                                 train_args=data_flags)
         return ab.run(ns)
-    results["ab"] = steps.run("ab", do_ab, "ab" in skip)
+    results["ab"] = steps.run("ab", do_ab, skip("ab"))
+
+
+    def do_ab_compile():  # the compiled step vs eager, and the cold start (warm-up = compile time)
+        ns = argparse.Namespace(a="--backend eager", b="--backend eager --compile max-autotune-no-cudagraphs",
+                                runs=max(2, runs // 2), out=os.path.join(out, "ab_compile"), train_args=data_flags
+                                + ["--cache-dir", os.path.join(out, "compile_cache")])
+        return ab.run(ns)
+    results["ab_compile"] = steps.run("ab_compile", do_ab_compile, skip("ab_compile", gpu_only=True))
+    shutil.rmtree(os.path.join(out, "compile_cache"), ignore_errors=True)
 
     def do_ab_conv():  # the Triton convs (bf16/fp16 and fp8) against cuDNN, whole training runs
         res = {}
@@ -148,26 +183,11 @@ def main(args) -> str:
                                     out=os.path.join(out, f"ab_{name}"), train_args=data_flags)
             res[name] = ab.run(ns)
         return res
-    results["ab_conv"] = steps.run("ab_conv", do_ab_conv, "ab_conv" in skip or quick)
-
-    def do_ab_compile():  # the compiled step vs eager, and the cold start (warm-up = compile time)
-        ns = argparse.Namespace(a="--backend eager", b="--backend eager --compile max-autotune-no-cudagraphs",
-                                runs=max(2, runs // 2), out=os.path.join(out, "ab_compile"), train_args=data_flags
-                                + ["--cache-dir", os.path.join(out, "compile_cache")])
-        return ab.run(ns)
-    results["ab_compile"] = steps.run("ab_compile", do_ab_compile, "ab_compile" in skip or quick)
-    import shutil
-    shutil.rmtree(os.path.join(out, "compile_cache"), ignore_errors=True)
-    results["steps"] = steps.log
-
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    readme = render_readme(out, results, data_flags)
-    with open(os.path.join(out, "README.md"), "w") as f:
-        f.write(readme)
-    with open(os.path.join(args.out, "LATEST.md"), "w") as f:
-        f.write(f"# Latest report\n\n[{name}]({name}/README.md): {env['device']}, commit {env['git_commit']}"
-                + (" (CPU smoke run: no GPU figures)" if not cuda else "") + "\n")
+    results["ab_conv"] = steps.run("ab_conv", do_ab_conv, skip("ab_conv", gpu_only=True))
+    # last: it needs no GPU (reports/static already holds every configuration)
+    results["static"] = steps.run("static", lambda: subprocess.run(
+        [sys.executable, "-m", "profiling", "static", "--default-only", "--out", os.path.join(out, "static")],
+        cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, skip("static"))
     print(f"\nreport written to {out}/README.md")
     return out
 

@@ -15,6 +15,8 @@ def time_ms(fn: Callable[[], None], device: torch.device | str, warmup_ms: float
     device = torch.device(device)
     if device.type == "cuda":
         import triton.testing
+        fn()  # compilation / autotuning first: do_bench sizes its repetitions from its first call
+        torch.cuda.synchronize(device)
         return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
     fn()  # warm-up (and compilation)
     times = []

@@ -54,16 +54,15 @@ def _dev_time(e, cuda: bool) -> float:
     return getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0.0)
 
 
-def _self_dev_time(e, cuda: bool) -> float:
-    if not cuda:
-        return e.self_cpu_time_total
-    return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0.0)
-
-
 def summarize_events(events, active_steps: int, cuda: bool, top: int = 15) -> dict:
     """Per-op and per-phase time (ms per step) and the top kernels, from profiler events."""
+    def on_gpu(e) -> bool:
+        return str(getattr(e, "device_type", "")).endswith("CUDA")
+
     per_op = defaultdict(float)
     for e in events:
+        if on_gpu(e):  # the GPU-side copies of record_function ranges: their time is in the CPU range's total
+            continue
         name = e.name
         if name in PHASES:
             per_op[f"step: {name}"] += _dev_time(e, cuda)
@@ -72,11 +71,13 @@ def summarize_events(events, active_steps: int, cuda: bool, top: int = 15) -> di
         elif name.startswith(BACKWARD_PREFIX):
             per_op[f"bwd: {backward_op(name[len(BACKWARD_PREFIX):])}"] += _dev_time(e, cuda)
     kernels = defaultdict(lambda: [0.0, 0])
+    ranges = set(PHASES) | set(FORWARD_OPS)
     for e in events:
-        is_kernel = (str(getattr(e, "device_type", "")).endswith("CUDA")) if cuda else not (
-            e.name in PHASES or e.name in FORWARD_OPS or e.name.startswith(("autograd::", "ProfilerStep")))
+        if e.name in ranges or e.name.startswith(("autograd::", "ProfilerStep")):
+            continue
+        is_kernel = on_gpu(e) if cuda else True
         if is_kernel:
-            t = (getattr(e, "device_time", None) or _self_dev_time(e, cuda)) if cuda else e.self_cpu_time_total
+            t = _dev_time(e, cuda) if cuda else e.self_cpu_time_total  # a kernel event's total is its own duration
             kernels[e.name][0] += t
             kernels[e.name][1] += 1
     ops = {k: v / 1e3 / active_steps for k, v in sorted(per_op.items())}

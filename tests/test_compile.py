@@ -17,13 +17,15 @@ from model.trainer import make_optimizer, train_step
 from test_train import small_problem
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton ops need CUDA tensors outside the interpreter
 
 
 def _steps(backend: str, mode: str, n: int = 3):
     torch.manual_seed(0)
     recipe = AIRBENCH94_MUON.replace(batch_size=16)
-    net = CifarNet(kernels.resolve(backend), widths=(16, 32, 32), head_scale=recipe.head_scale).to_training_dtype(torch.float32)
-    data = small_problem(64, 32)
+    net = CifarNet(kernels.resolve(backend), widths=(16, 32, 32), head_scale=recipe.head_scale).to(DEV)
+    net.to_training_dtype(torch.float32)
+    data = small_problem(64, 32, DEV)
     net.init_whiten(data.test_inputs.float())
     fns = StepFunctions(net, mode)
     opt = make_optimizer(net, recipe, total_steps=10, whiten_steps=2, fns=fns)

@@ -13,12 +13,12 @@ from model.trainer import DeviceData, train_run
 from conftest import synthetic_images
 
 
-def small_problem(n_train=600, n_test=200) -> DeviceData:
+def small_problem(n_train=600, n_test=200, device="cpu") -> DeviceData:
     x, y = synthetic_images(n_train, 0)
     xt, yt = synthetic_images(n_test, 1)
     d = Cifar10(torch.from_numpy(x).reshape(-1, 3, 32, 32), torch.from_numpy(y).long(),
                 torch.from_numpy(xt).reshape(-1, 3, 32, 32), torch.from_numpy(yt).long(), "synthetic", "synthetic")
-    return DeviceData.create(d, torch.device("cpu"), torch.float32)
+    return DeviceData.create(d, torch.device(device), torch.float32)
 
 
 def small_run(recipe, seed=0, backend="eager", epochs=3, data=None, **net_kw):

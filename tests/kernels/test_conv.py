@@ -13,7 +13,19 @@ from kernels.conv import FP8_BWD, FP8_FWD, check_fp8_device, conv_fp8, conv_trit
 CUDA = torch.cuda.is_available()
 DEV = "cuda" if CUDA else "cpu"
 # relative (Frobenius) error allowed per input dtype; fp32 on a GPU runs tl.dot in tf32
-TOL = {torch.float32: 2e-3 if CUDA else 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+TOL = {torch.float32: 5e-3 if CUDA else 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
+# fp8 kernel vs the fp32 conv of its dequantised operands: exact up to summation order on the CPU;
+# Hopper's fp8 MMA accumulates with fewer mantissa bits than fp32
+FP8_KERNEL_TOL = 5e-3 if CUDA else 1e-5
+
+
+@pytest.fixture(autouse=True)
+def exact_reference():
+    """The reference F.conv2d in true fp32 (cuDNN would use TF32 on a GPU by default)."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
 CASES = [  # (x shape, out channels, kernel, padding)
     ((2, 5, 7, 9), 6, 3, 1),        # odd everything
     ((1, 3, 8, 8), 24, 2, 0),       # the whitening conv, batch 1
@@ -89,7 +101,7 @@ def test_fp8_matches_the_conv_of_its_quantized_operands(case):
     xq, sx = quantize_fp8(x, FP8_FWD)
     wq, sw = quantize_fp8(w, FP8_FWD)
     ref_q = F.conv2d(xq.float() * sx, wq.float() * sw, padding=pad)
-    assert rel(y, ref_q) < 1e-5  # the kernel itself: exact up to fp32 accumulation order
+    assert rel(y, ref_q) < FP8_KERNEL_TOL  # the kernel itself, apart from quantisation
     assert rel(y, F.conv2d(x, w, padding=pad)) < 0.06  # e4m3 quantisation: ~3% measured
 
 

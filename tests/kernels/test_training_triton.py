@@ -14,12 +14,15 @@ from model.trainer import train_run
 from test_train import small_problem
 
 
+DEV = "cuda" if torch.cuda.is_available() else "cpu"  # compiled kernels on a GPU, the interpreter on a CPU
+
+
 def test_triton_backend_training_matches_eager():
-    data = small_problem(96, 32)
+    data = small_problem(96, 32, DEV)
     recipe = AIRBENCH94_MUON.replace(batch_size=32, whiten_images=96)
     results = {}
     for backend in ("eager", "triton"):
-        net = CifarNet(kernels.resolve(backend), widths=(8, 16, 16), head_scale=recipe.head_scale)
+        net = CifarNet(kernels.resolve(backend), widths=(8, 16, 16), head_scale=recipe.head_scale).to(DEV)
         results[backend] = train_run(net, data, recipe, seed=0, dtype=torch.float32, epochs=2, tta_level=1)
     e, t = results["eager"], results["triton"]
     assert e["steps"] == t["steps"] == 6
