@@ -38,7 +38,7 @@ def ops_help() -> str:
     lines = ["ops and implementations (--op OP=IMPL):"]
     for op in kernels.ops():
         for impl in kernels.impls(op):
-            lines.append(f"  {op}={impl:<12} {kernels.describe(op, impl)}")
+            lines.append(f"  {op + '=' + impl:<16} {kernels.describe(op, impl)}")
     lines.append("backends (--backend): " + ", ".join(
         f"{b} ({', '.join(f'{o}={i}' for o, i in kernels.resolve_names(b).items())})" for b in kernels.backends()))
     return "\n".join(lines)

@@ -44,7 +44,8 @@ def register(op: str, impl: str, doc: str = "") -> Callable[[Callable], Callable
         if impl in table:
             raise ValueError(f"implementation {impl!r} of op {op!r} is registered twice")
         table[impl] = fn
-        _DOCS[(op, impl)] = doc or (fn.__doc__ or "").strip().split("\n")[0]
+        first_paragraph = (fn.__doc__ or "").strip().split("\n\n")[0]
+        _DOCS[(op, impl)] = doc or " ".join(line.strip() for line in first_paragraph.splitlines())
         return fn
 
     return deco
