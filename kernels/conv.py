@@ -153,21 +153,22 @@ def _fits(cfg, n_cols: int, k_chans: int, min_k: int) -> bool:
 def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, device, min_k: int = 16) -> tuple:
     """The configuration for this shape: measured once on a GPU, else the first that fits.
     ``min_k``: tl.dot needs a reduction block of at least 16 (fp16/bf16) or 32 (fp8) on a GPU."""
+    full_key = (kind,) + key
+    if full_key in _chosen:  # the launch path: one dict lookup after the first call per shape
+        return _chosen[full_key]
     cands = [c for c in configs if _fits(c, n_cols, k_chans, min_k)]
     if not cands:  # widen the smallest-K configuration to what the dtype needs
         c = min(configs, key=lambda c: c[1] * c[2])
         cands = [(c[0], c[1], max(c[2], min_k), c[3], c[4])]
     if interpreting():
         c = cands[-1]
-        return (max(c[0], 128), c[1], c[2], c[3], c[4])  # the interpreter pays per program: tall tiles
-    full_key = (kind,) + key
-    if full_key not in _chosen:
-        if AUTOTUNE and len(cands) > 1 and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
-            from triton.testing import do_bench
-            times = {c: do_bench(lambda c=c: launch(c), warmup=5, rep=20) for c in cands}
-            _chosen[full_key] = min(times, key=times.get)
-        else:
-            _chosen[full_key] = cands[0]
+        _chosen[full_key] = (max(c[0], 128), c[1], c[2], c[3], c[4])  # the interpreter pays per program
+    elif AUTOTUNE and len(cands) > 1 and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
+        from triton.testing import do_bench
+        times = {c: do_bench(lambda c=c: launch(c), warmup=5, rep=20) for c in cands}
+        _chosen[full_key] = min(times, key=times.get)
+    else:
+        _chosen[full_key] = cands[0]
     return _chosen[full_key]
 
 

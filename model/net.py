@@ -68,6 +68,11 @@ class Conv3x3(nn.Module):
         return self.conv(x, self.weight, None, 1)
 
 
+def op_range(on: bool, name: str):
+    """A profiler range named after the model op when ``on``, else nothing."""
+    return torch.profiler.record_function(name) if on else contextlib.nullcontext()
+
+
 class ConvGroup(nn.Module):
     def __init__(self, cin: int, cout: int, ops: Mapping[str, Callable], bn_momentum: float,
                  bn_eps: float, activation: str):
@@ -80,7 +85,7 @@ class ConvGroup(nn.Module):
         self.ranges = False
 
     def _range(self, name: str):
-        return torch.profiler.record_function(name) if self.ranges else contextlib.nullcontext()
+        return op_range(self.ranges, name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._range("conv"):
@@ -156,7 +161,8 @@ class CifarNet(nn.Module):
         self.whiten_weight.copy_(torch.cat([filters, -filters]).to(self.whiten_weight.dtype))
 
     def forward(self, x: torch.Tensor, whiten_bias_grad: bool = True) -> torch.Tensor:
-        rng = self.groups[0]._range
+        def rng(name):
+            return op_range(self.profile_ranges, name)
         b = self.whiten_bias if whiten_bias_grad else self.whiten_bias.detach()
         with rng("conv"):
             x = self.ops["conv"](x, self.whiten_weight, b, 0)

@@ -177,6 +177,9 @@ def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: st
                     saved = getattr(mod, listname) if listname else None
                     if listname:
                         setattr(mod, listname, [cfg])
+                    # launchers cache their choice per shape (kernels/conv.py): forget it, or the
+                    # forced configuration would never be asked for
+                    getattr(mod, "_chosen", {}).clear()
                     try:
                         with record_launches(launches):
                             _drive(case, impl, dtype)
