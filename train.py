@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the training step (forward + loss + backward), the eval forward and "
                         "Newton-Schulz: default, reduce-overhead (CUDA graphs), max-autotune (as published), "
                         "max-autotune-no-cudagraphs; none = eager (default)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture each whole training step (batch gather, forward, backward, optimizer update and "
+                        "schedules) in a CUDA graph and replay it: no host sync, allocation or Python per step. "
+                        "GPU only; combines with --compile none, default or max-autotune-no-cudagraphs")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="persistent compile caches (inductor FX graphs, AOTAutograd, autotuning, Triton) under DIR")
     p.add_argument("--warmup-steps", type=int, default=None,
@@ -141,11 +145,15 @@ def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
     net = CifarNet(ops, head_scale=recipe.head_scale, bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps,
                    activation=recipe.activation, head_unit_std=recipe.head_unit_std,
                    zero_whiten_bias=recipe.zero_whiten_bias).to(device).to_training_dtype(dtype)
-    fns = StepFunctions(net, args.compile)
+    try:
+        fns = StepFunctions(net, args.compile, args.cuda_graph)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     env = environment(device)
     config = dict(recipe=recipe.name, ops=names, backend=args.backend, dtype=str(dtype).replace("torch.", ""),
                   batch_size=recipe.batch_size, epochs=args.epochs or recipe.epochs,
                   tta=recipe.tta_level if args.tta is None else args.tta, subset=args.subset, compile=args.compile,
+                  cuda_graph=args.cuda_graph,
                   data=data.source, data_checksum=data.checksum,
                   train_images=len(data.train_labels), test_images=len(data.test_labels))
     return Setup(args, device, dtype, recipe, names, device_data, net, config, env, fns)
@@ -155,6 +163,7 @@ def describe(s: Setup) -> str:
     return (f"# {s.recipe.name} on {s.env['device']} | {s.config['dtype']} | ops: "
             + ", ".join(f"{k}={v}" for k, v in s.names.items())
             + (f" | compile={s.args.compile}" if s.args.compile != "none" else "")
+            + (" | cuda-graph" if s.args.cuda_graph else "")
             + f" | {s.config['train_images']} train / {s.config['test_images']} test images")
 
 
@@ -168,7 +177,7 @@ def warmup(s: Setup, progress=None) -> float | None:
     w = train_run(s.net, s.data, s.recipe, seed=s.args.seed + 10_000, dtype=s.dtype, epochs=s.args.epochs,
                   tta_level=s.args.tta, warmup_steps=steps, progress=progress, label="warm-up", fns=s.fns)
     dt = time.perf_counter() - t0
-    what = "compilation + " if s.args.compile != "none" else ""
+    what = ("compilation + " if s.args.compile != "none" else "") + ("CUDA graph capture + " if s.args.cuda_graph else "")
     print(f"warm-up ({what}{w['steps']} steps on random labels + TTA eval): {dt:.2f} s wall (not counted below)")
     if s.args.compile != "none":
         stats = cache_stats()

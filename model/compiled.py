@@ -5,10 +5,16 @@
     backward graph from it, so forward, loss and backward run as compiled code. The whitening
     bias flag (trained for the first epochs only) is a Python bool: two graph variants, both
     compiled during the warm-up;
-  - the eval forward (plain and TTA views, batches of 2000);
-  - Muon's Newton-Schulz iteration (one graph per filter shape).
-The optimizer's bookkeeping (schedules, SGD's fused kernel) stays eager. Shapes are static:
-the last partial training batch is dropped (as airbench does), so nothing recompiles.
+  - the optimizer update as a second fullgraph graph: the tensor-only optimizers of
+    model/optim.py (Nesterov SGD + Muon with Newton-Schulz, or SGD + lookahead) whose
+    schedules are computed on the device from a step counter, so one graph serves every
+    step and every run (model/runner.py FunctionalRunner);
+  - the eval forward (plain and TTA views, batches of 2000).
+Forward + backward and the update are two graphs, not one: a single graph would need the
+backward traced inside the forward (compiled autograd or torch.func.grad over the custom
+Triton ops and the BatchNorm buffer updates), which is fragile across torch versions; under
+``--cuda-graph`` both run inside one captured CUDA graph anyway. Shapes are static: the last
+partial training batch is dropped (as airbench does), so nothing recompiles.
 
 MODES maps the flag to torch.compile arguments: ``default``; ``reduce-overhead`` (inductor's
 CUDA graphs for the forward and backward graphs); ``max-autotune`` (autotuned GEMM / conv
@@ -59,19 +65,34 @@ def forward_loss(net, inputs: torch.Tensor, targets: torch.Tensor, whiten_bias_g
 
 
 class StepFunctions:
-    """The callables a training run uses: eager, or compiled with ``mode``."""
+    """What a training run executes, built once per process: the forward+loss and eval
+    forward (eager, or compiled with ``mode``) and, per recipe, the runner that steps
+    (model/runner.py; cached, so compiled graphs and CUDA graphs serve every run).
+    ``cuda_graph``: capture each whole step (batch gather, forward, backward, optimizer
+    update, schedules) in a CUDA graph."""
 
-    def __init__(self, net, mode: str = "none"):
+    def __init__(self, net, mode: str = "none", cuda_graph: bool = False):
         if mode not in MODES:
             raise ValueError(f"unknown compile mode {mode!r}; known: {', '.join(MODES)}")
-        self.mode = mode
+        if cuda_graph and mode in ("reduce-overhead", "max-autotune"):
+            raise ValueError(f"--cuda-graph captures the whole step itself and cannot hold --compile {mode}'s own "
+                             "CUDA graphs; use --compile default or max-autotune-no-cudagraphs with it")
+        device = next(net.parameters()).device
+        if cuda_graph and device.type != "cuda":
+            raise ValueError(f"--cuda-graph needs a CUDA device, and the network is on {device}")
+        self.net, self.mode, self.cuda_graph, self.capture = net, mode, cuda_graph, cuda_graph
+        self._runners: dict = {}
         if mode == "none":
             self.forward_loss: Callable = lambda *a: forward_loss(net, *a)
             self.eval_forward: Callable = net
-            self.newton_schulz = None
             return
         kw = dict(fullgraph=True, dynamic=False, mode=None if mode == "default" else mode)
         self.forward_loss = torch.compile(lambda *a: forward_loss(net, *a), **kw)
         self.eval_forward = torch.compile(net, **kw)
-        from .optim import newton_schulz
-        self.newton_schulz = torch.compile(newton_schulz, **kw)
+
+    def runner(self, recipe):
+        """The runner for ``recipe`` (one per recipe and process)."""
+        if recipe not in self._runners:
+            from .runner import make_runner
+            self._runners[recipe] = make_runner(self.net, recipe, self)
+        return self._runners[recipe]

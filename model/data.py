@@ -249,10 +249,32 @@ class TrainLoader:
             x = x.flip(-1)
         return x.contiguous(memory_format=torch.channels_last)
 
-    def __iter__(self):
+    def next_epoch(self) -> "Epoch":
+        """The next epoch's augmented images and its batch order (len(self) full batches)."""
         images = self.epoch_images()
         self.epoch += 1
         order = torch.randperm(len(images), device=images.device, generator=self.generator)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield images[idx], self.labels[idx]
+        return Epoch(images, self.labels, order[:len(self) * self.batch_size].view(len(self), self.batch_size))
+
+    def __iter__(self):
+        return iter(self.next_epoch())
+
+
+@dataclass
+class Epoch:
+    """One epoch of training data on the device: ``images`` [N,3,H,W] (augmented,
+    channels_last), ``labels`` [N] and ``order`` [steps, batch]: batch i is
+    images[order[i]], labels[order[i]]."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    order: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def batch(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.order[i]
+        return self.images[idx], self.labels[idx]
+
+    def __iter__(self):
+        return (self.batch(i) for i in range(len(self)))

@@ -18,10 +18,9 @@ import torch
 from .compiled import StepFunctions, forward_loss
 from .data import Cifar10, TrainLoader, normalize
 from .net import CifarNet, tta_logits
-from .optim import MuonSGD, SGDLookahead
+from .runner import OPTIMIZERS
 from .recipes import Recipe
 
-OPTIMIZERS = {"muon_sgd": MuonSGD, "sgd_lookahead": SGDLookahead}
 EVAL_BATCH = 2000
 
 
@@ -87,16 +86,13 @@ class DeviceData:
 
 
 def train_step(net: CifarNet, opt, inputs: torch.Tensor, targets: torch.Tensor, step: int, whiten_steps: int,
-               label_smoothing: float, ranges: bool = False, fns: StepFunctions | None = None):
-    """One optimisation step; returns (outputs, summed loss). With ``ranges``, the forward,
-    backward and optimizer phases are record_function ranges for the profiler. ``fns`` holds
-    the (possibly compiled) forward+loss; eager by default."""
+               label_smoothing: float, ranges: bool = False):
+    """One eager optimisation step with a torch.optim-style ``opt`` (MuonSGD / SGDLookahead);
+    returns (outputs, summed loss). With ``ranges``, the forward, backward and optimizer
+    phases are record_function ranges for the profiler."""
     rf = torch.profiler.record_function if ranges else (lambda name: contextlib.nullcontext())
     with rf("forward"):
-        if fns is None:
-            outputs, loss = forward_loss(net, inputs, targets, step < whiten_steps, label_smoothing)
-        else:
-            outputs, loss = fns.forward_loss(inputs, targets, step < whiten_steps, label_smoothing)
+        outputs, loss = forward_loss(net, inputs, targets, step < whiten_steps, label_smoothing)
     with rf("backward"):
         loss.backward()
     with rf("optimizer"):
@@ -104,12 +100,8 @@ def train_step(net: CifarNet, opt, inputs: torch.Tensor, targets: torch.Tensor, 
     return outputs, loss
 
 
-def make_optimizer(net: CifarNet, recipe: Recipe, total_steps: int, whiten_steps: int,
-                   fns: StepFunctions | None = None):
-    opt = OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
-    if fns is not None and fns.newton_schulz is not None and hasattr(opt, "muon"):
-        opt.muon.newton_schulz = fns.newton_schulz
-    return opt
+def make_optimizer(net: CifarNet, recipe: Recipe, total_steps: int, whiten_steps: int):
+    return OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
 
 
 @torch.no_grad()
@@ -151,8 +143,10 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     if warmup_steps is not None:
         total_steps = min(total_steps, max(1, warmup_steps))
         whiten_steps = total_steps // 2 if total_steps > 1 else whiten_steps
-    opt = make_optimizer(net, recipe, total_steps, whiten_steps, fns)
-    eval_fwd = fns.eval_forward if fns is not None else None
+    fns = fns or StepFunctions(net)
+    runner = fns.runner(recipe)
+    runner.start_run(total_steps, whiten_steps)
+    eval_fwd = fns.eval_forward
     timer = Timer(device)
     progress = progress or Progress(False)
 
@@ -164,15 +158,14 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     n_epochs = math.ceil(total_steps / len(loader))
     for epoch in range(n_epochs):
         timer.start()
-        for inputs, targets in loader:
-            outputs, loss = train_step(net, opt, inputs, targets, step, whiten_steps, recipe.label_smoothing,
-                                       fns=fns)
+        batches = loader.next_epoch()
+        runner.start_epoch(batches)
+        for i in range(min(len(batches), total_steps - step)):
+            outputs, loss, targets = runner.step(batches, i, step)
             step += 1
             progress.update(f"{label} epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}")
-            if step >= total_steps:
-                break
         if step >= total_steps:
-            opt.finish()
+            runner.finish()
         timer.stop()
         row = dict(epoch=epoch + 1, train_loss=loss.item() / len(targets),
                    train_acc=(outputs.detach().argmax(1) == targets).float().mean().item(),

@@ -8,8 +8,10 @@ Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its 
   2. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
   3. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
   4. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
-  5. ab_compile/ eager vs --compile max-autotune-no-cudagraphs (GPU only; its warm-up is the
-                 cold-start compile time)
+  5. ab_compile/ eager vs --compile default --cuda-graph (GPU only; its warm-up is the
+                 first-process compile + capture time)
+     ab_graph/   eager vs --cuda-graph alone (GPU only)
+     cold_start/ two train.py processes on one empty --cache-dir: warm-up of each (GPU only)
   6. ab_triton_all/, ab_fp8/  cuDNN conv vs the Triton conv, and vs its fp8 version (GPU only)
   7. static/    registers, spills, shared memory, tensor-core use of every kernel (sm_80, sm_90);
                 last, since it needs no GPU
@@ -49,7 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-s", type=float, default=540, help="wall-clock budget for all steps (default 540)")
     p.add_argument("--runs", type=int, default=None, help="A/B runs per configuration (default: 10 on a GPU, 2 on a CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (the default on a CPU)")
-    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab,ab_compile,ab_conv")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab,ab_compile,ab_graph,"
+                                                   "cold_start,ab_conv")
 
 
 class Steps:
@@ -168,13 +171,22 @@ def main(args) -> str:
     results["ab"] = steps.run("ab", do_ab, skip("ab"))
 
 
-    def do_ab_compile():  # the compiled step vs eager, and the cold start (warm-up = compile time)
-        ns = argparse.Namespace(a="--backend eager", b="--backend eager --compile max-autotune-no-cudagraphs",
-                                runs=max(2, runs // 2), out=os.path.join(out, "ab_compile"), train_args=data_flags
+    def do_ab_compile():  # the compiled + graphed step vs eager (the issue-6 acceptance configuration)
+        ns = argparse.Namespace(a="--backend eager", b="--backend eager " + COMPILED,
+                                runs=runs, out=os.path.join(out, "ab_compile"), train_args=data_flags
                                 + ["--cache-dir", os.path.join(out, "compile_cache")])
         return ab.run(ns)
     results["ab_compile"] = steps.run("ab_compile", do_ab_compile, skip("ab_compile", gpu_only=True))
     shutil.rmtree(os.path.join(out, "compile_cache"), ignore_errors=True)
+
+    def do_ab_graph():  # what the CUDA graph alone buys over the eager step (no compilation)
+        ns = argparse.Namespace(a="--backend eager", b="--backend eager --cuda-graph", runs=max(2, runs // 2),
+                                out=os.path.join(out, "ab_graph"), train_args=data_flags)
+        return ab.run(ns)
+    results["ab_graph"] = steps.run("ab_graph", do_ab_graph, skip("ab_graph", gpu_only=True))
+
+    results["cold_start"] = steps.run("cold_start", lambda: cold_start(os.path.join(out, "cold_start"), data_flags),
+                                      skip("cold_start", gpu_only=True))
 
     def do_ab_conv():  # the Triton convs (bf16/fp16 and fp8) against cuDNN, whole training runs
         res = {}
@@ -190,6 +202,44 @@ def main(args) -> str:
         cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, skip("static"))
     print(f"\nreport written to {out}/README.md")
     return out
+
+
+COMPILED = "--compile default --cuda-graph"
+
+
+def cold_start(out: str, data_flags: list[str], flags: str = COMPILED) -> dict:
+    """Two processes of ``train.py FLAGS --runs 1`` on one empty --cache-dir: the first
+    process's warm-up is the full compile + capture cost, the second's what a warm cache
+    leaves. Writes cold_start.md; returns the warm-up and run times."""
+    cache = os.path.join(out, "cache")
+    shutil.rmtree(cache, ignore_errors=True)
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for proc in ("first", "second"):
+        js = os.path.join(out, f"{proc}.jsonl")
+        if os.path.exists(js):
+            os.remove(js)
+        argv = [sys.executable, "train.py", *data_flags, *flags.split(), "--runs", "1", "--cache-dir", cache,
+                "--json", js, "--quiet"]
+        t0 = time.perf_counter()
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        wall = time.perf_counter() - t0
+        with open(os.path.join(out, f"{proc}.log"), "w") as f:
+            f.write(r.stdout + r.stderr)
+        if r.returncode != 0:
+            raise RuntimeError(f"{proc} process failed (exit {r.returncode}): {(r.stdout + r.stderr)[-800:]}")
+        rec = json.loads(open(js).read().splitlines()[-1])
+        caches = re.findall(r"compile caches: (.*)", r.stdout)
+        rows.append(dict(process=proc, warmup_s=rec["config"].get("warmup_s"), run_s=rec["time_s"],
+                         accuracy=rec["accuracy"], process_wall_s=wall, caches=caches[-1] if caches else ""))
+    shutil.rmtree(cache, ignore_errors=True)
+    from .report_io import markdown_table
+    text = (f"# Cold start\n\n`train.py {' '.join(data_flags)} {flags} --runs 1 --cache-dir DIR`, two processes on "
+            "one empty cache dir; warm-up = compilation + autotuning (+ CUDA-graph capture with --cuda-graph; untimed), run = the "
+            "timed training run.\n\n" + markdown_table(rows, [(k, k) for k in rows[0]]) + "\n")
+    with open(os.path.join(out, "cold_start.md"), "w") as f:
+        f.write(text)
+    return dict(rows=rows)
 
 
 def _section(path: str, title: str) -> str:
@@ -216,7 +266,9 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
                   + ("Triton interpreter" if t["interpreter"] else "compiled kernels on the GPU")
                   + "; full output in tests/pytest.txt)"]
     lines += ["", _section(os.path.join(out, "ab", "ab.md"), "A/B: eager vs triton"),
-              _section(os.path.join(out, "ab_compile", "ab.md"), "A/B: eager vs --compile"),
+              _section(os.path.join(out, "ab_compile", "ab.md"), f"A/B: eager vs {COMPILED}"),
+              _section(os.path.join(out, "ab_graph", "ab.md"), "A/B: eager vs --cuda-graph"),
+              _section(os.path.join(out, "cold_start", "cold_start.md"), "Cold start (first and second process)"),
               _section(os.path.join(out, "ab_triton_all", "ab.md"), "A/B: cuDNN conv vs Triton conv"),
               _section(os.path.join(out, "ab_fp8", "ab.md"), "A/B: cuDNN conv vs FP8 Triton conv"),
               _section(os.path.join(out, "bench", "bench.md"), "Op benchmarks"),

@@ -92,7 +92,6 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     """Profile ``wait + warmup + active`` training steps of the configuration ``train_argv``."""
     import train
     from model.data import TrainLoader
-    from model.trainer import make_optimizer, train_step
     args = train.build_parser().parse_args(train_argv)
     s = train.prepare(args, data_cache)
     wait, warm, active = steps
@@ -101,18 +100,32 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     s.net.init_whiten(s.data.test_inputs[:256].float())
     s.net.profile_ranges = True
     loader = TrainLoader(s.data.train_images, s.data.train_labels, s.recipe.batch_size, s.dtype, seed=args.seed)
-    opt = make_optimizer(s.net, s.recipe, max(total, 2), whiten_steps=total, fns=s.fns)
+    runner = s.fns.runner(s.recipe)
+    runner.start_run(max(total + 1, 2), whiten_steps=total + 1)
     cuda = s.device.type == "cuda"
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    batches = []
-    while len(batches) < total:
-        batches.extend(list(loader))
-    # one untimed step first: cuDNN autotuning and compilation stay out of the profile
-    train_step(s.net, opt, *batches[0], 0, total, s.recipe.label_smoothing, fns=s.fns)
+    epochs = [loader.next_epoch()]
+    steps_at = []  # (epoch, index in it) of each step
+    while len(steps_at) < total + 1:
+        if len(steps_at) == len(epochs) * len(loader):
+            epochs.append(loader.next_epoch())
+        steps_at.append((len(epochs) - 1, len(steps_at) - (len(epochs) - 1) * len(loader)))
+    current = None
+
+    def step(n, ranges):
+        nonlocal current
+        e, i = steps_at[n]
+        if current != e:
+            runner.start_epoch(epochs[e])
+            current = e
+        runner.step(epochs[e], i, n, ranges=ranges)
+
+    # one untimed step first: cuDNN autotuning, compilation and CUDA-graph capture stay out of the profile
+    step(0, False)
     sched = torch.profiler.schedule(wait=wait, warmup=warm, active=active, repeat=1)
     with torch.profiler.profile(activities=acts, schedule=sched, record_shapes=True) as prof:
-        for i in range(total):
-            train_step(s.net, opt, *batches[i], i, total, s.recipe.label_smoothing, ranges=True, fns=s.fns)
+        for n in range(1, total + 1):
+            step(n, True)
             if cuda:
                 torch.cuda.synchronize()
             prof.step()

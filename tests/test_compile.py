@@ -1,9 +1,6 @@
 """--compile: the compiled training step matches the eager one, without graph breaks, and a
 second process reuses the first one's compile caches (model/compiled.py)."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,11 +9,10 @@ import kernels
 from model.compiled import StepFunctions
 from model.net import CifarNet
 from model.recipes import AIRBENCH94_MUON
-from model.trainer import make_optimizer, train_step
+from model.data import Epoch
 
 from test_train import small_problem
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # the Triton ops need CUDA tensors outside the interpreter
 
 
@@ -28,12 +24,12 @@ def _steps(backend: str, mode: str, n: int = 3):
     data = small_problem(64, 32, DEV)
     net.init_whiten(data.test_inputs.float())
     fns = StepFunctions(net, mode)
-    opt = make_optimizer(net, recipe, total_steps=10, whiten_steps=2, fns=fns)
+    runner = fns.runner(recipe)
+    runner.start_run(total_steps=10, whiten_steps=2)
+    epoch = Epoch(data.test_inputs, data.test_labels, torch.arange(32, device=DEV).view(2, 16))
     losses = []
     for step in range(n):  # crosses the whitening-bias switch at step 2: both graph variants
-        x = data.test_inputs[:16] if step % 2 == 0 else data.test_inputs[16:32]
-        y = data.test_labels[:16] if step % 2 == 0 else data.test_labels[16:32]
-        _, loss = train_step(net, opt, x, y, step, 2, recipe.label_smoothing, fns=fns)
+        _, loss, _ = runner.step(epoch, step % 2, step)
         losses.append(loss.item())
     return losses, {k: v.detach().clone() for k, v in net.state_dict().items()}
 
@@ -45,7 +41,8 @@ def test_compiled_step_matches_eager_without_graph_breaks(backend):
     counters.clear()
     loss_c, state_c = _steps(backend, "default")
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
-    assert counters["stats"]["unique_graphs"] >= 2  # forward+loss with and without the whitening-bias grad
+    # forward+loss and the optimizer update, each with and without the whitening-bias grad
+    assert counters["stats"]["unique_graphs"] >= 4, dict(counters["stats"])
     loss_e, state_e = _steps(backend, "none")
     # Losses agree to ~1e-5 relative (measured). Parameters: inductor reorders the fp32 reductions
     # of BatchNorm and conv gradients (~1e-6 relative), and Muon's Newton-Schulz pushes every
@@ -67,18 +64,17 @@ def test_unknown_mode():
 
 
 def test_second_process_reuses_caches(cifar_dir, tmp_path):
-    cache = tmp_path / "cache"
-    argv = [sys.executable, "train.py", "--data", cifar_dir, "--device", "cpu", "--subset", "64", "--batch-size", "32",
-            "--epochs", "1", "--tta", "0", "--compile", "default", "--cache-dir", str(cache), "--quiet"]
-    outs = []
-    for _ in range(2):
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
-        outs.append(r.stdout)
-    first = dict((k, int(v)) for k, v in re.findall(r"(\w+_cache_\w+) (\d+)", outs[0]))
-    second = dict((k, int(v)) for k, v in re.findall(r"(\w+_cache_\w+) (\d+)", outs[1]))
+    """profiling report's cold_start step: two train.py processes on one empty --cache-dir."""
+    from profiling.report import cold_start
+    flags = ["--data", cifar_dir, "--device", "cpu", "--subset", "64", "--batch-size", "32", "--epochs", "1",
+             "--tta", "0"]
+    res = cold_start(str(tmp_path / "cold"), flags, flags="--compile default")
+    first, second = ({k: int(v) for k, v in re.findall(r"(\w+_cache_\w+) (\d+)", r["caches"])} for r in res["rows"])
     assert first.get("fxgraph_cache_miss", 0) > 0  # the first process compiles ...
     assert second.get("fxgraph_cache_hit", 0) > 0 and second.get("fxgraph_cache_miss", 0) == 0, second  # ... the second reuses
     assert second.get("autograd_cache_hit", 0) > 0
-    assert "warm-up (compilation" in outs[1]
-    assert (cache / "inductor").is_dir()
+    assert all(r["warmup_s"] > 0 and 0 <= r["accuracy"] <= 1 for r in res["rows"])
+    text = (tmp_path / "cold" / "cold_start.md").read_text()
+    assert "| first |" in text and "| second |" in text
+    assert "warm-up (compilation" in (tmp_path / "cold" / "second.log").read_text()
+    assert not (tmp_path / "cold" / "cache").exists()  # cleaned up

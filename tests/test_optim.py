@@ -5,7 +5,7 @@ import torch
 
 import kernels
 from model.net import CifarNet
-from model.optim import Muon, MuonSGD, SGDLookahead, newton_schulz
+from model.optim import Muon, MuonSGD, SGDLookahead, TensorMuonSGD, TensorSGDLookahead, newton_schulz
 from model.recipes import AIRBENCH94, AIRBENCH94_MUON, get_recipe
 
 
@@ -94,3 +94,74 @@ def test_recipes_registry():
     assert get_recipe("airbench94").replace(batch_size=512).batch_size == 512
     with pytest.raises(ValueError, match="known: airbench94, airbench94_muon"):
         get_recipe("nope")
+
+
+@pytest.mark.parametrize("recipe, eager_cls, tensor_cls", [
+    (AIRBENCH94_MUON, MuonSGD, TensorMuonSGD), (AIRBENCH94, SGDLookahead, TensorSGDLookahead)],
+    ids=["muon_sgd", "sgd_lookahead"])
+def test_tensor_optimizer_matches_torch_optim(recipe, eager_cls, tensor_cls):
+    """The same gradients through torch.optim (Python-float schedules) and through the
+    tensor-only optimizer (schedules from a device counter): the same weights, step by step,
+    across the whitening-bias switch (step 3), the lookahead (steps 4 and 9) and finish."""
+    recipe = recipe.replace(batch_size=100)
+    a, b = _small_net(), _small_net()
+    eager, tens = eager_cls(a, recipe, total_steps=12, whiten_steps=3), tensor_cls(b, recipe)
+    tens.reset(12, 3)
+    g = torch.Generator().manual_seed(0)
+    names = {id(p): n for n, p in b.named_parameters()}
+    params_a = dict(a.named_parameters())
+    bias0 = None
+    for step in range(12):
+        grads = [torch.randn(p.shape, generator=g) if step < 3 or p is not b.whiten_bias else None
+                 for p in tens.params]
+        for p, grad in zip(tens.params, grads):
+            params_a[names[id(p)]].grad = None if grad is None else grad.clone()
+        eager.step(step)
+        tens.update(grads)
+        if tens.lookahead_due(step):
+            tens.lookahead()
+        if step == 2:
+            bias0 = b.whiten_bias.detach().clone()
+        for n, p in b.named_parameters():
+            assert (params_a[n] - p).norm() <= 1e-6 * p.norm(), (step, n)
+        for (n, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(x, y, rtol=1e-5, atol=1e-6), (step, n)  # BN buffers: lookahead only
+    assert tens.step_t.item() == 12
+    if recipe.optimizer == "muon_sgd":  # frozen after whiten_steps (legacy: the lookahead still moves it)
+        assert torch.equal(b.whiten_bias, bias0)
+    eager.finish()
+    tens.finish()
+    for n, p in b.named_parameters():
+        assert (params_a[n] - p).norm() <= 1e-6 * p.norm(), n
+
+
+def test_tensor_optimizer_reset_and_schedule():
+    net = _small_net()
+    opt = TensorSGDLookahead(net, AIRBENCH94)
+    opt.reset(100, 30)
+    assert opt.warm_t.item() == 23
+    for s, want in [(0, 0.2), (23, 1.0), (100, 0.07)]:
+        opt.step_t.fill_(s)
+        assert opt.lr_factor().item() == pytest.approx(want)
+    opt.bufs[0].fill_(3)
+    opt.reset(50, 10)
+    assert opt.step_t.item() == 0 and opt.total_t.item() == 50 and opt.bufs[0].abs().sum() == 0
+
+
+def test_tensor_update_compiles_to_one_graph():
+    """The whole update, schedules included, is one fullgraph graph: nothing reads a device
+    value back to the host (a .item() would be a graph break, which fullgraph refuses)."""
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    net = _small_net()
+    opt = TensorMuonSGD(net, AIRBENCH94_MUON)
+    opt.reset(10, 2)
+    update = torch.compile(opt.update, fullgraph=True, dynamic=False)
+    grads = [torch.randn_like(p) for p in opt.params]
+    before = [p.detach().clone() for p in opt.params]
+    update(grads)
+    update(grads)
+    assert opt.step_t.item() == 2
+    assert all(not torch.equal(p, q) for p, q in zip(opt.params, before))
+    assert sum(counters["graph_break"].values()) == 0 and counters["stats"]["unique_graphs"] == 1
