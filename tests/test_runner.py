@@ -2,6 +2,7 @@
 train exactly like the eager torch.optim baseline."""
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import kernels
 import train
@@ -88,6 +89,52 @@ def test_runner_reuse_across_runs_resets_state():
     a = train_run(net, data, recipe, seed=5, dtype=torch.float32, epochs=1, tta_level=0, fns=fns)
     b = train_run(net, data, recipe, seed=5, dtype=torch.float32, epochs=1, tta_level=0, fns=fns)
     assert a["epochs"][0]["train_loss"] == b["epochs"][0]["train_loss"] and a["accuracy"] == b["accuracy"]
+
+
+class HostReads(TorchDispatchMode):
+    """Records every aten op that reads a device value back to the host (a sync on a GPU:
+    .item(), bool(t), data-dependent shapes), and every op seen."""
+    SYNC = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2",
+            "aten::unique_dim", "aten::unique_consecutive", "aten::is_nonzero", "aten::equal"}
+
+    def __init__(self):
+        super().__init__()
+        self.reads, self.ops = [], set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        self.ops.add(name)
+        if name in self.SYNC:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("backend", ["eager", "triton"])
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.name)
+def test_graph_body_reads_nothing_back_to_the_host(recipe, backend):
+    """Everything a captured step runs (batch gather, forward, loss, backward, update,
+    schedules, lookahead) stays on the device: no op that would sync. The Triton ops are
+    opaque custom ops here (their insides run in the interpreter on a CPU); on a GPU the
+    capture itself fails on any sync, and test_graph_replay_has_no_host_sync checks replay."""
+    torch.manual_seed(0)
+    net = CifarNet(kernels.resolve(backend), widths=(8, 16, 16)).to_training_dtype(torch.float32)
+    fns = StepFunctions(net)
+    runner = GraphedRunner(net, recipe, fns, capture=False)
+    data = small_problem(100, 10)
+    runner.start_run(10, 1)
+    runner.start_epoch(TrainLoader(data.train_images, data.train_labels, 50, torch.float32).next_epoch())
+    with HostReads() as mode:
+        runner._graph_body(True)
+        runner._graph_body(False)
+        runner._lookahead_body()
+    assert mode.reads == [], mode.reads
+    assert "aten::convolution_backward" in mode.ops or "speedrun::conv2d_wgrad" in mode.ops or backend == "triton"
+    if backend == "triton":
+        assert any(o.startswith("speedrun::bn_act") for o in mode.ops), sorted(mode.ops)
+    # the detector works: a .item() is caught
+    with HostReads() as mode:
+        runner.opt.step_t.item()
+    assert mode.reads == ["aten::_local_scalar_dense"]
 
 
 def test_graphed_runner_needs_steps_in_order():
