@@ -4,6 +4,7 @@
     python train.py                               # airbench94_muon, eager ops, one run
     python train.py --runs 10 --json runs.jsonl   # accuracy mean/std/95% CI, time min/median/max
     python train.py --backend triton --op conv=eager
+    python train.py --compile default --cuda-graph --cache-dir ~/.cache/speedrun   # compiled, graphed (GPU)
     python train.py --data DIR --device cpu --subset 2000 --epochs 1   # smoke run on a CPU
 
 Data: DIR holds cifar-10-batches-py/ or cifar-10-python.tar.gz (the original python layout);
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 import torch
 
 import kernels
-from model.compiled import MODES as COMPILE_MODES, StepFunctions, cache_stats, use_cache_dir
+import kernels.conv as conv_kernels
+from model.compiled import MODES as COMPILE_MODES, StepFunctions, cache_stats, conv_choices_path, use_cache_dir
 from model.data import DataError, load_cifar10
 from model.net import CifarNet
 from model.recipes import DEFAULT, RECIPES, get_recipe
@@ -125,6 +127,10 @@ def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
         torch.backends.cudnn.benchmark = True
     if args.cache_dir:
         use_cache_dir(args.cache_dir)
+        if device.type == "cuda":  # the Triton conv's timed configurations of an earlier process
+            n = conv_kernels.load_choices(conv_choices_path(args.cache_dir))
+            if n:
+                print(f"conv autotuning: {n} timed configurations reused from {conv_choices_path(args.cache_dir)}")
 
     recipe = get_recipe(args.recipe).replace(batch_size=args.batch_size)
     key = (args.data, args.subset, str(device), str(dtype))
@@ -179,6 +185,8 @@ def warmup(s: Setup, progress=None) -> float | None:
     dt = time.perf_counter() - t0
     what = ("compilation + " if s.args.compile != "none" else "") + ("CUDA graph capture + " if s.args.cuda_graph else "")
     print(f"warm-up ({what}{w['steps']} steps on random labels + TTA eval): {dt:.2f} s wall (not counted below)")
+    if s.args.cache_dir and s.device.type == "cuda" and conv_kernels.chosen_configs():
+        conv_kernels.save_choices(conv_choices_path(s.args.cache_dir))
     if s.args.compile != "none":
         stats = cache_stats()
         if stats:

@@ -139,6 +139,45 @@ def chosen_configs() -> dict:
     return {f"{k[0]} {k[1:]}": v for k, v in _chosen.items()}
 
 
+def _choice_context() -> dict:
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    return dict(device=name, triton=triton.__version__)
+
+
+def save_choices(path: str) -> int:
+    """Write the configurations timed so far to ``path`` (JSON, with the GPU's name and the
+    triton version they hold for), so that a later process skips the timing; returns how many."""
+    import json
+    rows = [[k[0], list(k[1]), *k[2:], list(v)] for k, v in _chosen.items()]
+    with open(path, "w") as f:
+        json.dump(dict(_choice_context(), choices=rows), f)
+    return len(rows)
+
+
+def load_choices(path: str) -> int:
+    """Read what ``save_choices`` wrote, if it is for this GPU and triton version; entries
+    naming a configuration that is no longer in the lists are dropped. Returns how many were
+    taken (0 for a missing, foreign or unreadable file)."""
+    import json
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
+            return 0
+        def allowed(configs):  # the lists, and their entries widened to the K block fp16 / fp8 need
+            return set(configs) | {(c[0], c[1], max(c[2], k), c[3], c[4]) for c in configs for k in (16, 32)}
+        valid = {"wgrad": allowed(WGRAD_CONFIGS)}
+        n = 0
+        for kind, shape, *rest in data["choices"]:
+            cfg = tuple(rest[-1])
+            if cfg in valid.get(kind, allowed(FWD_CONFIGS)):
+                _chosen[(kind, tuple(shape), *rest[:-1])] = cfg
+                n += 1
+        return n
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
 def _fits(cfg, n_cols: int, k_chans: int, min_k: int) -> bool:
     """The output tile is not wider than needed, and the reduction block is not wider than the channel
     count rounded down to a power of two (a block of 32 over 24 channels masks a quarter of its work

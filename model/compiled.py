@@ -22,8 +22,9 @@ templates and CUDA graphs: the published airbench94_muon setting) and
 ``max-autotune-no-cudagraphs``.
 
 Cold start: ``--cache-dir DIR`` puts inductor's FX-graph cache, the AOTAutograd cache,
-autotuning results and Triton's kernel cache under DIR (both caches switched on), so that a
-second process reuses the first one's work; train.py reports the warm-up (compile) time on
+autotuning results, Triton's kernel cache and the Triton conv's timed configurations
+(conv_autotune.json, GPU only) under DIR (both caches switched on), so that a second process
+reuses the first one's work; train.py reports the warm-up (compile) time on
 its own line.
 """
 from __future__ import annotations
@@ -49,6 +50,11 @@ def use_cache_dir(path: str) -> dict:
     inductor_config.fx_graph_cache = True
     functorch_config.enable_autograd_cache = True
     return dirs
+
+
+def conv_choices_path(cache_dir: str) -> str:
+    """Where train.py keeps the Triton conv autotuner's choices (kernels/conv.py save_choices)."""
+    return os.path.join(os.path.abspath(cache_dir), "conv_autotune.json")
 
 
 def cache_stats() -> dict:

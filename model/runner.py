@@ -171,6 +171,7 @@ class GraphedRunner(FunctionalRunner):
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
             for _ in range(self.warmup_iters):
+                self.batch_t.zero_()  # stay inside the epoch's batches however few there are
                 fn()
         torch.cuda.current_stream(self.device).wait_stream(side)
         with torch.no_grad():

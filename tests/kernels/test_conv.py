@@ -184,3 +184,30 @@ def test_errors_are_clear():
         conv_triton(x, w, torch.zeros(3, device=DEV), 1)
     with pytest.raises(TypeError, match="dtype torch.int64"):
         conv_triton(x.long(), w.long(), None, 1)
+
+
+def test_autotune_choices_round_trip(tmp_path, monkeypatch):
+    """train.py --cache-dir keeps the timed conv configurations for the next process: saved
+    with the GPU's name and triton version, reloaded only for the same ones, stale configs dropped."""
+    import json
+
+    from kernels import conv
+    monkeypatch.setattr(conv, "_chosen", {})
+    fwd_key = ("fwd", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")
+    conv._chosen[fwd_key] = conv.FWD_CONFIGS[1]
+    conv._chosen[("wgrad", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")] = conv.WGRAD_CONFIGS[0]
+    path = str(tmp_path / "choices.json")
+    assert conv.save_choices(path) == 2
+    conv._chosen.clear()
+    assert conv.load_choices(path) == 2
+    assert conv._chosen[fwd_key] == conv.FWD_CONFIGS[1]
+    data = json.load(open(path))
+    data["choices"][0][-1] = [512, 512, 64, 8, 3]  # a configuration no longer in the list
+    json.dump(data, open(path, "w"))
+    conv._chosen.clear()
+    assert conv.load_choices(path) == 1 and fwd_key not in conv._chosen
+    json.dump(dict(data, device="another GPU"), open(path, "w"))
+    assert conv.load_choices(path) == 0
+    open(path, "w").write("{not json")
+    assert conv.load_choices(path) == 0
+    assert conv.load_choices(str(tmp_path / "missing.json")) == 0
