@@ -6,7 +6,6 @@ the warm-up run (random labels, a few steps) that pays for cuDNN autotuning and 
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -15,10 +14,9 @@ from typing import Callable
 
 import torch
 
-from .compiled import StepFunctions, forward_loss
+from .compiled import StepFunctions
 from .data import Cifar10, TrainLoader, normalize
 from .net import CifarNet, tta_logits
-from .runner import OPTIMIZERS
 from .recipes import Recipe
 
 EVAL_BATCH = 2000
@@ -83,25 +81,6 @@ class DeviceData:
     def create(cls, data: Cifar10, device: torch.device, dtype: torch.dtype) -> "DeviceData":
         return cls(data.train_images.to(device), data.train_labels.to(device),
                    normalize(data.test_images.to(device), dtype), data.test_labels.to(device))
-
-
-def train_step(net: CifarNet, opt, inputs: torch.Tensor, targets: torch.Tensor, step: int, whiten_steps: int,
-               label_smoothing: float, ranges: bool = False):
-    """One eager optimisation step with a torch.optim-style ``opt`` (MuonSGD / SGDLookahead);
-    returns (outputs, summed loss). With ``ranges``, the forward, backward and optimizer
-    phases are record_function ranges for the profiler."""
-    rf = torch.profiler.record_function if ranges else (lambda name: contextlib.nullcontext())
-    with rf("forward"):
-        outputs, loss = forward_loss(net, inputs, targets, step < whiten_steps, label_smoothing)
-    with rf("backward"):
-        loss.backward()
-    with rf("optimizer"):
-        opt.step(step)
-    return outputs, loss
-
-
-def make_optimizer(net: CifarNet, recipe: Recipe, total_steps: int, whiten_steps: int):
-    return OPTIMIZERS[recipe.optimizer](net, recipe, total_steps, whiten_steps)
 
 
 @torch.no_grad()
