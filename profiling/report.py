@@ -4,7 +4,8 @@
     python -m profiling report --data data --quick         # CPU smoke version (tiny sizes)
 
 Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its own files:
-  1. tests/     the kernel tests (tests/kernels) without the interpreter, when a GPU is present
+  1. tests/     the kernel tests (tests/kernels) without the interpreter and the CUDA-graph
+                tests (tests/test_runner.py), when a GPU is present
   2. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
   3. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
   4. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
@@ -95,6 +96,8 @@ class Steps:
 def run_tests(out: str, quick: bool) -> dict:
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels"]
+    if not quick:  # the CUDA-graph capture tests, which only a GPU runs
+        cmd += ["tests/test_runner.py"]
     if quick:
         cmd += ["-k", "test_train_forward_backward and float32"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
