@@ -128,9 +128,13 @@ def main(args) -> str:
     data_flags = ["--data", args.data] + (["--device", "cpu", "--subset", "100", "--batch-size", "50", "--epochs", "1",
                                            "--tta", "1"] if quick else [])
     results = dict(env=env, quick=quick)
+    earlier = previous_call(out, env, quick)
 
     def write_outputs():
-        results["steps"] = steps.log
+        results["steps"] = merge_steps(earlier.get("steps", []), steps.log)
+        for k, v in earlier.items():
+            if k != "steps" and results.get(k) is None and _status(results["steps"], k).endswith("(earlier call)"):
+                results[k] = v
         with open(os.path.join(out, "report.json"), "w") as f:
             json.dump(results, f, indent=1, default=str)
         with open(os.path.join(out, "README.md"), "w") as f:
@@ -245,6 +249,37 @@ def cold_start(out: str, data_flags: list[str], flags: str = COMPILED) -> dict:
     return dict(rows=rows)
 
 
+def previous_call(out: str, env: dict, quick: bool) -> dict:
+    """The report.json an earlier call wrote into the same directory, if it was made from the
+    same commit in the same mode: the steps it ran count when this call skips them. (A GPU
+    session whose device calls are limited to 10 minutes runs the report in two calls, the
+    second with --skip naming the steps the first one finished.)"""
+    try:
+        with open(os.path.join(out, "report.json")) as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    same = prev.get("env", {}).get("git_commit") == env.get("git_commit") and prev.get("quick") == quick
+    return prev if same else {}
+
+
+def merge_steps(earlier: list[dict], now: list[dict]) -> list[dict]:
+    """This call's step log, where a step it skipped takes the earlier call's entry if that one ran."""
+    before = {e["step"]: e for e in earlier}
+    merged = []
+    for e in now:
+        old = before.get(e["step"])
+        if e["status"].startswith("skipped") and old and not old["status"].startswith("skipped"):
+            e = dict(old, status=old["status"].replace(" (earlier call)", "") + " (earlier call)")
+        merged.append(e)
+    seen = {e["step"] for e in merged}
+    return merged + [e for e in earlier if e["step"] not in seen]
+
+
+def _status(log: list[dict], step: str) -> str:
+    return next((e["status"] for e in log if e["step"] == step), "")
+
+
 def _section(path: str, title: str) -> str:
     if not os.path.exists(path):
         return f"## {title}\n\n(no output)\n"
@@ -268,15 +303,23 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
         lines += ["", f"## Kernel tests\n\n`{t['summary']}` ("
                   + ("Triton interpreter" if t["interpreter"] else "compiled kernels on the GPU")
                   + "; full output in tests/pytest.txt)"]
-    lines += ["", _section(os.path.join(out, "ab", "ab.md"), "A/B: eager vs triton"),
-              _section(os.path.join(out, "ab_compile", "ab.md"), f"A/B: eager vs {COMPILED}"),
-              _section(os.path.join(out, "ab_graph", "ab.md"), "A/B: eager vs --cuda-graph"),
-              _section(os.path.join(out, "cold_start", "cold_start.md"), "Cold start (first and second process)"),
-              _section(os.path.join(out, "ab_triton_all", "ab.md"), "A/B: cuDNN conv vs Triton conv"),
-              _section(os.path.join(out, "ab_fp8", "ab.md"), "A/B: cuDNN conv vs FP8 Triton conv"),
-              _section(os.path.join(out, "bench", "bench.md"), "Op benchmarks"),
-              _section(os.path.join(out, "bench_compile", "bench.md"), "Op benchmarks: torch.compile"),
+
+    def section(step: str, rel: str, title: str) -> str:
+        """A step's markdown, only if that step ran for this report (files of an older run may lie there)."""
+        status = _status(r["steps"], step)
+        if not status or status.startswith("skipped"):
+            return f"## {title}\n\n(not run: {status or 'not reached'})\n"
+        return _section(os.path.join(out, rel), title)
+
+    lines += ["", section("ab", "ab/ab.md", "A/B: eager vs triton"),
+              section("ab_compile", "ab_compile/ab.md", f"A/B: eager vs {COMPILED}"),
+              section("ab_graph", "ab_graph/ab.md", "A/B: eager vs --cuda-graph"),
+              section("cold_start", "cold_start/cold_start.md", "Cold start (first and second process)"),
+              section("ab_conv", "ab_triton_all/ab.md", "A/B: cuDNN conv vs Triton conv"),
+              section("ab_conv", "ab_fp8/ab.md", "A/B: cuDNN conv vs FP8 Triton conv"),
+              section("bench", "bench/bench.md", "Op benchmarks"),
+              section("bench", "bench_compile/bench.md", "Op benchmarks: torch.compile"),
               "![time per op](bench/bench_time.png)\n\n![roofline](bench/roofline.png)\n",
-              _section(os.path.join(out, "trace", "trace.md"), "Profiler traces"),
-              _section(os.path.join(out, "static", "static.md"), "Static analysis (default configurations)")]
+              section("trace", "trace/trace.md", "Profiler traces"),
+              section("static", "static/static.md", "Static analysis (default configurations)")]
     return "\n".join(lines) + "\n"

@@ -63,3 +63,13 @@ def test_report_quick(cifar_dir, tmp_path):
     for s in json.loads((rep / "trace" / "trace.json").read_text()):
         path = rep / "trace" / s["trace"].split(" ")[0]
         assert path.is_file() and os.path.getsize(path) < 2_000_000
+    assert "| ab_compile | skipped (GPU only) |" in readme and "(not run: skipped (GPU only))" in readme
+    # a second call (as a GPU session with 10-minute device calls makes) that skips what the
+    # first one ran keeps the first one's steps and results
+    ab_before = json.loads((rep / "report.json").read_text())["ab"]
+    main(["report", "--quick", "--skip", "tests,static,bench,trace,ab", "--data", cifar_dir, "--out", str(out)])
+    readme = (rep / "README.md").read_text()
+    assert "| bench | ok (earlier call) |" in readme and "| ab | ok (earlier call) |" in readme
+    assert "| tests | skipped (asked) |" in readme
+    assert "A/B: eager vs triton" in readme and "Welch p" in readme
+    assert json.loads((rep / "report.json").read_text())["ab"] == ab_before
