@@ -24,7 +24,8 @@ import torch
 
 import kernels
 import kernels.conv as conv_kernels
-from model.compiled import MODES as COMPILE_MODES, StepFunctions, cache_stats, conv_choices_path, use_cache_dir
+from model.compiled import (MODES as COMPILE_MODES, StepFunctions, cache_stats, check_modes, conv_choices_path,
+                            use_cache_dir)
 from model.data import DataError, load_cifar10
 from model.net import CifarNet
 from model.recipes import DEFAULT, RECIPES, get_recipe
@@ -122,6 +123,10 @@ def prepare(args: argparse.Namespace, data_cache: dict | None = None) -> Setup:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"error: --device {device} asked for, but no CUDA GPU is available (use --device cpu)")
+    try:
+        check_modes(args.compile, args.cuda_graph, device)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

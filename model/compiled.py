@@ -70,6 +70,17 @@ def forward_loss(net, inputs: torch.Tensor, targets: torch.Tensor, whiten_bias_g
     return outputs, loss
 
 
+def check_modes(mode: str, cuda_graph: bool, device: torch.device) -> None:
+    """ValueError naming the problem for a compile mode / --cuda-graph / device that cannot work."""
+    if mode not in MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; known: {', '.join(MODES)}")
+    if cuda_graph and mode in ("reduce-overhead", "max-autotune"):
+        raise ValueError(f"--cuda-graph captures the whole step itself and cannot hold --compile {mode}'s own "
+                         "CUDA graphs; use --compile default or max-autotune-no-cudagraphs with it")
+    if cuda_graph and torch.device(device).type != "cuda":
+        raise ValueError(f"--cuda-graph needs a CUDA device, and the network is on {device}")
+
+
 class StepFunctions:
     """What a training run executes, built once per process: the forward+loss and eval
     forward (eager, or compiled with ``mode``) and, per recipe, the runner that steps
@@ -78,14 +89,7 @@ class StepFunctions:
     update, schedules) in a CUDA graph."""
 
     def __init__(self, net, mode: str = "none", cuda_graph: bool = False):
-        if mode not in MODES:
-            raise ValueError(f"unknown compile mode {mode!r}; known: {', '.join(MODES)}")
-        if cuda_graph and mode in ("reduce-overhead", "max-autotune"):
-            raise ValueError(f"--cuda-graph captures the whole step itself and cannot hold --compile {mode}'s own "
-                             "CUDA graphs; use --compile default or max-autotune-no-cudagraphs with it")
-        device = next(net.parameters()).device
-        if cuda_graph and device.type != "cuda":
-            raise ValueError(f"--cuda-graph needs a CUDA device, and the network is on {device}")
+        check_modes(mode, cuda_graph, next(net.parameters()).device)
         self.net, self.mode, self.cuda_graph, self.capture = net, mode, cuda_graph, cuda_graph
         self._runners: dict = {}
         if mode == "none":
