@@ -164,13 +164,13 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        def allowed(configs):  # the lists, and their entries widened to the K block fp16 / fp8 need
-            return set(configs) | {(c[0], c[1], max(c[2], k), c[3], c[4]) for c in configs for k in (16, 32)}
-        valid = {"wgrad": allowed(WGRAD_CONFIGS)}
+        # the lists, and their entries widened to the K block fp16 / fp8 need (see _select)
+        valid = {kind: set(cs) | {(c[0], c[1], max(c[2], k), c[3], c[4]) for c in cs for k in (16, 32)}
+                 for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS))}
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
-            if cfg in valid.get(kind, allowed(FWD_CONFIGS)):
+            if cfg in valid["wgrad" if kind == "wgrad" else "fwd"]:
                 _chosen[(kind, tuple(shape), *rest[:-1])] = cfg
                 n += 1
         return n

@@ -90,7 +90,7 @@ class StepFunctions:
 
     def __init__(self, net, mode: str = "none", cuda_graph: bool = False):
         check_modes(mode, cuda_graph, next(net.parameters()).device)
-        self.net, self.mode, self.cuda_graph, self.capture = net, mode, cuda_graph, cuda_graph
+        self.net, self.mode, self.cuda_graph = net, mode, cuda_graph
         self._runners: dict = {}
         if mode == "none":
             self.forward_loss: Callable = lambda *a: forward_loss(net, *a)

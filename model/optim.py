@@ -36,6 +36,11 @@ def newton_schulz(g: torch.Tensor, steps: int = 3, eps: float = 1e-7,
     return x.T if tall else x
 
 
+def _ns_dtype(p: torch.Tensor) -> torch.dtype:
+    """Newton-Schulz in bf16 on a GPU (as published), fp32 on a CPU (bf16 matmuls are emulated there)."""
+    return torch.float32 if p.device.type == "cpu" else torch.bfloat16
+
+
 class Muon(torch.optim.Optimizer):
     """Nesterov momentum (buf = mu*buf + g; direction g + mu*buf) whose direction, reshaped to
     [out, in*k*k], is orthogonalised by Newton-Schulz. Each weight is first rescaled to
@@ -61,8 +66,7 @@ class Muon(torch.optim.Optimizer):
                 buf.mul_(mu).add_(p.grad)
                 d = p.grad.add(buf, alpha=mu) if group["nesterov"] else buf
                 p.mul_(math.sqrt(p.shape[0]) / p.norm())
-                ns_dtype = torch.float32 if p.device.type == "cpu" else torch.bfloat16
-                update = newton_schulz(d.reshape(len(d), -1), group["ns_steps"], dtype=ns_dtype).view(d.shape)
+                update = newton_schulz(d.reshape(len(d), -1), group["ns_steps"], dtype=_ns_dtype(p)).view(d.shape)
                 p.add_(update.to(p.dtype), alpha=-group["lr"])
 
 
@@ -220,10 +224,6 @@ def _nesterov_sgd(params, grads, bufs, lr: torch.Tensor, weight_decay: float, mo
     torch._foreach_add_(d, bs, alpha=momentum)
     torch._foreach_mul_(d, lr)
     torch._foreach_sub_(ps, d)
-
-
-def _ns_dtype(p: torch.Tensor) -> torch.dtype:
-    return torch.float32 if p.device.type == "cpu" else torch.bfloat16
 
 
 class TensorMuonSGD(TensorOptimizer):

@@ -19,6 +19,7 @@ compiled graphs, two CUDA graphs), both built during the warm-up run.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -35,7 +36,6 @@ def _ranges(on: bool):
 class EagerRunner:
     """torch.optim and ``loss.backward()``: the baseline."""
 
-    graphed = False
 
     def __init__(self, net, recipe, fns):
         self.net, self.recipe, self.fns = net, recipe, fns
@@ -68,7 +68,6 @@ class FunctionalRunner:
     """``torch.autograd.grad`` + the tensor-only optimizer; ``compile_update`` compiles the
     update (and the lookahead) as fullgraph graphs."""
 
-    graphed = False
 
     def __init__(self, net, recipe, fns, compile_update: bool = False):
         self.net, self.recipe, self.fns = net, recipe, fns
@@ -122,7 +121,6 @@ class GraphedRunner(FunctionalRunner):
     those iterations change restored afterwards. Without ``capture`` the same body runs
     eagerly: that is how the CPU tests check it."""
 
-    graphed = True
 
     def __init__(self, net, recipe, fns, compile_update: bool = False, capture: bool = True):
         super().__init__(net, recipe, fns, compile_update)
@@ -135,6 +133,7 @@ class GraphedRunner(FunctionalRunner):
         self.graphs: dict = {}  # variant -> (CUDAGraph, outputs, loss, targets)
         self.warmup_iters = 3
         self._next = 0
+        self._bodies = {b: functools.partial(self._graph_body, b) for b in (True, False)}  # no closure per step
 
     def start_epoch(self, epoch: Epoch) -> None:
         shapes = tuple((t.shape, t.dtype, t.stride()) for t in (epoch.images, epoch.labels, epoch.order))
@@ -197,7 +196,7 @@ class GraphedRunner(FunctionalRunner):
             raise ValueError(f"GraphedRunner steps through an epoch in order: expected batch {self._next}, got {i}")
         self._next += 1
         bias_grad = step < self.whiten_steps
-        outputs, loss, targets = self._run(("step", bias_grad), lambda: self._graph_body(bias_grad))
+        outputs, loss, targets = self._run(("step", bias_grad), self._bodies[bias_grad])
         if self.opt.lookahead_due(step):
             self._run(("lookahead",), self._lookahead_body)
         return outputs, loss, targets
@@ -209,7 +208,7 @@ def make_runner(net, recipe, fns):
     --cuda-graph."""
     compiled = fns.mode != "none"
     if fns.cuda_graph:
-        return GraphedRunner(net, recipe, fns, compile_update=compiled, capture=fns.capture)
+        return GraphedRunner(net, recipe, fns, compile_update=compiled, capture=True)
     if compiled:
         return FunctionalRunner(net, recipe, fns, compile_update=True)
     return EagerRunner(net, recipe, fns)

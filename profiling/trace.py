@@ -104,20 +104,12 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     runner.start_run(max(total + 1, 2), whiten_steps=total + 1)
     cuda = s.device.type == "cuda"
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-    epochs = [loader.next_epoch()]
-    steps_at = []  # (epoch, index in it) of each step
-    while len(steps_at) < total + 1:
-        if len(steps_at) == len(epochs) * len(loader):
-            epochs.append(loader.next_epoch())
-        steps_at.append((len(epochs) - 1, len(steps_at) - (len(epochs) - 1) * len(loader)))
-    current = None
+    epochs = [loader.next_epoch() for _ in range(-(-(total + 1) // len(loader)))]
 
     def step(n, ranges):
-        nonlocal current
-        e, i = steps_at[n]
-        if current != e:
+        e, i = divmod(n, len(loader))
+        if i == 0:
             runner.start_epoch(epochs[e])
-            current = e
         runner.step(epochs[e], i, n, ranges=ranges)
 
     # one untimed step first: cuDNN autotuning, compilation and CUDA-graph capture stay out of the profile
