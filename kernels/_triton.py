@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover - triton ships with Linux torch wheels
     HAS_TRITON = False
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Set by profiling/static.py while it drives the launchers on CPU tensors with every kernel launch
+# recorded instead of run: the device checks then let CPU tensors through.
+RECORDING = False
 
 
 def interpreting() -> bool:
@@ -39,9 +42,9 @@ def check_tensor(op: str, name: str, t: torch.Tensor, dtypes=FLOAT_DTYPES, dim: 
                         + ", ".join(str(d).replace("torch.", "") for d in dtypes))
     if dim is not None and t.dim() != dim:
         raise ValueError(f"{op} (triton): {name} must be {dim}-D, got shape {list(t.shape)}")
-    if t.device.type == "cuda":
+    if t.device.type in ("cuda", "meta"):  # meta: shape inference only (the ops' fake implementations)
         return
-    if t.device.type == "cpu" and interpreting():
+    if t.device.type == "cpu" and (interpreting() or RECORDING):
         return
     if t.device.type == "cpu":
         raise RuntimeError(f"{op} (triton): {name} is on the CPU; Triton kernels need a CUDA tensor "

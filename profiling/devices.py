@@ -2,6 +2,13 @@
 
 Dense (no sparsity) tensor-core throughput and HBM bandwidth from NVIDIA's data sheets.
 Detected from torch.cuda.get_device_name(); ``--peak NAME`` overrides the detection.
+
+The static performance model (profiling/perfmodel.py) also needs per-SM rates: the clock is
+the one at which the data-sheet tensor-core peak holds (peak = SMs x 4 tensor cores x dense
+FMAs per clock x 2 x clock: 1.41 GHz on A100, 1.83 GHz on H100 SXM), every SM issues at most
+4 warp-instructions per clock (one per scheduler) and reads 128 bytes of shared memory per
+clock. The L2 figures (size from the data sheets; bandwidth an estimate, to be calibrated by
+the first GPU report) bound how much re-reading across output tiles costs.
 """
 from __future__ import annotations
 
@@ -19,16 +26,28 @@ class Peak:
     regs_per_sm: int = 65536
     max_threads_per_sm: int = 2048
     capability: tuple[int, int] = (9, 0)
+    clock_ghz: float = 1.83        # the clock of the data-sheet tensor-core peak
+    l2_mb: float = 50.0            # L2 cache size (MB)
+    l2_gbps: float = 7000.0        # L2 read bandwidth (GB/s), an estimate
+    smem_per_sm_kib: int = 228     # shared memory per SM (KiB)
+    smem_bytes_per_clk: int = 128  # shared-memory bandwidth per SM
+    issue_per_clk: int = 4         # warp-instructions issued per SM per clock (4 schedulers)
+
+    def tc_flops_per_clk(self, fp8: bool = False) -> float:
+        """Dense tensor-core FLOPs per SM per clock (fp16/bf16, or fp8)."""
+        tflops = self.fp8_tflops if fp8 and self.fp8_tflops else self.fp16_tflops
+        return tflops * 1e12 / (self.sms * self.clock_ghz * 1e9)
 
 
+_A100 = dict(capability=(8, 0), clock_ghz=1.41, l2_mb=40.0, l2_gbps=4500.0, smem_per_sm_kib=164)
 PEAKS = {
-    "A100-SXM4-80GB": Peak("A100-SXM4-80GB", 2039, 312, None, 108, 163, capability=(8, 0)),
-    "A100-SXM4-40GB": Peak("A100-SXM4-40GB", 1555, 312, None, 108, 163, capability=(8, 0)),
-    "A100-PCIE-80GB": Peak("A100-PCIE-80GB", 1935, 312, None, 108, 163, capability=(8, 0)),
-    "A100-PCIE-40GB": Peak("A100-PCIE-40GB", 1555, 312, None, 108, 163, capability=(8, 0)),
+    "A100-SXM4-80GB": Peak("A100-SXM4-80GB", 2039, 312, None, 108, 163, **_A100),
+    "A100-SXM4-40GB": Peak("A100-SXM4-40GB", 1555, 312, None, 108, 163, **_A100),
+    "A100-PCIE-80GB": Peak("A100-PCIE-80GB", 1935, 312, None, 108, 163, **_A100),
+    "A100-PCIE-40GB": Peak("A100-PCIE-40GB", 1555, 312, None, 108, 163, **_A100),
     "H100-SXM": Peak("H100-SXM", 3350, 989.4, 1978.9, 132, 227),
-    "H100-PCIe": Peak("H100-PCIe", 2000, 756.5, 1513, 114, 227),
-    "H100-NVL": Peak("H100-NVL", 3900, 835, 1670, 132, 227),
+    "H100-PCIe": Peak("H100-PCIe", 2000, 756.5, 1513, 114, 227, clock_ghz=1.62),
+    "H100-NVL": Peak("H100-NVL", 3900, 835, 1670, 132, 227, clock_ghz=1.544),
     "H200": Peak("H200", 4800, 989.4, 1978.9, 132, 227),
 }
 # the short names accepted by --peak

@@ -6,10 +6,10 @@ import math
 import os
 
 
-def write_json(path: str, obj) -> str:
+def write_json(path: str, obj, indent: int | None = 1) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
+        json.dump(obj, f, indent=indent, default=str)
     return path
 
 

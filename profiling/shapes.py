@@ -90,7 +90,7 @@ def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "ge
     h = size
     # the whitening conv is frozen and sees the images: neither input- nor weight-grad, only its bias's
     cases.append(OpCase("conv", "whiten", (batch, 3, h, h),
-                        dict(cout=24, k=2, padding=0, input_grad=False, weight_grad=False)))
+                        dict(cout=24, k=2, padding=0, input_grad=False, weight_grad=False, bias=True)))
     h -= 1
     cin = 24
     for g, cout in enumerate(widths, 1):

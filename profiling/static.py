@@ -1,26 +1,36 @@
-"""``python -m profiling static``: what a GPU would run, found without a GPU.
+"""``python -m profiling static``: a GPU-free performance model of every Triton kernel.
 
-Every Triton kernel behind the op registry is compiled for sm_80 (A100) and sm_90 (H100) on
-this machine, with exactly the arguments the launchers pass at the network's real shapes: the
-launchers run on CPU tensors while each kernel launch is recorded instead of executed, and the
-record is compiled the way the JIT would (ints equal to 1 become constants, pointers and ints
-divisible by 16 are marked so, as Triton's runtime specialisation does). Each launcher runs
-once with its default block configuration and once per entry of each configuration list
-(``kernels/<op>.py``: ``*_CONFIGS``), so every configuration is compiled at every real shape.
+Every op behind the registry is driven forward and backward through the registry, exactly as
+the network calls it, at the network's real shapes, on CPU tensors: every Triton kernel launch is
+recorded instead of run (with its real arguments, grid, block sizes and warps), and every eager
+ATen op the launchers and autograd formulas run around the kernels (copies, casts, reductions:
+the "glue") is recorded with its bytes, computing nothing (profiling/glue.py). Each recorded
+kernel is compiled for sm_80 (A100) and sm_90 (H100) exactly as Triton's JIT would (ints equal to
+1 become constants, pointers and ints divisible by 16 are marked so) and its SASS is read
+(profiling/sass.py). The performance model (profiling/perfmodel.py, with the work of each kernel
+in profiling/kernel_work.py) turns that into a predicted time per launch, per op and per training
+step, beside the roofline minimum.
 
-For each compiled kernel: registers per thread, stack (spill) and local bytes, static shared
-memory, tensor-core instructions in the SASS (HMMA on sm_80, HGMMA on sm_90, QGMMA for fp8,
-IMMA), 128-bit global loads and stores, and the occupancy the register / shared-memory /
-thread limits allow. The tools are the ones that ship in the triton wheel
-(triton/backends/nvidia/bin: cuobjdump, nvdisasm).
-
-Runs in a child process with TRITON_INTERPRET=0 when the current one has the interpreter on
-(Triton fixes interpreter or compiler per kernel when it is decorated).
+Outputs (``--out``, default ``runs/static``, an ignored folder; ``--commit`` writes the
+committed ``reports/static``):
+  static.json   ``rows``: one per kernel launch x configuration x architecture with the SASS facts
+                (loops, wait depth, async vs plain loads, tensor-core instructions and whether the
+                accumulator stays in them, byte-wide shared stores), the work (bytes, FLOPs,
+                instructions per element beside the issue budget), the grid (programs, resident
+                programs per SM, waves) and the prediction (every bound, the deciding one, the
+                predicted time and fraction of roofline); ``ops`` (per op and shape), ``steps`` (per
+                training step, backend and architecture), ``host`` (host time per step), ``rules``
+  static.md     the same as tables, default configurations first, findings and rules last
+  static.png    predicted vs roofline per op and architecture (matplotlib)
+Every configuration of each launcher's configuration lists (``*_CONFIGS`` in kernels/<op>.py) is
+compiled and modelled too, unless ``--default-only``.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
+import glob
 import json
 import math
 import os
@@ -36,6 +46,8 @@ TC_PATTERNS = {"HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "QGMMA": r"\bQGMMA\b"
 CONFIG_LISTS = {"bn_act": ("kernels.bn_act", ("APPLY_CONFIGS", "REDUCE_CONFIGS")),
                 "maxpool": ("kernels.maxpool", ("CONFIGS",)),
                 "conv": ("kernels.conv", ("FWD_CONFIGS", "WGRAD_CONFIGS"))}
+TRAIN_PHASES = ("fwd", "bwd")
+_PHASE = ["fwd"]  # the phase the launches being recorded belong to (set by _drive)
 
 
 @dataclass
@@ -48,6 +60,14 @@ class Launch:
     num_warps: int
     num_stages: int
     key: str = ""
+    args: dict = field(default_factory=dict, repr=False)  # name -> int / float / TensorInfo
+    grid: tuple = (1,)
+    phase: str = "fwd"
+
+    @property
+    def cx(self) -> dict:
+        """Constexpr values by name."""
+        return {self.fn.arg_names[k[0]]: v for k, v in self.constexprs.items()}
 
 
 def _dtype_name(dt) -> str:
@@ -94,18 +114,38 @@ def _specialize(fn, args, kwargs) -> tuple[dict, dict, dict]:
     return signature, constexprs, attrs
 
 
+def _arg_values(fn, args, kwargs) -> dict:
+    import torch
+
+    from .kernel_work import TensorInfo
+    out = {}
+    for name, v in list(zip(fn.arg_names, args)) + [(k, v) for k, v in kwargs.items() if k in fn.arg_names]:
+        if isinstance(v, torch.Tensor):
+            out[name] = TensorInfo(tuple(v.shape), tuple(v.stride()), _dtype_name(v.dtype), v.element_size())
+        else:
+            out[name] = v
+    return out
+
+
 @contextlib.contextmanager
-def record_launches(out: list):
-    """Within the block, ``kernel[grid](...)`` records a Launch instead of running."""
+def record_launches(out: list, light: bool = False):
+    """Within the block, ``kernel[grid](...)`` records a Launch instead of running (``light``: only
+    the kernel's name and phase, as cheaply as possible, for timing the host code around it)."""
     from triton.runtime.jit import JITFunction
     original = JITFunction.run
 
     def fake_run(self, *args, grid, warmup, **kwargs):
+        if light:
+            out.append((self.__name__, _PHASE[0]))
+            return None
         sig, ce, attrs = _specialize(self, args, kwargs)
+        warps, stages = kwargs.get("num_warps", 4), kwargs.get("num_stages", 3)
         key = json.dumps([self.__name__, sig, sorted((str(k), str(v)) for k, v in ce.items()),
-                          sorted(str(k) for k in attrs), kwargs.get("num_warps", 4), kwargs.get("num_stages", 3)])
-        out.append(Launch(self.__name__, self, sig, ce, attrs, kwargs.get("num_warps", 4),
-                          kwargs.get("num_stages", 3), key))
+                          sorted(str(k) for k in attrs), warps, stages])
+        g = grid(dict(kwargs)) if callable(grid) else grid
+        g = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
+        out.append(Launch(self.__name__, self, sig, ce, attrs, warps, stages, key,
+                          _arg_values(self, args, kwargs), g, _PHASE[0]))
         return None
 
     JITFunction.run = fake_run
@@ -115,81 +155,125 @@ def record_launches(out: list):
         JITFunction.run = original
 
 
-def _drive(case, impl: str, dtype) -> None:
-    """Run one op's launchers (forward and backward) on CPU tensors at the case's shapes."""
+@contextlib.contextmanager
+def _phase(name: str):
+    old, _PHASE[0] = _PHASE[0], name
+    try:
+        yield
+    finally:
+        _PHASE[0] = old
+
+
+def _drive(case, impl: str, dtype, glue: list) -> None:
+    """Run one op through the registry, forward and backward, as the network calls it (and bn_act
+    in eval mode), at the case's shapes on CPU tensors; ATen glue goes to ``glue`` with its phase."""
     import torch
 
+    import kernels
+    from .glue import record_aten
+    fn = kernels.get(case.op, impl)
     C = case.x_shape[1]
-    x = torch.empty(case.x_shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x = torch.empty(case.x_shape, dtype=dtype, memory_format=torch.channels_last)
+
+    def run(phase, f):
+        with _phase(phase), record_aten() as rec:
+            f()
+        glue.extend((phase, op) for op in rec.ops)
+
     if case.op == "bn_act":
-        from kernels import bn_act as m
-        rm, rv, b = torch.zeros(C), torch.ones(C), torch.zeros(C)
         act = case.params.get("activation", "gelu")
-        for training in (True, False):
-            _, mean, var = m.bn_act_fwd(x, rm, rv, None, b, training, 1e-12, act)
-            if training:
-                m.bn_running_update(rm, rv, mean, var, 0.4, case.numel(case.x_shape) // C)
-            m.bn_act_bwd(torch.empty_like(x), x, mean, var, None, b, training, 1e-12, act)
+        rm, rv = torch.zeros(C), torch.ones(C)
+        w = torch.ones(C)  # the network's BatchNorm weight: a frozen tensor of ones, passed as is
+        b = torch.zeros(C, requires_grad=True)
+        x.requires_grad_(True)
+        out = {}
+        run("fwd", lambda: out.setdefault("y", fn(x, rm, rv, w, b, True, 0.4, 1e-12, act)))
+        dy = torch.empty_like(out["y"])
+        run("bwd", lambda: out["y"].backward(dy))
+        with torch.no_grad():
+            run("eval", lambda: fn(x.detach(), rm, rv, w, b, False, 0.4, 1e-12, act))
     elif case.op == "maxpool":
-        from kernels import maxpool as m
         k = case.params["k"]
-        y = m.maxpool_fwd(x, k)
-        m.maxpool_bwd(torch.empty_like(y), x, k)
+        x.requires_grad_(True)
+        out = {}
+        run("fwd", lambda: out.setdefault("y", fn(x, k, k)))
+        dy = torch.empty_like(out["y"])
+        run("bwd", lambda: out["y"].backward(dy))
     else:
-        from kernels import conv as m
         k, pad = case.params["k"], case.params["padding"]
-        w = torch.empty((case.params["cout"], C, k, k), dtype=dtype).contiguous(memory_format=torch.channels_last)
-        if impl == "fp8" and C >= m.FP8_MIN_CHANNELS:
-            y, x_q, s_x, w_q, s_w = m.conv2d_fp8_fwd(x, w, None, pad)
-            dy_q = torch.empty(y.shape, dtype=m.FP8_BWD).contiguous(memory_format=torch.channels_last)
-            args = (dy_q, w_q, x_q, s_x, s_w, torch.ones(1))
-        else:
-            y = m.conv2d_fwd(x, w, None, pad)
-            args = (torch.empty_like(y), w, x, None, None, None)
-        dy, wq, xq, s_x, s_w, s_dy = args
-        if case.params.get("input_grad", True):
-            m.conv2d_dgrad(dy, wq, list(x.shape), pad, s_dy, s_w, dtype)
-        if case.params.get("weight_grad", True):
-            m.conv2d_wgrad(dy, xq, list(w.shape), pad, s_dy, s_x, dtype)
+        w = torch.empty((case.params["cout"], C, k, k), dtype=dtype, memory_format=torch.channels_last)
+        x.requires_grad_(case.params.get("input_grad", True))
+        w.requires_grad_(case.params.get("weight_grad", True))
+        bias = None
+        if case.params.get("bias"):
+            bias = torch.zeros(case.params["cout"], dtype=dtype, requires_grad=True)
+        out = {}
+        run("fwd", lambda: out.setdefault("y", fn(x, w, bias, pad)))
+        if out["y"].requires_grad:
+            dy = torch.empty_like(out["y"])
+            run("bwd", lambda: out["y"].backward(dy))
 
 
-def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: str = "fp16") -> list[dict]:
-    """Record every distinct launch of the Triton implementations of ``ops`` at real shapes."""
+@dataclass
+class OpRecord:
+    op: str
+    impl: str
+    case: object
+    variant: str                       # "default" or "LIST[i]"
+    launches: list = field(default_factory=list)
+    glue: list = field(default_factory=list)   # (phase, AtenOp)
+
+    @property
+    def default(self) -> bool:
+        return self.variant == "default"
+
+
+def triton_impls(op: str) -> list[str]:
+    import kernels
+    return [i for i in kernels.impls(op) if i not in ("eager", "compile")]
+
+
+def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: str = "fp16",
+            cases: list | None = None) -> list[OpRecord]:
+    """Record the launches and glue of the Triton implementations of ``ops`` at the real shapes,
+    for the default configuration and (``all_configs``) each entry of each configuration list."""
     import importlib
 
     import torch
 
-    import kernels
+    import kernels._triton as kt
     from .shapes import unique_ops
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    found: dict[str, dict] = {}
-    for op in ops:
-        triton_impls = [i for i in kernels.impls(op) if i not in ("eager", "compile")]
-        modname, lists = CONFIG_LISTS.get(op, (None, ()))
-        mod = importlib.import_module(modname) if modname else None
-        for impl in triton_impls:
-            for case in unique_ops(batch, op):
-                variants = [("default", None, None)]
-                if all_configs and mod is not None:
-                    variants += [(f"{ln}[{j}]", ln, cfg) for ln in lists for j, cfg in enumerate(getattr(mod, ln))]
-                for label, listname, cfg in variants:
-                    launches: list[Launch] = []
-                    saved = getattr(mod, listname) if listname else None
-                    if listname:
-                        setattr(mod, listname, [cfg])
-                    # launchers cache their choice per shape (kernels/conv.py): forget it, or the
-                    # forced configuration would never be asked for
-                    getattr(mod, "_chosen", {}).clear()
-                    try:
-                        with record_launches(launches):
-                            _drive(case, impl, dtype)
-                    finally:
+    records = []
+    kt.RECORDING = True
+    try:
+        for op in ops:
+            modname, lists = CONFIG_LISTS.get(op, (None, ()))
+            mod = importlib.import_module(modname) if modname else None
+            for impl in triton_impls(op):
+                for case in (c for c in (cases or unique_ops(batch, op)) if c.op == op):
+                    variants = [("default", None, None)]
+                    if all_configs and mod is not None:
+                        variants += [(f"{ln}[{j}]", ln, cfg) for ln in lists for j, cfg in enumerate(getattr(mod, ln))]
+                    for label, listname, cfg in variants:
+                        rec = OpRecord(op, impl, case, label)
+                        saved = getattr(mod, listname) if listname else None
                         if listname:
-                            setattr(mod, listname, saved)
-                    for ln in launches:
-                        entry = found.setdefault(ln.key, dict(launch=ln, op=op, impl=impl, uses=[]))
-                        entry["uses"].append(f"{case.label()} ({label})")
-    return list(found.values())
+                            setattr(mod, listname, [cfg])
+                        # launchers cache their choice per shape (kernels/conv.py): forget it, or the
+                        # forced configuration would never be asked for
+                        getattr(mod, "_chosen", {}).clear()
+                        try:
+                            with record_launches(rec.launches):
+                                _drive(case, impl, dtype, rec.glue)
+                        finally:
+                            if listname:
+                                setattr(mod, listname, saved)
+                        getattr(mod, "_chosen", {}).clear()
+                        records.append(rec)
+    finally:
+        kt.RECORDING = False
+    return records
 
 
 def _tool(name: str) -> str:
@@ -201,49 +285,61 @@ def _tool(name: str) -> str:
 
 
 def occupancy(regs: int, shared: int, num_warps: int, arch: str) -> float:
-    """Fraction of the SM's 64 warp slots that the limits allow (registers allocated per warp
-    in units of 256, shared memory, 32 blocks per SM)."""
+    """Fraction of the SM's warp slots that the limits allow."""
     from .devices import PEAKS
+    from .perfmodel import resident_programs
     peak = PEAKS[ARCHS[arch][1]]
-    warp_regs = math.ceil(max(regs, 1) * 32 / 256) * 256
-    by_regs = (peak.regs_per_sm // warp_regs) // num_warps
-    smem_sm = {"sm_80": 164, "sm_90": 228}[arch] * 1024
-    by_smem = smem_sm // shared if shared else 32
-    by_threads = peak.max_threads_per_sm // (32 * num_warps)
-    blocks = max(0, min(by_regs, by_smem, by_threads, 32))
-    return blocks * num_warps * 32 / peak.max_threads_per_sm
+    return resident_programs(regs, shared, num_warps, peak) * num_warps * 32 / peak.max_threads_per_sm
 
 
-def analyse(entry: dict, arch: str) -> dict:
+def compile_sass(fn, signature, constexprs, attrs, num_warps, num_stages, arch) -> tuple[object, str, str]:
+    """(compiled kernel, resource usage text, SASS text) for ``arch``, compiled on this machine."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    ln: Launch = entry["launch"]
-    cap = ARCHS[arch][0]
-    src = ASTSource(ln.fn, ln.signature, constexprs=ln.constexprs, attrs=ln.attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", cap, 32),
-                              options=dict(num_warps=ln.num_warps, num_stages=ln.num_stages))
+    src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
+    compiled = triton.compile(src, target=GPUTarget("cuda", ARCHS[arch][0], 32),
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
             f.write(compiled.asm["cubin"])
         usage = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", path], capture_output=True,
                                text=True, check=True).stdout
-        sass = subprocess.run([_tool("nvdisasm"), "-c", path], capture_output=True, text=True).stdout
+        sass = subprocess.run([_tool("nvdisasm"), "-c", "-g", path], capture_output=True, text=True).stdout
+        if not sass.strip():  # no line information in the cubin
+            sass = subprocess.run([_tool("nvdisasm"), "-c", path], capture_output=True, text=True).stdout
+    return compiled, usage, sass
+
+
+def kernel_facts(ln: Launch, arch: str) -> dict:
+    """Resources and SASS facts of one compiled kernel."""
+    from .sass import analyse_sass, wait_depth
+    compiled, usage, sass = compile_sass(ln.fn, ln.signature, ln.constexprs, ln.attrs, ln.num_warps,
+                                         ln.num_stages, arch)
     fields = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", usage))
     regs, stack, local = int(fields.get("REG", 0)), int(fields.get("STACK", 0)), int(fields.get("LOCAL", 0))
     shared = max(int(fields.get("SHARED", 0)), int(getattr(compiled.metadata, "shared", 0) or 0))
     tc = {k: len(re.findall(p, sass)) for k, p in TC_PATTERNS.items()}
-    ce = {ln.fn.arg_names[k[0]]: v for k, v in ln.constexprs.items()
-          if ln.fn.arg_names[k[0]].isupper() or ln.fn.arg_names[k[0]].startswith("BLOCK")}
-    return dict(kernel=ln.kernel, op=entry["op"], impl=entry["impl"], arch=arch, num_warps=ln.num_warps,
-                num_stages=ln.num_stages, constexprs=ce, regs=regs, spill_bytes=stack + local, stack=stack,
-                local=local, shared=shared, tensor_core_instrs=sum(tc.values()), tc=tc,
-                ld128=len(re.findall(r"LDG\.E\.128|LDG\.E\.ENL2\.256|LDG\.E\.(?:[A-Z0-9]+\.)*128", sass)),
+    s = analyse_sass(sass)
+    ld128 = len(re.findall(r"LDG\.E\.128|LDG\.E\.ENL2\.256|LDG\.E\.(?:[A-Z0-9]+\.)*128", sass))
+    return dict(regs=regs, spill_bytes=stack + local, stack=stack, local=local, shared=shared,
+                tensor_core_instrs=sum(tc.values()), tc=tc, ld128=ld128,
+                vector_loads=ld128 + s["total"]["async_copies"],
                 st128=len(re.findall(r"STG\.E\.(?:[A-Z0-9]+\.)*128", sass)),
                 occupancy=occupancy(regs, shared, ln.num_warps, arch),
-                shared_limit=(163 if arch == "sm_80" else 227) * 1024, uses=entry["uses"],
-                default=any("(default)" in u for u in entry["uses"]))
+                shared_limit=(163 if arch == "sm_80" else 227) * 1024, wait_depth=wait_depth(s), sass=s)
+
+
+def analyse(entry: dict, arch: str) -> dict:
+    """Compatibility: facts of one launch entry ({launch, op, impl, uses}) as a flat row."""
+    ln: Launch = entry["launch"]
+    f = kernel_facts(ln, arch)
+    ce = {k: v for k, v in ln.cx.items() if k.isupper() or k.startswith("BLOCK")}
+    return dict(kernel=ln.kernel, op=entry["op"], impl=entry["impl"], arch=arch, num_warps=ln.num_warps,
+                num_stages=ln.num_stages, constexprs=ce, uses=entry["uses"],
+                default=any("(default)" in u for u in entry["uses"]),
+                **{k: v for k, v in f.items() if k != "sass"}, sass=f["sass"])
 
 
 def probe_gemm(arch: str, dtype: str = "fp16") -> dict:
@@ -261,7 +357,7 @@ def probe_gemm(arch: str, dtype: str = "fp16") -> dict:
         for k in range(0, K, BK):
             a = tl.load(a_ptr + rm[:, None] * K + (k + rk)[None, :])
             b = tl.load(b_ptr + (k + rk)[:, None] * BN + rn[None, :])
-            acc += tl.dot(a, b)
+            acc = tl.dot(a, b, acc)
         tl.store(c_ptr + rm[:, None] * BN + rn[None, :], acc)
 
     ty = {"fp16": "*fp16", "fp8": "*fp8e4nv"}[dtype]
@@ -274,41 +370,449 @@ def probe_gemm(arch: str, dtype: str = "fp16") -> dict:
     return analyse(dict(launch=launch, op="probe", impl=dtype, uses=["probe (default)"]), arch)
 
 
-COLUMNS = [("kernel", "kernel"), ("arch", "arch"), ("config", "config"), ("num_warps", "warps"), ("regs", "regs"),
-           ("spill_bytes", "spill B"), ("shared", "smem B"), ("tensor_core_instrs", "TC instrs"),
-           ("ld128", "128-bit LDG"), ("occupancy", "occupancy"), ("default", "default"), ("where", "used at")]
+# --------------------------------------------------------------------------------- the model
+def _config_str(ln: Launch) -> str:
+    ce = {k: v for k, v in ln.cx.items() if k.isupper() or k.startswith("BLOCK")}
+    return ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
+                    for k, v in sorted(ce.items(), key=lambda kv: not kv[0].startswith("BLOCK")))
+
+
+def _runs_on(impl: str, arch: str) -> bool:
+    return not (impl == "fp8" and arch == "sm_80")  # FP8 tensor cores need sm_89+; conv=fp8 refuses an A100
+
+
+def build_rows(records: list[OpRecord], archs: list[str], facts_cache: dict | None = None) -> list[dict]:
+    """One row per recorded launch x architecture: SASS facts, work, prediction."""
+    from .devices import PEAKS
+    from .kernel_work import work_of
+    from .perfmodel import predict, resident_programs
+    cache = {} if facts_cache is None else facts_cache
+    rows = []
+    for rec in records:
+        for j, ln in enumerate(rec.launches):
+            for arch in archs:
+                if not _runs_on(rec.impl, arch):
+                    continue
+                peak = PEAKS[ARCHS[arch][1]]
+                if (ln.key, arch) not in cache:
+                    cache[(ln.key, arch)] = kernel_facts(ln, arch)
+                f = cache[(ln.key, arch)]
+                s = f["sass"]
+                fp8 = "QGMMA" in s["total"]["mma_kinds"]
+                capacity = peak.sms * max(1, resident_programs(f["regs"], f["shared"], ln.num_warps, peak))
+                p = predict(ln, f, work_of(ln, peak, capacity), peak, arch, fp8=fp8)
+                body = s["body"] or {}
+                rows.append(dict(
+                    kernel=ln.kernel, op=rec.op, impl=rec.impl, case=rec.case.label(), layer=rec.case.name,
+                    case_key=_case_key_str(rec.case),
+                    shape=list(rec.case.x_shape), variant=rec.variant, default=rec.default, phase=ln.phase,
+                    launch_index=j, arch=arch, config=_config_str(ln), num_warps=ln.num_warps,
+                    num_stages=ln.num_stages, grid=list(ln.grid),
+                    regs=f["regs"], spill_bytes=f["spill_bytes"], shared=f["shared"], shared_limit=f["shared_limit"],
+                    occupancy=f["occupancy"], tc=f["tc"], tensor_core_instrs=f["tensor_core_instrs"],
+                    ld128=f["ld128"], vector_loads=f["vector_loads"], st128=f["st128"],
+                    loops=s["loops"], main_loops=s["main_loops"], drained_loops=s["drained_loops"],
+                    loop_instrs=s["loop_sizes"], wait_depth=f["wait_depth"], cp_async_wait=s["cp_async_wait"],
+                    wgmma_wait=s["wgmma_wait"], async_copies=body.get("async_copies", 0),
+                    async_widths=body.get("async_widths", {}), plain_loads=body.get("ldg", 0),
+                    plain_load_widths=body.get("ldg_widths", {}), mma_shapes=body.get("mma_shapes", []),
+                    fadd_after_mma=s["fadd_after_mma"], zero_acc_mma=s["zero_acc_mma"], sts_u8=s["sts_u8"],
+                    bar_in_loop=body.get("bar", 0), shfl_in_loop=body.get("shfl", 0),
+                    **{k: v for k, v in p.items()}))
+    return rows
+
+
+def glue_rows(records: list[OpRecord], archs: list[str]) -> list[dict]:
+    """The eager ATen ops around the kernels, with their predicted time (bytes at HBM speed)."""
+    from .devices import PEAKS
+    from .perfmodel import glue_ms
+    out = []
+    for rec in records:
+        for phase, op in rec.glue:
+            for arch in archs:
+                if not _runs_on(rec.impl, arch):
+                    continue
+                out.append(dict(op=rec.op, impl=rec.impl, case=rec.case.label(), variant=rec.variant,
+                                default=rec.default, phase=phase, arch=arch, aten=op.name, kind=op.kind,
+                                bytes=op.bytes, predicted_ms=glue_ms(op.bytes, PEAKS[ARCHS[arch][1]])))
+    return out
+
+
+def _case_key(case) -> tuple:
+    return (case.op, tuple(case.x_shape), tuple(sorted(case.params.items())))
+
+
+def _case_key_str(case) -> str:
+    return json.dumps([case.op, list(case.x_shape), sorted(case.params.items())])
+
+
+def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs: list[str], esize: int) -> list[dict]:
+    """Per op x implementation x shape x arch (default configuration, training forward + backward):
+    kernels and glue predicted, the op's roofline (profiling/shapes.py) and the fraction reached."""
+    from .devices import PEAKS
+    out = []
+    for rec in (r for r in records if r.default):
+        for arch in archs:
+            if not _runs_on(rec.impl, arch):
+                continue
+            peak = PEAKS[ARCHS[arch][1]]
+            mine = [r for r in rows if r["default"] and r["impl"] == rec.impl and r["case"] == rec.case.label()
+                    and r["arch"] == arch and r["op"] == rec.op]
+            gl = [g for g in glue if g["default"] and g["impl"] == rec.impl and g["case"] == rec.case.label()
+                  and g["arch"] == arch and g["op"] == rec.op]
+            fp8 = rec.impl == "fp8" and rec.case.x_shape[1] >= 32
+            row = dict(op=rec.op, impl=rec.impl, case=rec.case.label(), key=_case_key_str(rec.case), arch=arch)
+            for phase in TRAIN_PHASES:
+                k = sum(r["predicted_ms"] for r in mine if r["phase"] == phase)
+                g = sum(x["predicted_ms"] for x in gl if x["phase"] == phase)
+                row[f"{phase}_kernels_ms"], row[f"{phase}_glue_ms"], row[f"{phase}_ms"] = k, g, k + g
+            row["kernels"] = len([r for r in mine if r["phase"] in TRAIN_PHASES])
+            row["glue_ops"] = len([x for x in gl if x["phase"] in TRAIN_PHASES])
+            row["predicted_ms"] = row["fwd_ms"] + row["bwd_ms"]
+            row["roofline_fwd_ms"] = 1e3 * rec.case.bound_s(peak, "fwd", esize, fp8=fp8)
+            row["roofline_ms"] = 1e3 * rec.case.bound_s(peak, "fwd+bwd", esize, fp8=fp8)
+            row["roofline_bwd_ms"] = row["roofline_ms"] - row["roofline_fwd_ms"]
+            row["predicted_fraction"] = row["roofline_ms"] / row["predicted_ms"] if row["predicted_ms"] else None
+            for phase in TRAIN_PHASES:
+                rl = row[f"roofline_{phase}_ms"]
+                row[f"{phase}_fraction"] = rl / row[f"{phase}_ms"] if row[f"{phase}_ms"] and rl else None
+            slow = max((r for r in mine if r["phase"] in TRAIN_PHASES), key=lambda r: r["predicted_ms"], default=None)
+            row["slowest_kernel"] = f"{slow['kernel']} ({slow['bound']})" if slow else None
+            out.append(row)
+    return out
+
+
+def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activation: str = "gelu") -> list[dict]:
+    """Per backend x arch: one training step (forward + backward of every layer) predicted for the
+    Triton implementations, beside its roofline; the ops a backend leaves to eager code (cuDNN,
+    ATen) are not modelled and appear as their roofline only."""
+    import kernels
+    from .devices import PEAKS
+    from .shapes import network_ops
+    by_key = {(o["op"], o["impl"], o["key"], o["arch"]): o for o in ops}
+    out = []
+    for backend in kernels.backends():
+        names = kernels.resolve_names(backend)
+        for arch in archs:
+            peak = PEAKS[ARCHS[arch][1]]
+            row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
+                       per_op={}, modelled_ops=0, eager_ops=0)
+            runnable = True
+            for case in network_ops(batch, activation=activation):
+                impl = names[case.op]
+                if not _runs_on(impl, arch):
+                    runnable = False
+                o = by_key.get((case.op, impl, _case_key_str(case), arch))
+                if o is None:
+                    ms = 1e3 * case.bound_s(peak, "fwd+bwd", esize)
+                    row["eager_roofline_ms"] += ms
+                    row["eager_ops"] += 1
+                    continue
+                row["predicted_ms"] += o["predicted_ms"]
+                row["roofline_ms"] += o["roofline_ms"]
+                row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + o["predicted_ms"]
+                row["modelled_ops"] += 1
+            if not runnable:
+                row.update(predicted_ms=None, note="conv=fp8 needs FP8 tensor cores (sm_89+)")
+            elif not row["modelled_ops"]:
+                row.update(predicted_ms=None, roofline_ms=None)
+            row["predicted_fraction"] = (row["roofline_ms"] / row["predicted_ms"]
+                                         if row.get("predicted_ms") else None)
+            out.append(row)
+    return out
+
+
+def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: str, arch: str,
+                       activation: str = "gelu") -> dict:
+    """Predicted ms per training step per kernel name for ``backend`` (default configurations),
+    summed over the layers: what a profiler trace of that backend reports per kernel."""
+    import kernels
+    from .shapes import network_ops
+    names = kernels.resolve_names(backend)
+    totals: dict[str, float] = {}
+    for case in network_ops(batch, activation=activation):
+        impl, key = names[case.op], _case_key_str(case)
+        for r in rows:
+            if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
+                    and r["phase"] in TRAIN_PHASES):
+                totals[r["kernel"]] = totals.get(r["kernel"], 0.0) + r["predicted_ms"]
+    return totals
+
+
+def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports_dir: str) -> dict | None:
+    """The newest GPU report under ``reports_dir`` with a profiler trace of ``--backend triton`` and op
+    benchmarks: measured beside predicted per kernel (ms per step) and per op (fwd+bwd), with ratios."""
+    found = []
+    for path in glob.glob(os.path.join(reports_dir, "*", "report.json")):
+        try:
+            rep = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        if rep.get("quick") or rep.get("env", {}).get("device_type") != "cuda":
+            continue
+        found.append((os.path.getmtime(path), path, rep))
+    if not found:
+        return None
+    _, path, rep = max(found, key=lambda t: t[0])
+    base = os.path.dirname(path)
+    device = rep["env"]["device"]
+    from .devices import detect
+    peak = detect(device)
+    arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
+    out = dict(report=os.path.relpath(base), device=device, arch=arch, kernels=[], ops=[])
+    try:
+        traces = json.load(open(os.path.join(base, "trace", "trace.json")))
+        tri = next(t for t in traces if "triton" in t.get("flags", ""))
+        predicted = kernel_step_totals(rows, ops, tri.get("batch", batch), "triton", arch)
+        for t in tri["top"]:
+            name = t["name"].split("(")[0].strip()
+            if name in predicted:
+                out["kernels"].append(dict(kernel=name, measured_ms=t["ms"], predicted_ms=predicted[name],
+                                           ratio=t["ms"] / predicted[name] if predicted[name] else None))
+    except (OSError, ValueError, StopIteration, KeyError):
+        pass
+    try:
+        bench = json.load(open(os.path.join(base, "bench", "bench.json")))
+        for b in bench["records"]:
+            if "error" in b or b.get("mode") != "fwd+bwd":
+                continue
+            o = next((o for o in ops if o["impl"] == b["impl"] and o["arch"] == arch
+                      and o["case"].split(" ")[1] == b["case"].split(" ")[1] and o["op"] == b["op"]), None)
+            if o:
+                out["ops"].append(dict(op=b["op"], case=b["case"], impl=b["impl"], measured_ms=b["ms"],
+                                       predicted_ms=o["predicted_ms"], ratio=b["ms"] / o["predicted_ms"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    return out if (out["kernels"] or out["ops"]) else None
+
+
+# ------------------------------------------------------------------------------ presentation
+KERNEL_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), ("phase", "phase"), ("arch", "arch"),
+                  ("bound", "bound"), ("predicted_ms", "predicted ms"), ("roofline_ms", "roofline ms"),
+                  ("predicted_fraction", "of roofline"), ("instr_per_elem", "instr/elem"), ("issue_budget", "budget"),
+                  ("instr_per_mma", "instr/MMA"), ("mma_budget", "MMA budget"), ("loops", "loops"),
+                  ("drained_loops", "drained"), ("wait_depth", "wait depth"), ("async_copies", "async loads"),
+                  ("plain_loads", "plain loads"), ("mma_shapes", "MMA"), ("fadd_after_mma", "FADD after MMA"),
+                  ("sts_u8", "STS.U8"), ("programs", "programs"), ("resident", "per SM"), ("waves", "waves"),
+                  ("regs", "regs"), ("spill_bytes", "spill B"), ("occupancy", "occupancy")]
+CONFIG_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), ("arch", "arch"), ("variant", "variant"),
+                  ("config", "config"), ("num_warps", "warps"), ("num_stages", "stages"), ("regs", "regs"),
+                  ("spill_bytes", "spill B"), ("shared", "smem B"), ("tensor_core_instrs", "TC instrs"),
+                  ("vector_loads", "vector loads"), ("occupancy", "occupancy"), ("bound", "bound"),
+                  ("predicted_ms", "predicted ms"), ("predicted_fraction", "of roofline")]
+OP_COLUMNS = [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"), ("fwd_ms", "fwd ms"),
+              ("roofline_fwd_ms", "fwd roofline"), ("fwd_fraction", "fwd of roofline"), ("bwd_ms", "bwd ms"),
+              ("roofline_bwd_ms", "bwd roofline"), ("bwd_fraction", "bwd of roofline"),
+              ("fwd_glue_ms", "glue fwd ms"), ("bwd_glue_ms", "glue bwd ms"), ("kernels", "kernels"),
+              ("glue_ops", "glue ops"), ("predicted_fraction", "fwd+bwd of roofline"), ("slowest_kernel", "slowest kernel")]
+STEP_COLUMNS = [("backend", "backend"), ("arch", "arch"), ("predicted_ms", "Triton ops predicted ms"),
+                ("roofline_ms", "their roofline ms"), ("predicted_fraction", "of roofline"),
+                ("eager_roofline_ms", "eager ops (not modelled): roofline ms"), ("host_ms", "host ms / step"),
+                ("host_bound", "host-bound?")]
+
+
+def _fmt_list(v):
+    if isinstance(v, list):
+        return " ".join(map(str, v)) or "-"
+    if isinstance(v, dict):
+        return " ".join(f"{k}:{n}" for k, n in v.items()) or "-"
+    return v
+
+
+def _table(rows, columns):
+    from .report_io import markdown_table
+    return markdown_table([{k: _fmt_list(v) for k, v in r.items()} for r in rows], columns)
+
+
+def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: str = "triton_all",
+           activation: str = "gelu", top: int = 3) -> list[dict]:
+    """The kernels (and glue) with the largest predicted loss per training step: predicted minus
+    the kernel's own roofline, summed over the layers that launch it."""
+    import kernels
+    from .shapes import network_ops
+    names = kernels.resolve_names(backend)
+    count: dict = {}
+    for case in network_ops(batch, activation=activation):
+        k = (names[case.op], _case_key_str(case))
+        count[k] = count.get(k, 0) + 1
+    loss: dict[str, float] = {}
+    for r in rows:
+        if not r["default"] or r["arch"] != arch or r["phase"] not in TRAIN_PHASES:
+            continue
+        n = count.get((r["impl"], r["case_key"]), 0)
+        if n:
+            loss[r["kernel"]] = loss.get(r["kernel"], 0.0) + n * (r["predicted_ms"] - r["roofline_ms"])
+    return [dict(kernel=k, loss_ms=v) for k, v in sorted(loss.items(), key=lambda kv: -kv[1])[:top]]
+
+
+def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
+           measured: dict | None, host: list[dict] | None, glue: list[dict]) -> str:
+    from .perfmodel import ASSUMPTIONS
+    d = [r for r in rows if r["default"]]
+    parts = [f"# {meta['header']}", "",
+             "**Predictions of a static model, not measurements**: no GPU ran any of this. The model "
+             "(profiling/perfmodel.py) takes the largest of the memory, latency, L2, issue, tensor-core, "
+             "shared-memory and launch bounds per kernel; its assumptions: "
+             + ", ".join(f"{k} = {v}" for k, v in ASSUMPTIONS.items()) + ".", "",
+             "## Per training step (forward + backward of every layer)", "",
+             _table(steps, STEP_COLUMNS), "",
+             "The Triton column covers the ops each backend runs in Triton; the ops it leaves to cuDNN / "
+             "ATen are shown by their roofline only (not modelled). Host time: the CPU time of one step's "
+             "Python, dispatch and launch preparation with launches recorded (see `host` in static.json).", ""]
+    if host:
+        parts += ["### Host time per step", "", _table(host, [("backend", "backend"), ("host_ms", "host ms"),
+                                                          ("python_ms", "Python + dispatch ms"),
+                                                          ("launches", "kernel launches"),
+                                                          ("launch_ms", "launch cost ms (assumed)"),
+                                                          ("note", "how")]), ""]
+    for arch in meta["archs"]:
+        ls = losses(ops, rows, meta["batch"], arch)
+        if ls:
+            parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
+                      "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
+    parts += ["## Per op (default configurations, training forward + backward)", "", _table(ops, OP_COLUMNS), "",
+              "## Per kernel launch (default configurations)", "", _table(d, KERNEL_COLUMNS), ""]
+    if measured:
+        parts += [f"## Measured vs predicted ({measured['device']}, report {measured['report']})", ""]
+        if measured["kernels"]:
+            parts += [_table(measured["kernels"], [("kernel", "kernel"), ("measured_ms", "measured ms / step"),
+                                                   ("predicted_ms", "predicted ms / step"), ("ratio", "measured / predicted")]), ""]
+        if measured["ops"]:
+            parts += [_table(measured["ops"], [("op", "op"), ("case", "shape"), ("impl", "impl"),
+                                               ("measured_ms", "measured fwd+bwd ms"), ("predicted_ms", "predicted ms"),
+                                               ("ratio", "measured / predicted")]), ""]
+    else:
+        parts += ["## Measured vs predicted", "", "No GPU report with a profiler trace exists in reports/ yet: the "
+                  "first GPU session's `profiling report` calibrates the model.", ""]
+    gl = [g for g in glue if g["default"] and g["phase"] in TRAIN_PHASES and g["bytes"] > 1e6]
+    if gl:
+        parts += ["## Eager glue around the kernels (ops over 1 MB)", "",
+                  _table(gl, [("op", "op"), ("impl", "impl"), ("case", "shape"), ("phase", "phase"), ("arch", "arch"),
+                              ("aten", "ATen op"), ("bytes", "bytes"), ("predicted_ms", "predicted ms")]), ""]
+    parts += ["## Findings (rules, profiling/rules.py)", "",
+              _table(findings, [("rule", "rule"), ("kernel", "kernel"), ("impl", "impl"), ("arch", "arch"),
+                                ("case", "used at"), ("value", "value"), ("limit", "limit"), ("status", "status")])
+              if findings else "No rule is violated.", ""]
+    other = [r for r in rows if not r["default"]]
+    if other:
+        parts += ["## Every configuration", "", _table(other, CONFIG_COLUMNS), ""]
+    return "\n".join(parts)
+
+
+def plot(ops: list[dict], path: str, title: str) -> str | None:
+    """Predicted vs roofline per op (fwd+bwd), one panel per architecture."""
+    from .plots import _plt
+    plt = _plt()
+    if plt is None or not ops:
+        return None
+    archs = sorted({o["arch"] for o in ops})
+    fig, axes = plt.subplots(1, len(archs), figsize=(7 * len(archs), 5), squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        rs = [o for o in ops if o["arch"] == arch]
+        labels = [f"{o['op']}/{o['impl']} {o['case']}" for o in rs]
+        ys = range(len(rs))
+        ax.scatter([o["predicted_ms"] for o in rs], ys, marker="o", label="predicted (static model)")
+        ax.scatter([o["roofline_ms"] for o in rs], ys, marker="|", s=200, c="k", label="roofline minimum")
+        for y, o in zip(ys, rs):
+            ax.plot([o["roofline_ms"], o["predicted_ms"]], [y, y], c="0.7", zorder=0)
+        ax.set_yticks(list(ys))
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (forward + backward), log scale")
+        ax.set_title(f"{title} - {arch} (predictions, no GPU)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, out: str | None,
-               dtype: str = "fp16") -> list[dict]:
+               dtype: str = "fp16", host: bool = True, reports_dir: str = "reports",
+               activation: str = "gelu") -> dict:
     import triton
 
-    from .report_io import markdown_table, write_json
-    entries = collect(batch, ops, all_configs, dtype)
-    rows = []
-    for e in entries:
-        for arch in archs:
-            if e["impl"] == "fp8" and arch == "sm_80":
-                continue  # FP8 tensor cores need sm_89+; the fp8 implementation refuses older GPUs
-            r = analyse(e, arch)
-            r["config"] = ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
-                                   for k, v in sorted(r["constexprs"].items(), key=lambda kv: not kv[0].startswith("BLOCK")))
-            r["where"] = "; ".join(sorted(set(u.split(" (")[0] for u in r["uses"])))
-            rows.append(r)
-    rows.sort(key=lambda r: (r["op"], r["kernel"], r["arch"], not r["default"], r["config"]))
-    import datetime
-    header = (f"Static analysis of the Triton kernels ({dtype}, batch {batch}), triton {triton.__version__}, "
-              f"{datetime.date.today().isoformat()}; compiled on a CPU for {', '.join(archs)}.")
-    table = markdown_table(rows, COLUMNS)
-    print(header)
-    print(table)
+    import kernels  # noqa: F401
+    from . import rules as rule_mod
+    from .report_io import write_json
+    from .shapes import network_ops, unique_ops
+    records = collect(batch, ops, all_configs, dtype,
+                      cases=[c for op in ops for c in unique_ops(batch, op, activation=activation)])
+    rows = build_rows(records, archs)
+    rows.sort(key=lambda r: (not r["default"], r["op"], r["impl"], r["case"], r["phase"], r["launch_index"], r["arch"],
+                             r["variant"]))
+    glue = glue_rows(records, archs)
+    esize = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
+    op_rows = op_table(records, rows, glue, archs, esize)
+    steps = step_table(op_rows, batch, archs, esize, activation) if set(ops) == {"bn_act", "maxpool", "conv"} else []
+    host_rows = None
+    if host and steps:
+        from .hosttime import host_times
+        host_rows = host_times(batch)
+        by_backend = {h["backend"]: h for h in host_rows}
+        for s in steps:
+            h = by_backend.get(s["backend"])
+            if h and h.get("host_ms") is not None and not s.get("note"):
+                s["host_ms"] = h["host_ms"]
+                device = (s.get("predicted_ms") or 0) + s["eager_roofline_ms"]
+                if h["host_ms"] <= device:
+                    s["host_bound"] = "no"
+                else:  # with eager ops only their roofline is known: the real device time is longer
+                    s["host_bound"] = "yes" if not s["eager_ops"] else "possibly (host > predicted + eager roofline)"
+    findings = rule_mod.check(rows)
+    measured = measured_vs_predicted(rows, op_rows, batch, reports_dir)
+    header = (f"Static performance model of the Triton kernels ({dtype}, batch {batch}), triton {triton.__version__}, "
+              f"{datetime.date.today().isoformat()}; compiled on a CPU for {', '.join(archs)}")
+    meta = dict(header=header, triton=triton.__version__, batch=batch, dtype=dtype, archs=archs,
+                date=datetime.date.today().isoformat(), network_ops=len(network_ops(batch)))
+    text = render(meta, rows, op_rows, steps, findings, measured, host_rows, glue)
+    _print_summary(meta, steps, op_rows, findings)
+    result = dict(meta=meta, rows=rows, ops=op_rows, steps=steps, host=host_rows,
+                  glue=[g for g in glue if g["default"]], rules=rule_mod.describe(), findings=findings,
+                  measured=measured)
     if out:
         os.makedirs(out, exist_ok=True)
-        write_json(os.path.join(out, "static.json"), dict(meta=dict(triton=triton.__version__, batch=batch,
-                                                                    dtype=dtype, archs=archs), rows=rows))
+        write_json(os.path.join(out, "static.json"), _compact(result))
         with open(os.path.join(out, "static.md"), "w") as f:
-            f.write(f"# {header}\n\n{table}\n")
-    return rows
+            f.write(text)
+        if plot(op_rows, os.path.join(out, "static.png"), f"batch {batch}") is None:
+            print("# no chart: matplotlib is not installed (pip install -e .[plots])")
+        print(f"# wrote {out}/static.json, static.md" + (", static.png" if os.path.exists(os.path.join(out, "static.png")) else ""))
+    return result
+
+
+_SLIM = ("notes", "bounds_ms", "loop_instrs", "async_widths", "plain_load_widths", "tc", "grid", "layer",
+         "launch_index", "l2_bytes", "mma_flops", "case_key")
+
+
+def _compact(obj):
+    """The JSON as written: floats to 4 significant digits; rows of non-default configurations
+    without their detail fields (static.md lists them in full)."""
+    def walk(v):
+        if isinstance(v, float):
+            return float(f"{v:.4g}")
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return v
+    out = dict(obj)
+    out["rows"] = [r if r["default"] else {k: v for k, v in r.items() if k not in _SLIM} for r in obj["rows"]]
+    return walk(out)
+
+
+def _print_summary(meta, steps, ops, findings) -> None:
+    print(meta["header"])
+    print("PREDICTIONS of a static model (no GPU ran this):")
+    if steps:
+        print(_table(steps, [c for c in STEP_COLUMNS]))
+    print()
+    print(_table(ops, [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"), ("fwd_ms", "fwd ms"),
+                       ("bwd_ms", "bwd ms"), ("roofline_ms", "roofline ms"),
+                       ("predicted_fraction", "of roofline"), ("slowest_kernel", "slowest kernel")]))
+    bad = [f for f in findings if f["status"] == "violated"]
+    print(f"\nrules: {len(bad)} violated" + ("" if not bad else ": " + "; ".join(
+        f"{f['rule']} {f['kernel']} {f['arch']} ({f['value']} > {f['limit']})" for f in bad[:8])))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -317,7 +821,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archs", default="sm_80,sm_90", help="comma-separated: sm_80, sm_90")
     p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
     p.add_argument("--default-only", action="store_true", help="only the configuration each launcher picks")
-    p.add_argument("--out", default="reports/static", help="output directory for static.json / static.md")
+    p.add_argument("--no-host", action="store_true", help="skip the host-time measurement")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: runs/static, an ignored folder; see --commit)")
+    p.add_argument("--commit", action="store_true",
+                   help="write the committed report reports/static instead (a deliberate act)")
+
+
+def _check_args(args) -> None:
+    import kernels
+    known = set(kernels.ops())
+    bad = [o for o in args.ops.split(",") if o and o not in known]
+    if bad:
+        raise SystemExit(f"error: unknown op(s) {', '.join(bad)} for --ops; known: {', '.join(sorted(known))}")
+    archs = [a for a in args.archs.split(",") if a]
+    bad = [a for a in archs if a not in ARCHS]
+    if bad or not archs:
+        raise SystemExit(f"error: unknown arch(s) {', '.join(bad) or '(none)'} for --archs; known: {', '.join(ARCHS)}")
+    if args.batch < 1:
+        raise SystemExit(f"error: --batch must be at least 1, got {args.batch}")
 
 
 def main(args) -> int:
@@ -326,9 +848,13 @@ def main(args) -> int:
         # Triton picked the interpreter for already-decorated kernels: compile in a fresh process.
         env = dict(os.environ, TRITON_INTERPRET="0")
         argv = [sys.executable, "-m", "profiling", "static", "--batch", str(args.batch), "--ops", args.ops,
-                "--archs", args.archs, "--dtype", args.dtype, "--out", args.out] + (["--default-only"] if args.default_only else [])
+                "--archs", args.archs, "--dtype", args.dtype] + (["--out", args.out] if args.out else []) \
+            + (["--default-only"] if args.default_only else []) + (["--no-host"] if args.no_host else []) \
+            + (["--commit"] if args.commit else [])
         return subprocess.run(argv, env=env).returncode
     import torch  # noqa: F401
+    _check_args(args)
+    out = args.out or ("reports/static" if args.commit else os.path.join("runs", "static"))
     run_static(args.batch, [o for o in args.ops.split(",") if o], args.archs.split(","), not args.default_only,
-               args.out, args.dtype)
+               out, args.dtype, host=not args.no_host)
     return 0

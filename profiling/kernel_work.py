@@ -1,0 +1,228 @@
+"""What each Triton kernel of the project does per launch: its work and its memory traffic.
+
+The static model (profiling/perfmodel.py) combines this with the compiled SASS. One function
+per kernel name reads the launch's real arguments (shapes, block sizes, grid) and returns a
+``Work``: how many main-loop iterations each program runs, how many tensor elements one
+iteration handles, the bytes the kernel moves through DRAM under a stated traffic model, the
+bytes it must move at least, and its useful FLOPs.
+
+Traffic model (the same for every kernel):
+- every tensor a kernel streams is read (or written) once from DRAM per pass it makes;
+- an operand that several output tiles re-read (a GEMM's A across the column blocks of the
+  output) comes from L2 when it fits in ``L2_FIT`` of the L2 or when the program order is
+  grouped (a ``GROUP_M`` constexpr) so that the tiles sharing it run together; otherwise it is
+  re-read from DRAM once per column block;
+- everything the tiles load goes through L2 (``l2_bytes``), whatever DRAM serves.
+
+Adding a kernel: write a function here and list it in ``WORK``; a kernel without one gets a
+generic elementwise model and is marked so (``model="generic"``) in the report.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+L2_FIT = 0.5  # a re-read tensor stays in L2 when it takes at most this fraction of it
+
+
+@dataclass
+class TensorInfo:
+    shape: tuple
+    stride: tuple
+    dtype: str
+    esize: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.esize
+
+
+@dataclass
+class Work:
+    kind: str                     # "memory" or "gemm"
+    iters: float                  # main-loop iterations per program (mean; 1 for a loop-free kernel)
+    elems_per_iter: int           # tensor elements one iteration of one program handles
+    dram_bytes: float             # DRAM traffic under the model above
+    min_bytes: float              # what the kernel must move at least (each tensor once)
+    bytes_per_elem: float         # DRAM bytes per element handled (the issue budget's denominator)
+    flops: float = 0.0            # useful FLOPs (GEMMs)
+    l2_bytes: float | None = None  # bytes loaded through L2 by all tiles (GEMMs)
+    notes: list = field(default_factory=list)
+    model: str = "kernel"         # "kernel": a model written for it; "generic": the fallback
+
+
+def _grid(launch) -> tuple:
+    g = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
+    return g
+
+
+def _programs(launch) -> int:
+    return math.prod(_grid(launch))
+
+
+def _cx(launch, name, default=None):
+    return launch.cx.get(name, default)
+
+
+def _rows_iters(M: int, rows: int, block: int, programs_m: int) -> float:
+    """Mean iterations of a loop over ``rows`` rows in steps of ``block``, the last program short."""
+    full = max(programs_m - 1, 0)
+    last = max(M - full * rows, 0)
+    return (full * math.ceil(rows / block) + math.ceil(last / block)) / max(programs_m, 1)
+
+
+# ------------------------------------------------------------------------------ bn_act
+def _stats(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x = a["x_ptr"]
+    M, C, rows = a["M"], a["C"], a["ROWS"]
+    bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
+    P = _grid(launch)[0]
+    partial = 2 * P * C * 4
+    return Work("memory", _rows_iters(M, rows, bm, P), bm * bc, x.nbytes + partial, x.nbytes, x.esize,
+                notes=[f"reads x once; writes {P} partial (mean, M2) rows"])
+
+
+def _finalize(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    P, C = a["P"], a["C"]
+    bp, bc = _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
+    nbytes = 2 * P * C * 4 + 2 * C * 4
+    return Work("memory", math.ceil(P / bp), bp * bc, nbytes, nbytes, 8,
+                notes=[f"merges {P} partial rows per channel"])
+
+
+def _apply(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, M, C = a["x_ptr"], a["M"], a["C"]
+    bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
+    nbytes = 2 * M * C * x.esize
+    return Work("memory", 1, bm * bc, nbytes, nbytes, 2 * x.esize, notes=["reads x, writes y"])
+
+
+def _running(launch, peak, capacity: int) -> Work:
+    C = launch.args["C"]
+    bc = _cx(launch, "BLOCK_C")
+    return Work("memory", 1, bc, 6 * C * 4, 6 * C * 4, 24, notes=["C running statistics"])
+
+
+def _bwd_reduce(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x = a["x_ptr"]
+    M, C, rows = a["M"], a["C"], a["ROWS"]
+    bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
+    P = _grid(launch)[0]
+    main = 2 * M * C * x.esize
+    return Work("memory", _rows_iters(M, rows, bm, P), bm * bc, main + 2 * P * C * 4, main, 2 * x.esize,
+                notes=[f"reads x and dy once; writes {P} partial rows"])
+
+
+def _bwd_dx(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, M, C = a["x_ptr"], a["M"], a["C"]
+    bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
+    nbytes = 3 * M * C * x.esize
+    return Work("memory", 1, bm * bc, nbytes, nbytes, 3 * x.esize, notes=["reads x and dy, writes dx"])
+
+
+# ------------------------------------------------------------------------------ maxpool
+def _pool_fwd(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, P, C = a["x_ptr"], a["P"], a["C"]
+    K, bp, bc = _cx(launch, "K"), _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
+    es = x.esize
+    read = P * C * K * K * es
+    write = P * C * es
+    return Work("memory", 1, bp * bc, read + write, read + write, (K * K + 1) * es,
+                notes=["reads the pooled windows of x, writes y (elements = outputs)"])
+
+
+def _pool_bwd(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, C = a["x_ptr"], a["C"]
+    P = a.get("PE", a.get("P"))
+    K, bp, bc = _cx(launch, "K"), _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
+    es = x.esize
+    dy = a["dy_ptr"]
+    reads_x = "x_ptr" in a and launch.kernel == "_maxpool_bwd_kernel" and "idx_ptr" not in a
+    idx = a.get("idx_ptr")
+    nbytes = x.nbytes + dy.nbytes + (x.nbytes if reads_x else 0) + (idx.nbytes if idx is not None else 0)
+    per = (K * K * es if reads_x else 0) + es + K * K * es + (idx.esize if idx is not None else 0)
+    return Work("memory", 1, bp * bc, nbytes, nbytes, per,
+                notes=["reads dy" + (" and x (argmax recomputed)" if reads_x else "")
+                       + (" and the window index" if idx is not None else "") + ", writes dx (elements = windows)"])
+
+
+# ------------------------------------------------------------------------------ conv
+def _conv(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, w, y = a["x_ptr"], a["w_ptr"], a["y_ptr"]
+    M, CI, CO = a["M"], a["CI"], a["CO"]
+    KH, KW = _cx(launch, "KH"), _cx(launch, "KW")
+    bm, bn, bk = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_N"), _cx(launch, "BLOCK_K")
+    g = _grid(launch)
+    programs = _programs(launch)
+    col_blocks = math.ceil(CO / bn)
+    grouped = _cx(launch, "GROUP_M") is not None
+    fits = x.nbytes <= L2_FIT * peak.l2_mb * 1e6
+    reread = 1 if (col_blocks == 1 or grouped or fits) else col_blocks
+    kchunks = math.ceil(CI / bk)
+    iters = KH * KW * kchunks
+    flops = 2.0 * M * CO * CI * KH * KW
+    dram = x.nbytes * reread + w.nbytes + M * CO * y.esize
+    l2 = programs * iters * (bm * bk + bk * bn) * x.esize
+    notes = [f"A (activation, {x.nbytes / 1e6:.1f} MB) read {reread}x from DRAM"
+             + ("" if reread == 1 else f" (once per column block: {col_blocks} blocks, too big for L2, no grouped order)"),
+             f"grid {g[0]}x{g[1]}"]
+    return Work("gemm", iters, bm * bn * bk, dram, x.nbytes + w.nbytes + M * CO * y.esize, x.esize,
+                flops=flops, l2_bytes=l2, notes=notes)
+
+
+def _wgrad(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, dy, part = a["x_ptr"], a["dy_ptr"], a["part_ptr"]
+    P, CI, CO, rows = a["P"], a["CI"], a["CO"], a["ROWS"]
+    KH, KW = _cx(launch, "KH"), _cx(launch, "KW")
+    bm, bn, bk = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_N"), _cx(launch, "BLOCK_K")
+    g = _grid(launch)
+    split = g[2]
+    iters = _rows_iters(P, rows, bk, split)
+    flops = 2.0 * CO * CI * KH * KW * P
+    out = part.nbytes
+    # the programs that read one split chunk (every tile and tap of it) are neighbours in the launch
+    # order (tiles, then taps, then splits): when they fit on the GPU at once they stream the chunk
+    # together and DRAM serves it once; otherwise the taps re-read it
+    sharers = g[0] * g[1]
+    reread = 1 if sharers <= capacity else KH * KW
+    dram = (dy.nbytes + x.nbytes) * reread + out
+    l2 = _programs(launch) * iters * (bm * bk + bk * bn) * x.esize
+    return Work("gemm", iters, bm * bn * bk, dram, dy.nbytes + x.nbytes + CO * CI * KH * KW * 2, x.esize,
+                flops=flops, l2_bytes=l2,
+                notes=[f"split-K {split}: fp32 partial sums {out / 1e6:.1f} MB written (and summed by a separate pass)",
+                       f"grid {g[0]}x{g[1]}x{g[2]}"])
+
+
+def _generic(launch, peak, capacity: int) -> Work:
+    elems = math.prod(v for k, v in launch.cx.items() if k.startswith("BLOCK") and isinstance(v, int)) or 1
+    tensors = [v for v in launch.args.values() if isinstance(v, TensorInfo)]
+    nbytes = sum(t.nbytes for t in tensors)
+    es = max((t.esize for t in tensors), default=4)
+    return Work("memory", 1, elems, nbytes, nbytes, es * max(len(tensors), 1),
+                notes=["no kernel model: every tensor argument counted once"], model="generic")
+
+
+WORK = {
+    "_stats_kernel": _stats, "_finalize_kernel": _finalize, "_apply_kernel": _apply,
+    "_running_kernel": _running, "_bwd_reduce_kernel": _bwd_reduce, "_bwd_dx_kernel": _bwd_dx,
+    "_maxpool_fwd_kernel": _pool_fwd, "_maxpool_bwd_kernel": _pool_bwd,
+    "_conv_kernel": _conv, "_wgrad_kernel": _wgrad,
+}
+
+
+def work_of(launch, peak, capacity: int | None = None) -> Work:
+    """``capacity``: programs of this launch that fit on the GPU at once (SMs x resident per SM)."""
+    return WORK.get(launch.kernel, _generic)(launch, peak, capacity or peak.sms)

@@ -1,0 +1,154 @@
+"""The static performance model: a predicted time per kernel launch, from its SASS and its work.
+
+Inputs (no GPU involved): the kernel's SASS facts (profiling/sass.py: instructions per main-loop
+iteration and outside the loops, tensor-core instructions, load widths, waits), its resources
+(registers, shared memory, warps -> resident programs per SM), the launch (grid, arguments) and
+the kernel's work model (profiling/kernel_work.py), and the GPU's peaks (profiling/devices.py).
+
+The prediction is the largest of these bounds, each computed for the busiest SM where it is a
+per-SM resource (so that a grid of 1.05 waves costs what it costs):
+
+  memory    DRAM bytes (the traffic model) / (HBM bandwidth x MEM_EFFICIENCY)
+  latency   DRAM bytes / (bytes in flight / LATENCY_NS): Little's law; the bytes in flight are
+            what the resident warps of the active SMs have loaded and not yet used (one main-loop
+            iteration's loads per thread, times the pipeline depth for async copies)
+  l2        bytes all tiles load / L2 bandwidth (GEMMs)
+  issue     warp-instructions of the busiest SM / (4 schedulers x clock), with fewer than 4
+            resident warps issuing at most one instruction per warp per clock
+  tensor    MMA FLOPs the instructions issue (masked waste included) of the busiest SM / the SM's
+            tensor-core rate (HMMA on sm_90 at HMMA_ON_HOPPER of the wgmma rate)
+  smem      shared-memory bytes of the busiest SM (wgmma operand reads, LDS / LDSM / STS / cp.async
+            writes) / (128 B x clock)
+  launch    LAUNCH_US: the shortest time any kernel takes on the device
+
+``roofline_ms`` of a launch is its own must-move bytes at full HBM bandwidth or its useful FLOPs at
+the tensor-core peak, whichever is larger; ``predicted_fraction`` = roofline / predicted.
+
+The constants below are assumptions, to be calibrated against the first GPU report
+(``profiling static`` prints measured beside predicted when one exists in reports/).
+"""
+from __future__ import annotations
+
+import math
+
+MEM_EFFICIENCY = 0.90     # fraction of the data-sheet HBM bandwidth a streaming kernel reaches
+LATENCY_NS = 700.0        # DRAM load latency under load (Little's law)
+LAUNCH_US = 2.0           # the shortest kernel on the device (launch, ramp-up, drain)
+HMMA_ON_HOPPER = 0.6      # mma.sync (HMMA) throughput on sm_90 relative to wgmma
+ASSUMPTIONS = dict(mem_efficiency=MEM_EFFICIENCY, latency_ns=LATENCY_NS, launch_us=LAUNCH_US,
+                   hmma_on_hopper=HMMA_ON_HOPPER)
+
+
+def resident_programs(regs: int, shared: int, num_warps: int, peak) -> int:
+    """Programs (thread blocks) that fit on one SM: registers (allocated per warp in units of
+    256), shared memory, threads, and the limit of 32 blocks."""
+    warp_regs = math.ceil(max(regs, 1) * 32 / 256) * 256
+    by_regs = (peak.regs_per_sm // warp_regs) // num_warps
+    by_smem = (peak.smem_per_sm_kib * 1024) // shared if shared else 32
+    by_threads = peak.max_threads_per_sm // (32 * num_warps)
+    return max(0, min(by_regs, by_smem, by_threads, 32))
+
+
+def issue_budget(peak, bytes_per_elem: float) -> float:
+    """Thread-instructions per element the SMs can issue in the time HBM moves that element's
+    bytes: above it, a memory-bound kernel is issue-bound."""
+    issue = peak.sms * peak.issue_per_clk * 32 * peak.clock_ghz * 1e9
+    return issue * bytes_per_elem / (peak.hbm_gbps * 1e9)
+
+
+def mma_budget(peak, arch: str, per_iter: dict, num_warps: int, fp8: bool = False) -> float | None:
+    """Thread-instructions per MMA instruction the SM can issue in the time its tensor cores take
+    for that MMA: above it, a GEMM loop is issue-bound."""
+    if not per_iter or not per_iter["mma"]:
+        return None
+    wg = per_iter["mma_flops_wg"] * (num_warps / 4)
+    sync = per_iter["mma_flops_warp"] * num_warps * (HMMA_ON_HOPPER if arch == "sm_90" else 1)
+    rate = peak.tc_flops_per_clk(fp8=fp8)
+    tc_clk = (wg + sync) / rate
+    issue_clk = num_warps * per_iter["instrs"] / peak.issue_per_clk
+    return per_iter["instrs"] * tc_clk / issue_clk / per_iter["mma"] if issue_clk else None
+
+
+def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False) -> dict:
+    """Every bound of one launch, the prediction and the structural numbers behind it."""
+    grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
+    programs = math.prod(grid)
+    warps = launch.num_warps
+    resident = max(1, resident_programs(facts["regs"], facts["shared"], warps, peak))
+    per_sm = math.ceil(programs / peak.sms)           # programs the busiest SM runs
+    waves = programs / (peak.sms * resident)
+    sass = facts["sass"]
+    it = sass["per_iter"]
+    n_main = sass["main_loops"]
+    clk = peak.clock_ghz * 1e9
+
+    # instructions per program (per thread): outside the loops once, the main loop per iteration
+    if n_main and it:
+        per_prog = sass["outside_instrs"] + work.iters * it["instrs"]
+    else:
+        per_prog = sass["instrs"]
+    elems_per_prog = work.iters * work.elems_per_iter
+    threads = warps * 32
+    instr_per_elem = per_prog / (elems_per_prog / threads) if elems_per_prog else None
+
+    # issue: the busiest SM, in rounds of at most `resident` programs
+    t_issue = 0.0
+    left = per_sm
+    while left > 0:
+        r = min(resident, left)
+        t_issue += r * warps * per_prog / (min(peak.issue_per_clk, r * warps) * clk)
+        left -= r
+
+    # tensor cores and shared memory (busiest SM)
+    t_tc = t_smem = 0.0
+    mma_flops_prog = 0.0
+    instr_per_mma = None
+    if it and it["mma"]:
+        wg_flops = it["mma_flops_wg"] * (warps / 4) * work.iters
+        sync_flops = it["mma_flops_warp"] * warps * work.iters
+        mma_flops_prog = wg_flops + sync_flops
+        rate = peak.tc_flops_per_clk(fp8=fp8) * clk
+        hmma_rate = rate * (HMMA_ON_HOPPER if arch == "sm_90" else 1.0)
+        t_tc = per_sm * (wg_flops / rate + sync_flops / hmma_rate)
+        smem_prog = work.iters * (it["smem_tc_bytes_wg"] * (warps / 4) + it["smem_thread_bytes"] * threads)
+        t_smem = per_sm * smem_prog / (peak.smem_bytes_per_clk * clk)
+        instr_per_mma = it["instrs"] / it["mma"]
+
+    # memory, L2 and latency
+    t_mem = work.dram_bytes / (peak.hbm_gbps * 1e9 * MEM_EFFICIENCY)
+    t_l2 = (work.l2_bytes or 0.0) / (peak.l2_gbps * 1e9)
+    if n_main and it:
+        depth = 1 + (facts.get("wait_depth") or 0) if it["async_copies"] else 1
+        inflight_thread = it["ld_thread_bytes"] * depth
+    else:
+        inflight_thread = sass["total"]["ld_thread_bytes"]
+    active_sms = min(peak.sms, programs)
+    inflight = active_sms * min(resident, per_sm) * threads * inflight_thread
+    t_latency = work.dram_bytes / (inflight / (LATENCY_NS * 1e-9)) if inflight else 0.0
+    t_launch = LAUNCH_US * 1e-6
+
+    bounds = dict(memory=t_mem, latency=t_latency, l2=t_l2, issue=t_issue, tensor=t_tc, smem=t_smem,
+                  launch=t_launch)
+    bound = max(bounds, key=bounds.get)
+    predicted = bounds[bound]
+    tflops = peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops
+    roofline = max(work.min_bytes / (peak.hbm_gbps * 1e9), work.flops / (tflops * 1e12), 0.0)
+    return dict(
+        programs=programs, resident=resident, waves=waves, per_sm=per_sm,
+        sm_balance=programs / (peak.sms * per_sm) if per_sm else 1.0,
+        tail=waves - math.floor(waves) if waves > 1 else waves,
+        instr_per_elem=instr_per_elem, issue_budget=issue_budget(peak, work.bytes_per_elem)
+        if work.kind == "memory" else None,
+        instr_per_mma=instr_per_mma, mma_budget=mma_budget(peak, arch, it, warps, fp8) if work.kind == "gemm" else None,
+        mma_flops=mma_flops_prog * programs, mma_waste=(1 - work.flops / (mma_flops_prog * programs))
+        if mma_flops_prog and work.flops else None,
+        dram_bytes=work.dram_bytes, min_bytes=work.min_bytes, l2_bytes=work.l2_bytes, flops=work.flops,
+        bounds_ms={k: 1e3 * v for k, v in bounds.items()}, bound=bound, predicted_ms=1e3 * predicted,
+        roofline_ms=1e3 * roofline, predicted_fraction=roofline / predicted if predicted else None,
+        work_model=work.model, notes=work.notes)
+
+
+def glue_ms(op_bytes: float, peak) -> float:
+    """An eager ATen op around the kernels (a copy, a cast, a reduction): its bytes at the
+    streaming bandwidth, or the launch floor."""
+    return 1e3 * max(op_bytes / (peak.hbm_gbps * 1e9 * MEM_EFFICIENCY), LAUNCH_US * 1e-6)

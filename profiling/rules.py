@@ -1,0 +1,111 @@
+"""Facts of the compiled kernels that CI asserts, each a rule with its threshold in one place.
+
+``profiling static`` checks every row against these rules and lists the findings; the tests
+(tests/test_static.py) fail on a violated rule. A rule records a fact of today's kernels as a
+number, so that work on a kernel can tighten it: lower a ``limit`` here when a kernel gets better,
+and CI keeps it there.
+
+Kinds: ``max`` (the value must not exceed the limit) and ``min`` (must reach it). ``scope``:
+"default" rows (the configuration each launcher picks) or "all" rows (every configuration).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+
+def _conv_gemm(r) -> bool:
+    return r["op"] == "conv" and r["kernel"] in ("_conv_kernel", "_wgrad_kernel")
+
+
+def _conv_fast_path(r) -> bool:
+    """Convs whose operands can be 16-byte aligned (the 3x3 convs with at least 32 input channels:
+    every one but the whitening conv and the first 3x3 conv, whose 3 and 24 channels are padded
+    or not)."""
+    return _conv_gemm(r) and r["shape"][1] >= 32
+
+
+def _memory_bound(r) -> bool:
+    return r["op"] in ("bn_act", "maxpool")
+
+
+def _wave_loss(r) -> float:
+    """Extra time a partial last wave costs, relative to whole waves (0: whole waves)."""
+    w = r["waves"]
+    if w <= 1:
+        return 0.0
+    return math.ceil(w - 1e-9) / w - 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    applies: Callable[[dict], bool]
+    value: Callable[[dict], float]
+    limit: float
+    kind: str = "max"      # "max" or "min"
+    scope: str = "default"  # "default" or "all"
+
+    def ok(self, v) -> bool:
+        if v is None:
+            return True
+        return v <= self.limit if self.kind == "max" else v >= self.limit
+
+
+# The thresholds: today's facts (see the note of the issue that set them); tighten, never loosen.
+RULES = [
+    Rule("no_spill", "default configurations do not spill registers (bytes)",
+         lambda r: True, lambda r: r["spill_bytes"], 0),
+    Rule("smem_fits", "every configuration fits the shared memory of a block (bytes over the limit)",
+         lambda r: True, lambda r: r["shared"] - r["shared_limit"], 0, scope="all"),
+    Rule("conv_tensor_cores", "conv GEMMs issue tensor-core instructions",
+         _conv_gemm, lambda r: r["tensor_core_instrs"], 1, kind="min"),
+    Rule("conv_main_loops", "conv GEMMs: main loops (one software-pipelined loop is the goal)",
+         _conv_gemm, lambda r: r["main_loops"], 9),
+    Rule("conv_drained_loops", "conv GEMMs: main loops followed by a full pipeline drain",
+         _conv_gemm, lambda r: r["drained_loops"], 9),
+    Rule("conv_wait_depth", "conv GEMMs with >= 32 input channels on sm_90: stages kept in flight at the tightest wait",
+         lambda r: _conv_fast_path(r) and r["arch"] == "sm_90", lambda r: r["wait_depth"] or 0, 0, kind="min"),
+    Rule("conv_plain_loads", "conv GEMMs with >= 32 input channels: plain (not async) loads in the main loop",
+         _conv_fast_path, lambda r: r["plain_loads"], 4),
+    Rule("fadd_after_mma", "FADD/FFMA folding MMA results outside the tensor core (acc += tl.dot)",
+         _conv_gemm, lambda r: r["fadd_after_mma"], 288),
+    Rule("sts_u8", "byte-wide shared-memory stores (operand transposes)",
+         _conv_gemm, lambda r: r["sts_u8"], 72),
+    Rule("memory_vector_loads", "memory-bound kernels on channels_last data issue 128-bit loads",
+         lambda r: r["op"] in ("bn_act", "maxpool") and "CHANNELS_LAST=0" not in r["config"]
+         and r["kernel"] not in ("_finalize_kernel", "_running_kernel", "_maxpool_bwd_kernel"),
+         lambda r: r["vector_loads"], 1, kind="min"),
+    Rule("memory_issue", "memory-bound kernels on sm_90: instructions per element over the H100 issue budget",
+         lambda r: _memory_bound(r) and r["arch"] == "sm_90" and r["issue_budget"] and r["instr_per_elem"]
+         and r["kernel"] not in ("_finalize_kernel", "_running_kernel"),
+         lambda r: r["instr_per_elem"] / r["issue_budget"], 1.8),
+    Rule("memory_waves", "memory-bound kernels: time lost to a partial last wave (fraction)",
+         lambda r: _memory_bound(r) and r["kernel"] not in ("_finalize_kernel", "_running_kernel"),
+         _wave_loss, 0.95),
+    Rule("gemm_waves", "conv GEMMs: time lost to a partial last wave (fraction)",
+         _conv_gemm, _wave_loss, 0.99),
+]
+
+
+def check(rows: list[dict], rules: list[Rule] | None = None) -> list[dict]:
+    """One finding per (rule, row) that violates it."""
+    out = []
+    for rule in rules or RULES:
+        for r in rows:
+            if rule.scope == "default" and not r.get("default"):
+                continue
+            if not rule.applies(r):
+                continue
+            v = rule.value(r)
+            if not rule.ok(v):
+                out.append(dict(rule=rule.name, kernel=r["kernel"], impl=r["impl"], arch=r["arch"], case=r["case"],
+                                config=r["config"], value=round(v, 3) if isinstance(v, float) else v,
+                                limit=rule.limit, status="violated"))
+    return out
+
+
+def describe() -> list[dict]:
+    return [dict(name=r.name, description=r.description, limit=r.limit, kind=r.kind, scope=r.scope) for r in RULES]
