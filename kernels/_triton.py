@@ -27,8 +27,75 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 RECORDING = False
 
 
+# Set by profiling/static.py to the SM count of the GPU it models (108 for an A100, 132 for an
+# H100): the launchers size their grids from it instead of from the local device.
+TARGET_SMS: int | None = None
+DEFAULT_SMS = 132  # a launch recorded on a CPU with no target given: an H100
+
+
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+_SMS: dict = {}
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (the modelled GPU's under profiling static)."""
+    if TARGET_SMS:
+        return TARGET_SMS
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        if idx not in _SMS:
+            _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+        return _SMS[idx]
+    return DEFAULT_SMS
+
+
+# (kernel, launch options, SM count) -> programs one SM holds at once, learned from the compiled
+# kernel: after the first launch on a GPU (``note_launch``), or by profiling static for the GPU it models.
+_RESIDENCY: dict = {}
+
+
+def residency_key(kernel, meta: dict, sms: int) -> tuple:
+    name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", str(kernel))
+    return (name, tuple(sorted((k, v) for k, v in meta.items() if isinstance(v, (bool, int, float, str)))), sms)
+
+
+def programs_per_wave(kernel, meta: dict, per_sm: int, device: torch.device) -> int:
+    """Programs that fill every SM once: SMs x the programs of ``kernel`` launched with ``meta``
+    (its constexprs and num_warps) one SM holds at once. That residency is read off the compiled
+    kernel (registers, shared memory, warps) once it has been launched; before that, ``per_sm``."""
+    sms = sm_count(device)
+    return sms * _RESIDENCY.get(residency_key(kernel, meta, sms), per_sm)
+
+
+def blocks_per_sm(regs: int, shared: int, num_warps: int, regs_per_sm: int = 65536, threads_per_sm: int = 2048,
+                  smem_per_sm: int = 228 * 1024) -> int:
+    """Thread blocks of a kernel that fit on one SM (registers are allocated per warp in units of 256)."""
+    warp_regs = -(-max(regs, 1) * 32 // 256) * 256
+    by_regs = (regs_per_sm // warp_regs) // num_warps
+    by_smem = smem_per_sm // shared if shared else 32
+    return max(1, min(by_regs, by_smem, threads_per_sm // (32 * num_warps), 32))
+
+
+def note_launch(kernel, meta: dict, device: torch.device, compiled) -> None:
+    """Learn the residency of a kernel just launched on a GPU from its compiled form."""
+    if device.type != "cuda" or compiled is None:
+        return
+    key = residency_key(kernel, meta, sm_count(device))
+    if key in _RESIDENCY:
+        return
+    try:
+        regs = int(compiled.n_regs)
+        shared = int(getattr(compiled.metadata, "shared", 0) or 0)
+        props = torch.cuda.get_device_properties(device)
+        _RESIDENCY[key] = blocks_per_sm(regs, shared, meta.get("num_warps", 4),
+                                        getattr(props, "regs_per_multiprocessor", 65536),
+                                        getattr(props, "max_threads_per_multi_processor", 2048),
+                                        getattr(props, "shared_memory_per_multiprocessor", 228 * 1024))
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        _RESIDENCY[key] = meta.get("per_sm_default", 4)
 
 
 def check_tensor(op: str, name: str, t: torch.Tensor, dtypes=FLOAT_DTYPES, dim: int | None = None) -> None:

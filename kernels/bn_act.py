@@ -10,35 +10,43 @@ that matrix is row-major (row m = one pixel, its C channels contiguous), in NCHW
 channel is N runs of H*W contiguous values. Every kernel works on [BLOCK_M, BLOCK_C] tiles
 of it and reduces over M.
 
-Training forward (3 launches + 1 for the running statistics)
-    1. _stats_kernel: each program walks ROWS rows of its channel block and keeps a running
-       (mean, M2) per channel. A tile's own mean and sum of squared deviations are computed from
-       registers, then merged with Chan's parallel formula, so there is no E[x^2] - E[x]^2
-       cancellation when |mean| >> std. Output: one (mean, M2) partial row per program.
-    2. _finalize_kernel: merges the partial rows of a channel block (tl.reduce with the same
-       Chan combine) into mean and biased variance, in fp32.
-    3. _apply_kernel: y = act(x * scale + shift), scale = w / sqrt(var + eps),
-       shift = b - mean * scale, written in x's dtype.
-    4. _running_kernel (its own mutating custom op, outside autograd):
-       running = (1 - momentum) * running + momentum * batch, with the unbiased variance.
-Eval forward: step 3 alone, from the running statistics.
+Training forward: 2 launches.
+    1. _stats_kernel: the grid is sized from the SM count (one program per resident slot, whole
+       waves); each program walks its chunk of rows and accumulates shifted sums
+       d = x - shift, d * d in 2-D register tiles (one cross-warp reduction after its loop, not
+       one per iteration). The shift is row 0 of x per channel, so the sums stay small even when
+       |mean| >> std (no E[x^2] - E[x]^2 cancellation: tested at mean 1e4, std 1). Each program
+       adds its column sums to a per-device fp32 workspace with atomics and takes a ticket; the
+       last program of a channel block finalises: mean, biased variance, and the running
+       statistics (unbiased variance) updated in place, and zeroes the workspace for the next
+       call. No separate finalize or running-statistics launch.
+    2. _apply_kernel: y = act(x * scale + shift), scale = w / sqrt(var + eps),
+       shift = b - mean * scale, written in x's dtype; a grid-stride loop over row tiles on a
+       grid of whole waves.
+Eval forward: step 2 alone, from the running statistics.
 
-Backward (2 launches + a column sum): nothing activation-sized is saved but x itself.
+Backward: 2 launches; nothing activation-sized is saved but x itself.
     z = w * xhat + b is recomputed from x, mean, var; dz = dy * act'(z).
-    1. _bwd_reduce_kernel: per-program partial sums of dz and dz * xhat (= dbias, dweight).
+    1. _bwd_reduce_kernel: sums of dz and dz * xhat (= dbias, dweight) in 2-D register tiles,
+       finalised by the last program as in the forward (no separate column sums).
     2. _bwd_dx_kernel: training: dx = w * invstd * (dz - mean(dz) - xhat * mean(dz * xhat));
        eval: dx = w * invstd * dz.
+GELU and its derivative share one exp: erf(u) = 1 - t * P(t) * exp(-u^2), t = 1 / (1 + p|u|)
+(Abramowitz & Stegun 7.1.26, |error| <= 1.5e-7), and exp(-u^2) = exp(-z^2 / 2) is also the
+Gaussian density in GELU'(z) = Phi(z) + z * phi(z). SiLU uses one exp and a fast reciprocal.
 Traffic at the real shapes: forward reads x twice and writes y once; backward reads x and dy
 twice and writes dx once (8 passes over an activation for forward + backward).
+
+The atomics make the statistics' last bits depend on the order the programs finish in (a
+run-to-run difference of about 1e-7 relative on a GPU); the interpreter is deterministic.
 """
 from __future__ import annotations
-
 
 import torch
 import torch.nn.functional as F
 
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting, memory_layout
+from ._triton import HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave
 from .registry import register
 
 ACTIVATIONS = ("gelu", "silu")
@@ -67,6 +75,26 @@ register("bn_act", "compile")(compiled(
 if HAS_TRITON:
     import triton
     import triton.language as tl
+    from triton.language.extra import libdevice
+
+    # Compiled kernels use the approximate (single-instruction) reciprocal and exponential: no
+    # range fix-ups around MUFU.RCP / MUFU.EX2, a third fewer instructions per element. The
+    # interpreter has no libdevice, so there the same formulas run with tl.fdiv / tl.exp.
+    FAST_MATH = not interpreting()
+
+    @triton.jit
+    def _rcp(x, FAST: tl.constexpr):
+        if FAST:
+            return libdevice.fast_dividef(1.0, x)
+        else:
+            return tl.fdiv(1.0, x, ieee_rounding=False)
+
+    @triton.jit
+    def _exp(x, FAST: tl.constexpr):
+        if FAST:
+            return libdevice.fast_expf(x)
+        else:
+            return tl.exp(x)
 
     @triton.jit
     def _offsets(rows, cols, M, C, HW, CHANNELS_LAST: tl.constexpr):
@@ -81,70 +109,88 @@ if HAS_TRITON:
         return offs, mask
 
     @triton.jit
-    def _chan_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
-        """Merge two (mean, M2, count) summaries (Chan et al.); empty summaries are neutral."""
-        n = n_a + n_b
-        w_b = tl.where(n > 0, n_b / tl.maximum(n, 1.0), 0.0)
-        delta = mean_b - mean_a
-        return mean_a + delta * w_b, m2_a + m2_b + delta * delta * n_a * w_b, n
-
-    @triton.jit
-    def _act_fwd(z, ACT: tl.constexpr):
-        if ACT == 0:  # exact (erf) GELU, as F.gelu
-            return 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))
-        else:  # SiLU
-            return z / (1.0 + tl.exp(-z))
-
-    @triton.jit
-    def _act_grad(z, ACT: tl.constexpr):
-        if ACT == 0:
-            cdf = 0.5 * (1.0 + tl.math.erf(z * 0.7071067811865476))
-            return cdf + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
+    def _col_offsets(cols, C, HW, CHANNELS_LAST: tl.constexpr):
+        """Offsets of row 0 of the [M, C] view (the shift of the shifted sums)."""
+        if CHANNELS_LAST:
+            return cols
         else:
-            s = 1.0 / (1.0 + tl.exp(-z))
+            return cols.to(tl.int64) * HW
+
+    @triton.jit
+    def _gelu_cdf(z, FAST: tl.constexpr):
+        """(Phi(z), exp(-z^2/2)): the normal CDF from Abramowitz & Stegun 7.1.26 and the shared exp."""
+        u = z * 0.7071067811865476
+        e = _exp(-0.5 * z * z, FAST)
+        t = _rcp(1.0 + 0.3275911 * tl.abs(u), FAST)
+        poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+        half_erf = 0.5 - 0.5 * poly * e  # erf(|u|) / 2
+        return 0.5 + tl.where(u < 0, -half_erf, half_erf), e
+
+    @triton.jit
+    def _sigmoid(z, FAST: tl.constexpr):
+        return _rcp(1.0 + _exp(-z, FAST), FAST)
+
+    @triton.jit
+    def _act_fwd(z, ACT: tl.constexpr, FAST: tl.constexpr = FAST_MATH):
+        if ACT == 0:  # GELU (erf form, as F.gelu)
+            cdf, _ = _gelu_cdf(z, FAST)
+            return z * cdf
+        else:  # SiLU
+            return z * _sigmoid(z, FAST)
+
+    @triton.jit
+    def _act_grad(z, ACT: tl.constexpr, FAST: tl.constexpr = FAST_MATH):
+        if ACT == 0:
+            cdf, e = _gelu_cdf(z, FAST)
+            return cdf + z * e * 0.3989422804014327
+        else:
+            s = _sigmoid(z, FAST)
             return s * (1.0 + z * (1.0 - s))
 
     @triton.jit
-    def _stats_kernel(x_ptr, pmean_ptr, pm2_ptr, M, C, HW, ROWS,
-                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr):
+    def _stats_kernel(x_ptr, ws_ptr, cnt_ptr, mean_ptr, var_ptr, rm_ptr, rv_ptr, M, C, HW, ROWS, momentum, unbias,
+                      BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                      UPDATE_RUNNING: tl.constexpr):
         pid_m = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        pid_c = tl.program_id(1)
+        cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
+        shift = tl.load(x_ptr + _col_offsets(cols, C, HW, CHANNELS_LAST), mask=cmask, other=0.0).to(tl.float32)
+        acc1 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
         start = pid_m * ROWS
-        mean = tl.zeros([BLOCK_C], dtype=tl.float32)
-        m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
+        end = tl.minimum(start + ROWS, M)
         for i in range(0, ROWS, BLOCK_M):
             rows = start + i + tl.arange(0, BLOCK_M)
-            offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
+            offs, mask = _offsets(rows, cols, end, C, HW, CHANNELS_LAST)  # this program's rows only
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            n_seen = tl.minimum(tl.maximum(M - start, 0), i).to(tl.float32)
-            n_tile = tl.minimum(tl.maximum(M - start - i, 0), BLOCK_M).to(tl.float32)
-            t_mean = tl.sum(x, axis=0) / tl.maximum(n_tile, 1.0)
-            d = tl.where(mask, x - t_mean[None, :], 0.0)
-            t_m2 = tl.sum(d * d, axis=0)
-            mean, m2, _ = _chan_combine(mean, m2, n_seen, t_mean, t_m2, n_tile)
-        cmask = cols < C
-        tl.store(pmean_ptr + pid_m * C + cols, mean, mask=cmask)
-        tl.store(pm2_ptr + pid_m * C + cols, m2, mask=cmask)
-
-    @triton.jit
-    def _finalize_kernel(pmean_ptr, pm2_ptr, mean_ptr, var_ptr, P, M, C, ROWS,
-                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mean = tl.zeros([BLOCK_C], dtype=tl.float32)
-        m2 = tl.zeros([BLOCK_C], dtype=tl.float32)
-        n = tl.zeros([BLOCK_C], dtype=tl.float32)
-        for p0 in range(0, P, BLOCK_P):
-            ps = p0 + tl.arange(0, BLOCK_P)
-            mask = (ps[:, None] < P) & (cols[None, :] < C)
-            pm = tl.load(pmean_ptr + ps[:, None] * C + cols[None, :], mask=mask, other=0.0)
-            pq = tl.load(pm2_ptr + ps[:, None] * C + cols[None, :], mask=mask, other=0.0)
-            cnt = tl.minimum(tl.maximum(M - ps * ROWS, 0), ROWS).to(tl.float32)
-            pn = tl.where(mask, cnt[:, None] + tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32), 0.0)
-            b_mean, b_m2, b_n = tl.reduce((pm, pq, pn), 0, _chan_combine)
-            mean, m2, n = _chan_combine(mean, m2, n, b_mean, b_m2, b_n)
-        cmask = cols < C
-        tl.store(mean_ptr + cols, mean, mask=cmask)
-        tl.store(var_ptr + cols, m2 / tl.maximum(n, 1.0), mask=cmask)
+            d = tl.where(mask, x - shift[None, :], 0.0)
+            acc1 += d
+            acc2 += d * d
+        # one cross-warp reduction per program; the grid's partial sums meet in the workspace
+        tl.atomic_add(ws_ptr + cols, tl.sum(acc1, axis=0), mask=cmask)
+        tl.atomic_add(ws_ptr + C + cols, tl.sum(acc2, axis=0), mask=cmask)
+        tl.debug_barrier()
+        ticket = tl.atomic_add(cnt_ptr + pid_c, 1)
+        if ticket == tl.num_programs(0) - 1:  # the last program of this channel block finalises
+            zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+            s1 = tl.atomic_add(ws_ptr + cols, zero, mask=cmask)  # read at L2, where the atomics landed
+            s2 = tl.atomic_add(ws_ptr + C + cols, zero, mask=cmask)
+            tl.store(ws_ptr + cols, zero, mask=cmask)  # leave the workspace zero for the next call
+            tl.store(ws_ptr + C + cols, zero, mask=cmask)
+            d_mean = s1 / M
+            var = tl.maximum(s2 / M - d_mean * d_mean, 0.0)
+            mean = shift + d_mean
+            tl.store(mean_ptr + cols, mean, mask=cmask)
+            tl.store(var_ptr + cols, var, mask=cmask)
+            if UPDATE_RUNNING:
+                rm = tl.load(rm_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+                rv = tl.load(rv_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+                tl.store(rm_ptr + cols, ((1 - momentum) * rm + momentum * mean).to(rm_ptr.dtype.element_ty),
+                         mask=cmask)
+                tl.store(rv_ptr + cols, ((1 - momentum) * rv + momentum * var * unbias).to(rv_ptr.dtype.element_ty),
+                         mask=cmask)
+            tl.store(cnt_ptr + pid_c, 0)
 
     @triton.jit
     def _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps,
@@ -157,81 +203,88 @@ if HAS_TRITON:
         return mean, invstd, w, b
 
     @triton.jit
-    def _apply_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, M, C, HW, eps,
+    def _apply_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, M, C, HW, eps, TILES,
                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
         scale = w * invstd
         shift = b - mean * scale
-        offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        y = _act_fwd(x * scale[None, :] + shift[None, :], ACT)
-        tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+        for t in range(tl.program_id(0), TILES, tl.num_programs(0)):  # grid-stride over row tiles
+            rows = t * BLOCK_M + tl.arange(0, BLOCK_M)
+            offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            y = _act_fwd(x * scale[None, :] + shift[None, :], ACT)
+            tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _running_kernel(rm_ptr, rv_ptr, mean_ptr, var_ptr, C, momentum, unbias, BLOCK_C: tl.constexpr):
-        cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-        m = cols < C
-        rm = tl.load(rm_ptr + cols, mask=m).to(tl.float32)
-        rv = tl.load(rv_ptr + cols, mask=m).to(tl.float32)
-        mean = tl.load(mean_ptr + cols, mask=m)
-        var = tl.load(var_ptr + cols, mask=m)
-        tl.store(rm_ptr + cols, ((1 - momentum) * rm + momentum * mean).to(rm_ptr.dtype.element_ty), mask=m)
-        tl.store(rv_ptr + cols, ((1 - momentum) * rv + momentum * var * unbias).to(rv_ptr.dtype.element_ty), mask=m)
-
-    @triton.jit
-    def _bwd_reduce_kernel(dy_ptr, x_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, pdz_ptr, pdzx_ptr,
+    def _bwd_reduce_kernel(dy_ptr, x_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, ws_ptr, cnt_ptr, sdz_ptr, sdzx_ptr,
                            M, C, HW, ROWS, eps,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                            HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
         pid_m = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        pid_c = tl.program_id(1)
+        cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
-        s_dz = tl.zeros([BLOCK_C], dtype=tl.float32)
-        s_dzx = tl.zeros([BLOCK_C], dtype=tl.float32)
+        nshift = -mean * invstd
+        acc1 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+        start = pid_m * ROWS
+        end = tl.minimum(start + ROWS, M)
         for i in range(0, ROWS, BLOCK_M):
-            rows = pid_m * ROWS + i + tl.arange(0, BLOCK_M)
-            offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
+            rows = start + i + tl.arange(0, BLOCK_M)
+            offs, mask = _offsets(rows, cols, end, C, HW, CHANNELS_LAST)  # this program's rows only
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            xhat = (x - mean[None, :]) * invstd[None, :]
-            dz = tl.where(mask, dy * _act_grad(xhat * w[None, :] + b[None, :], ACT), 0.0)
-            s_dz += tl.sum(dz, axis=0)
-            s_dzx += tl.sum(dz * xhat, axis=0)
-        cmask = cols < C
-        tl.store(pdz_ptr + pid_m * C + cols, s_dz, mask=cmask)
-        tl.store(pdzx_ptr + pid_m * C + cols, s_dzx, mask=cmask)
+            xhat = x * invstd[None, :] + nshift[None, :]
+            dz = dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)  # dy = 0 where masked
+            acc1 += dz
+            acc2 += dz * xhat
+        tl.atomic_add(ws_ptr + cols, tl.sum(acc1, axis=0), mask=cmask)
+        tl.atomic_add(ws_ptr + C + cols, tl.sum(acc2, axis=0), mask=cmask)
+        tl.debug_barrier()
+        ticket = tl.atomic_add(cnt_ptr + pid_c, 1)
+        if ticket == tl.num_programs(0) - 1:
+            zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+            tl.store(sdz_ptr + cols, tl.atomic_add(ws_ptr + cols, zero, mask=cmask), mask=cmask)
+            tl.store(sdzx_ptr + cols, tl.atomic_add(ws_ptr + C + cols, zero, mask=cmask), mask=cmask)
+            tl.store(ws_ptr + cols, zero, mask=cmask)
+            tl.store(ws_ptr + C + cols, zero, mask=cmask)
+            tl.store(cnt_ptr + pid_c, 0)
 
     @triton.jit
     def _bwd_dx_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sdz_ptr, sdzx_ptr,
-                       M, C, HW, eps,
+                       M, C, HW, eps, TILES,
                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                        HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
-        offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
-        x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        xhat = (x - mean[None, :]) * invstd[None, :]
-        dz = dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)
+        nshift = -mean * invstd
+        wi = w * invstd
         if TRAINING:
-            cmask = cols < C
             m_dz = tl.load(sdz_ptr + cols, mask=cmask, other=0.0) / M
             m_dzx = tl.load(sdzx_ptr + cols, mask=cmask, other=0.0) / M
-            dz = dz - m_dz[None, :] - xhat * m_dzx[None, :]
-        dx = dz * (w * invstd)[None, :]
-        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            rows = t * BLOCK_M + tl.arange(0, BLOCK_M)
+            offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            xhat = x * invstd[None, :] + nshift[None, :]
+            dz = dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)
+            if TRAINING:
+                dz = dz - m_dz[None, :] - xhat * m_dzx[None, :]
+            tl.store(dx_ptr + offs, (dz * wi[None, :]).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------- launchers
-# Block configurations: (BLOCK_M, BLOCK_C, num_warps) for the elementwise and the reducing kernels.
-# Listed here so that tools (profiling static) can compile every one of them.
-APPLY_CONFIGS = [(64, 64, 4), (128, 32, 4), (32, 128, 4), (128, 64, 8)]
-REDUCE_CONFIGS = [(32, 64, 4), (64, 32, 4), (16, 128, 4)]
-TARGET_PROGRAMS = 1024   # reduction programs per launch: enough to fill an H100 (132 SMs) several times
+# Block configurations (BLOCK_M, BLOCK_C, num_warps, programs per SM): the first whose channel
+# block is not wider than the channels (rounded up to a power of two) is used. The grids are sized
+# from the SM count in whole waves: programs per SM is the residency the kernel reaches (read off
+# the compiled kernel on a GPU; the listed value, checked by `profiling static`, elsewhere).
+APPLY_CONFIGS = [(64, 64, 4, 4), (128, 32, 4, 4), (32, 128, 4, 4), (128, 64, 8, 2)]
+REDUCE_CONFIGS = [(64, 64, 4, 4), (128, 32, 4, 4), (32, 128, 4, 4)]
 # The Triton interpreter (CPU) pays per program, not per element: there, launch few tall tiles.
 INTERPRETER_PROGRAMS, INTERPRETER_BLOCK_M = 4, 512
 
@@ -250,15 +303,53 @@ def _geometry(x: torch.Tensor):
     return n * h * w, c, h * w
 
 
-def _reduce_grid(M: int, C: int):
-    bm, bc, warps = _pick(REDUCE_CONFIGS, C, M)
+def _reduce_grid(kernel, M: int, C: int, flags: dict, device):
+    """(launch options, rows per program, grid) of a reduction over M: one program per resident slot
+    of the GPU (whole waves), split evenly over the channel blocks, each walking an equal chunk of rows."""
+    bm, bc, warps, per_sm = _pick(REDUCE_CONFIGS, C, M)
+    meta = dict(BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, **flags)
     cblocks = triton.cdiv(C, bc)
-    per_cblock = max(1, (INTERPRETER_PROGRAMS if interpreting() else TARGET_PROGRAMS) // cblocks)
-    rows = max(bm, triton.cdiv(triton.cdiv(M, per_cblock), bm) * bm)
-    return bm, bc, warps, rows, triton.cdiv(M, rows), cblocks
+    slots = INTERPRETER_PROGRAMS if interpreting() else programs_per_wave(kernel, meta, per_sm, device)
+    per_cblock = max(1, min(slots // cblocks, triton.cdiv(M, bm)))
+    rows = triton.cdiv(M, per_cblock)  # any count: the kernels mask the rows past their chunk
+    return meta, rows, (triton.cdiv(M, rows), cblocks)
 
 
+def _stream_grid(kernel, M: int, C: int, flags: dict, device):
+    """(launch options, row tiles, grid) of an elementwise pass: a grid-stride loop over the row tiles
+    on a grid of whole waves (fewer programs when there are fewer tiles)."""
+    bm, bc, warps, per_sm = _pick(APPLY_CONFIGS, C, M)
+    meta = dict(BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, **flags)
+    cblocks = triton.cdiv(C, bc)
+    tiles = triton.cdiv(M, bm)
+    if interpreting():
+        return meta, tiles, (tiles, cblocks)
+    slots = programs_per_wave(kernel, meta, per_sm, device)
+    return meta, tiles, (max(1, min(tiles, slots // cblocks)), cblocks)
+
+
+def _launch(kernel, grid, args, meta, device) -> None:
+    note_launch(kernel, meta, device, kernel[grid](*args, **meta))
+
+
+_WORKSPACES: dict = {}
+_RETIRED: list = []  # outgrown workspaces stay alive: a captured CUDA graph may still use them
 _ACT_CODE = {"gelu": 0, "silu": 1}
+
+
+def _workspace(device: torch.device, C: int, cblocks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-device scratch of the atomically merged reductions: 2 x C fp32 sums and a ticket per
+    channel block, all zero between calls (the last program of each launch zeroes what it used).
+    Never freed: a captured CUDA graph keeps pointing at it."""
+    key = (device.type, device.index)
+    ws = _WORKSPACES.get(key)
+    if ws is None or ws[0].numel() < 2 * C or ws[1].numel() < cblocks:
+        if ws is not None:
+            _RETIRED.append(ws)
+        ws = (torch.zeros(max(2 * C, 2048), device=device, dtype=torch.float32),
+              torch.zeros(max(cblocks, 64), device=device, dtype=torch.int32))
+        _WORKSPACES[key] = ws
+    return ws
 
 
 def _opt(t, like: torch.Tensor):
@@ -267,61 +358,69 @@ def _opt(t, like: torch.Tensor):
     return t if t is not None else like.new_empty(0, dtype=torch.float32)
 
 
-@torch.library.custom_op("speedrun::bn_act_fwd", mutates_args=())
-def bn_act_fwd(x: torch.Tensor, mean_in: torch.Tensor | None, var_in: torch.Tensor | None,
-               weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, eps: float,
-               activation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """y = act(batch_norm(x)); returns (y, mean, biased var) of the statistics it used (fp32 [C])."""
+@torch.library.custom_op("speedrun::bn_stats", mutates_args=("running_mean", "running_var"))
+def bn_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+             momentum: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch statistics of x over (N, H, W): (mean, biased var), fp32 [C]; updates the running
+    statistics in place (unbiased variance) when they are given. One launch."""
+    x, cl = memory_layout(x)
+    M, C, HW = _geometry(x)
+    update = running_mean is not None and running_var is not None
+    meta, rows, grid = _reduce_grid(_stats_kernel, M, C, dict(CHANNELS_LAST=cl, UPDATE_RUNNING=update), x.device)
+    ws, cnt = _workspace(x.device, C, grid[1])
+    mean = torch.empty(C, device=x.device, dtype=torch.float32)
+    var = torch.empty_like(mean)
+    _launch(_stats_kernel, grid, (x, ws, cnt, mean, var, running_mean if update else mean,
+                                  running_var if update else var, M, C, HW, rows, momentum, M / max(M - 1, 1)),
+            meta, x.device)
+    return mean, var
+
+
+@bn_stats.register_fake
+def _(x, running_mean, running_var, momentum):
+    C = x.shape[1]
+    return x.new_empty(C, dtype=torch.float32), x.new_empty(C, dtype=torch.float32)
+
+
+@torch.library.custom_op("speedrun::bn_act_apply", mutates_args=())
+def bn_act_apply(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
+                 bias: torch.Tensor | None, training: bool, eps: float, activation: str) -> torch.Tensor:
+    """y = act((x - mean) / sqrt(var + eps) * weight + bias). ``training``: mean and var are the
+    batch statistics of this x, and the backward differentiates through them."""
     x, cl = memory_layout(x)
     M, C, HW = _geometry(x)
     y = torch.empty_like(x)
-    if training:
-        bm, bc, warps, rows, P, cblocks = _reduce_grid(M, C)
-        pmean = torch.empty((P, C), device=x.device, dtype=torch.float32)
-        pm2 = torch.empty_like(pmean)
-        _stats_kernel[(P, cblocks)](x, pmean, pm2, M, C, HW, rows, BLOCK_M=bm, BLOCK_C=bc,
-                                    CHANNELS_LAST=cl, num_warps=warps)
-        mean = torch.empty(C, device=x.device, dtype=torch.float32)
-        var = torch.empty_like(mean)
-        fbc = min(32, triton.next_power_of_2(C))
-        _finalize_kernel[(triton.cdiv(C, fbc),)](pmean, pm2, mean, var, P, M, C, rows,
-                                                  BLOCK_P=min(64, max(2, triton.next_power_of_2(P))), BLOCK_C=fbc,
-                                                  num_warps=4)
-    else:
-        mean, var = mean_in.float().clone(), var_in.float().clone()
-    bm, bc, warps = _pick(APPLY_CONFIGS, C, M)
-    _apply_kernel[(triton.cdiv(M, bm), triton.cdiv(C, bc))](
-        x, y, mean, var, _opt(weight, x), _opt(bias, x), M, C, HW, eps, BLOCK_M=bm, BLOCK_C=bc, CHANNELS_LAST=cl,
-        HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation], num_warps=warps)
-    return y, mean, var
+    flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation])
+    meta, tiles, grid = _stream_grid(_apply_kernel, M, C, flags, x.device)
+    _launch(_apply_kernel, grid, (x, y, mean, var, _opt(weight, x), _opt(bias, x), M, C, HW, eps, tiles), meta,
+            x.device)
+    return y
 
 
-@bn_act_fwd.register_fake
-def _(x, mean_in, var_in, weight, bias, training, eps, activation):
-    C = x.shape[1]
-    return (torch.empty_like(x), x.new_empty(C, dtype=torch.float32), x.new_empty(C, dtype=torch.float32))
+@bn_act_apply.register_fake
+def _(x, mean, var, weight, bias, training, eps, activation):
+    return torch.empty_like(x)
 
 
 @torch.library.custom_op("speedrun::bn_act_bwd", mutates_args=())
 def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, eps: float,
                activation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias) of bn_act_fwd; dweight/dbias in fp32."""
+    """(dx, dweight, dbias) of bn_act_apply; dweight/dbias in fp32."""
     x, cl = memory_layout(x)
     dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
     M, C, HW = _geometry(x)
-    bm, bc, warps, rows, P, cblocks = _reduce_grid(M, C)
-    pdz = torch.empty((P, C), device=x.device, dtype=torch.float32)
-    pdzx = torch.empty_like(pdz)
     flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation])
-    _bwd_reduce_kernel[(P, cblocks)](dy, x, mean, var, _opt(weight, x), _opt(bias, x), pdz, pdzx, M, C, HW, rows, eps,
-                                     BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, **flags)
-    sdz, sdzx = pdz.sum(0), pdzx.sum(0)
+    meta, rows, grid = _reduce_grid(_bwd_reduce_kernel, M, C, flags, x.device)
+    ws, cnt = _workspace(x.device, C, grid[1])
+    sdz = torch.empty(C, device=x.device, dtype=torch.float32)
+    sdzx = torch.empty_like(sdz)
+    w, b = _opt(weight, x), _opt(bias, x)
+    _launch(_bwd_reduce_kernel, grid, (dy, x, mean, var, w, b, ws, cnt, sdz, sdzx, M, C, HW, rows, eps), meta,
+            x.device)
     dx = torch.empty_like(x)
-    bm, bc, warps = _pick(APPLY_CONFIGS, C, M)
-    _bwd_dx_kernel[(triton.cdiv(M, bm), triton.cdiv(C, bc))](
-        dy, x, dx, mean, var, _opt(weight, x), _opt(bias, x), sdz, sdzx, M, C, HW, eps,
-        BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, TRAINING=training, **flags)
+    meta, tiles, grid = _stream_grid(_bwd_dx_kernel, M, C, dict(flags, TRAINING=training), x.device)
+    _launch(_bwd_dx_kernel, grid, (dy, x, dx, mean, var, w, b, sdz, sdzx, M, C, HW, eps, tiles), meta, x.device)
     return dx, sdzx, sdz
 
 
@@ -332,44 +431,30 @@ def _(dy, x, mean, var, weight, bias, training, eps, activation):
 
 
 def _setup_context(ctx, inputs, output):
-    x, _, _, weight, bias, training, eps, activation = inputs
-    _, mean, var = output
+    x, mean, var, weight, bias, training, eps, activation = inputs
     ctx.save_for_backward(x, mean, var, weight, bias)
     ctx.training, ctx.eps, ctx.activation = training, eps, activation
 
 
-def _backward(ctx, dy, _dmean, _dvar):
+def _backward(ctx, dy):
     x, mean, var, weight, bias = ctx.saved_tensors
     dx, dw, db = bn_act_bwd(dy, x, mean, var, weight, bias, ctx.training, ctx.eps, ctx.activation)
     dw = dw.to(weight.dtype) if weight is not None and ctx.needs_input_grad[3] else None
     db = db.to(bias.dtype) if bias is not None and ctx.needs_input_grad[4] else None
+    # mean and var get no gradient: in training the backward above already differentiates through them
     return dx, None, None, dw, db, None, None, None
 
 
-bn_act_fwd.register_autograd(_backward, setup_context=_setup_context)
-
-
-@torch.library.custom_op("speedrun::bn_running_update", mutates_args=("running_mean", "running_var"))
-def bn_running_update(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor,
-                      var: torch.Tensor, momentum: float, count: int) -> None:
-    """running = (1 - momentum) * running + momentum * batch statistic (variance unbiased)."""
-    C = mean.numel()
-    bc = min(1024, triton.next_power_of_2(C))
-    _running_kernel[(triton.cdiv(C, bc),)](running_mean, running_var, mean, var, C, momentum,
-                                           count / max(count - 1, 1), BLOCK_C=bc)
-
-
-@bn_running_update.register_fake
-def _(running_mean, running_var, mean, var, momentum, count):
-    return None
+bn_act_apply.register_autograd(_backward, setup_context=_setup_context)
 
 
 @register("bn_act", "triton")
 def bn_act_triton(x: torch.Tensor, running_mean, running_var, weight=None, bias=None,
                   training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
                   activation: str = "gelu") -> torch.Tensor:
-    """Fused Triton kernels: Chan-merged batch statistics, normalise + affine + activation, and a
-    backward that recomputes the activation from x (nothing activation-sized saved)."""
+    """Fused Triton kernels: one-pass shifted-sum batch statistics with the running update folded
+    in, normalise + affine + activation, and a backward that recomputes the activation from x
+    (nothing activation-sized saved); 2 launches forward, 2 backward."""
     check_activation(activation)
     check_tensor("bn_act", "x", x, dim=4)
     C = x.shape[1]
@@ -389,7 +474,9 @@ def bn_act_triton(x: torch.Tensor, running_mean, running_var, weight=None, bias=
     if training and count <= 1:
         raise ValueError(f"bn_act: expected more than 1 value per channel when training, got input size "
                          f"{list(x.shape)}")
-    y, mean, var = bn_act_fwd(x, running_mean, running_var, weight, bias, training, eps, activation)
-    if training and running_mean is not None and running_var is not None:
-        bn_running_update(running_mean, running_var, mean.detach(), var.detach(), momentum, count)
-    return y
+    if training:
+        with torch.no_grad():
+            mean, var = bn_stats(x.detach(), running_mean, running_var, momentum)
+    else:
+        mean, var = running_mean.detach().float().clone(), running_var.detach().float().clone()
+    return bn_act_apply(x, mean, var, weight, bias, training, eps, activation)

@@ -1,19 +1,31 @@
 """Max-pooling with stride = kernel size (the network's 2x2 and 3x3 pools), floor mode.
 
 Implementations
-    eager    F.max_pool2d (the reference; its backward saves an int64 index per output)
-    compile  F.max_pool2d under torch.compile
-    triton   Triton forward and backward; the backward saves no index tensor
+    eager              F.max_pool2d (the reference; its backward saves an int64 index per output)
+    compile            F.max_pool2d under torch.compile
+    triton             Triton forward and backward with a 1-byte window index: the forward also
+                       writes, per output, which of the K*K window elements won (uint8); the
+                       backward routes dy there and writes zeros elsewhere, reading neither x nor
+                       an int64 index. The pre-pool activation (4x the pooled size for 2x2) need not
+                       be kept for the backward.
+    triton_recompute   the backward recomputes the winner from the saved input instead (no index
+                       at all, but it keeps x alive and reads it again).
+
+Bytes of forward + backward per pooled element (2x2, fp16: x is 4 elements of 2 bytes):
+triton 8 + 2 + 1 (fwd) + 1 + 2 + 8 (bwd) = 22; triton_recompute 8 + 2 + 8 + 2 + 8 = 28. The
+static model (``python -m profiling static``) predicts the index design faster on both GPUs;
+it is the default until a GPU measurement says otherwise (``profiling bench`` times both).
 
 Ties and NaN, as F.max_pool2d picks them: a window is scanned row by row, left to right; a
 value replaces the current maximum if it is strictly greater, or if it is NaN. So among equal
 maxima the *first* in scan order wins; if the window holds NaN, the output is NaN and the
-gradient goes to the *last* NaN. The Triton backward recomputes that choice from the saved
-input, so its gradients equal the reference's exactly, ties included.
+gradient goes to the *last* NaN. Both designs make exactly that choice, so their gradients equal
+the reference's bit for bit, ties included.
 
-The backward grid covers ceil(H/K) x ceil(W/K) windows: full windows route dy to their argmax
+The backward grid covers ceil(H/K) x ceil(W/K) windows: full windows route dy to their winner
 and write zeros elsewhere; the partial windows past the floor-mode edge write zeros. Each
-element of dx is written exactly once, so dx needs no zero-fill pass.
+element of dx is written exactly once, so dx needs no zero-fill pass. Every kernel is a
+grid-stride loop over its tiles on a grid of whole waves (kernels/_triton.py).
 """
 from __future__ import annotations
 
@@ -21,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting
+from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count
 from .registry import register
 
 KERNEL_SIZES = (2, 3)
@@ -42,7 +54,7 @@ if HAS_TRITON:
     import triton.language as tl
 
     @triton.jit
-    def _window_base(p, Ho, Wo, sn, sh, sw, K: tl.constexpr):
+    def _window(p, Ho, Wo, sn, sh, sw, K: tl.constexpr):
         n = p // (Ho * Wo)
         r = p - n * (Ho * Wo)
         ho = r // Wo
@@ -50,61 +62,70 @@ if HAS_TRITON:
         return n.to(tl.int64) * sn + (ho * K).to(tl.int64) * sh + (wo * K).to(tl.int64) * sw, ho, wo
 
     @triton.jit
-    def _maxpool_fwd_kernel(x_ptr, y_ptr, P, C, Ho, Wo,
-                            sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-                            K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        mask = (p < P)[:, None] & (c < C)[None, :]
-        xbase, _, _ = _window_base(p, Ho, Wo, sxn, sxh, sxw, K)
-        ybase, _, _ = _window_base(p, Ho, Wo, syn, syh, syw, 1)
-        xoff = xbase[:, None] + c[None, :].to(tl.int64) * sxc
-        # compared in fp32: exact for every input dtype (and bf16-safe in the interpreter)
+    def _winner(x_ptr, xoff, mask, sxh, sxw, K: tl.constexpr):
+        """(max, index of the winning window element): first strict maximum in scan order, last NaN.
+        Compared in fp32: exact for every input dtype (and bf16-safe in the interpreter)."""
         best = tl.load(x_ptr + xoff, mask=mask, other=0.0).to(tl.float32)
+        arg = tl.zeros(xoff.shape, dtype=tl.int32)
         for t in tl.static_range(1, K * K):
             v = tl.load(x_ptr + xoff + (t // K) * sxh + (t % K) * sxw, mask=mask, other=0.0).to(tl.float32)
-            best = tl.where((v > best) | (v != v), v, best)
-        tl.store(y_ptr + ybase[:, None] + c[None, :].to(tl.int64) * syc, best.to(y_ptr.dtype.element_ty),
-                 mask=mask)
-
-    @triton.jit
-    def _maxpool_bwd_kernel(dy_ptr, x_ptr, dx_ptr, PE, C, H, W, Ho, Wo, He, We,
-                            sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-                            K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        # one program per [BLOCK_P windows of the ceil-mode grid, BLOCK_C channels]
-        p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-        pmask = p < PE
-        cmask = c < C
-        n = p // (He * We)
-        r = p - n * (He * We)
-        ho = r // We
-        wo = r - ho * We
-        full = (ho < Ho) & (wo < Wo)
-        xbase = n.to(tl.int64) * sxn + (ho * K).to(tl.int64) * sxh + (wo * K).to(tl.int64) * sxw
-        xoff = xbase[:, None] + c[None, :].to(tl.int64) * sxc
-        fmask = (pmask & full)[:, None] & cmask[None, :]
-        # recompute the forward's choice: first strict maximum in scan order, last NaN
-        best = tl.load(x_ptr + xoff, mask=fmask, other=0.0).to(tl.float32)
-        arg = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.int32)
-        for t in tl.static_range(1, K * K):
-            v = tl.load(x_ptr + xoff + (t // K) * sxh + (t % K) * sxw, mask=fmask, other=0.0).to(tl.float32)
             take = (v > best) | (v != v)
             best = tl.where(take, v, best)
             arg = tl.where(take, t, arg)
-        yoff = n.to(tl.int64) * syn + ho.to(tl.int64) * syh + wo.to(tl.int64) * syw
-        g = tl.load(dy_ptr + yoff[:, None] + c[None, :].to(tl.int64) * syc, mask=fmask, other=0.0)
-        zero = tl.zeros([BLOCK_P, BLOCK_C], dtype=g.dtype)
-        for t in tl.static_range(0, K * K):
-            h = ho * K + t // K
-            w = wo * K + t % K
-            inb = (pmask & (h < H) & (w < W))[:, None] & cmask[None, :]
-            val = tl.where(full[:, None] & (arg == t), g, zero)
-            tl.store(dx_ptr + xoff + (t // K) * sxh + (t % K) * sxw, val, mask=inb)
+        return best, arg
+
+    @triton.jit
+    def _maxpool_fwd_kernel(x_ptr, y_ptr, idx_ptr, P, C, Ho, Wo, TILES,
+                            sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+                            K: tl.constexpr, SAVE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):  # grid-stride over output tiles
+            p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+            mask = (p < P)[:, None] & (c < C)[None, :]
+            xbase, _, _ = _window(p, Ho, Wo, sxn, sxh, sxw, K)
+            ybase, _, _ = _window(p, Ho, Wo, syn, syh, syw, 1)
+            best, arg = _winner(x_ptr, xbase[:, None] + c[None, :].to(tl.int64) * sxc, mask, sxh, sxw, K)
+            yoff = ybase[:, None] + c[None, :].to(tl.int64) * syc
+            tl.store(y_ptr + yoff, best.to(y_ptr.dtype.element_ty), mask=mask)
+            if SAVE_INDEX:  # the index tensor has y's strides
+                tl.store(idx_ptr + yoff, arg.to(tl.uint8), mask=mask)
+
+    @triton.jit
+    def _maxpool_bwd_kernel(dy_ptr, x_ptr, idx_ptr, dx_ptr, PE, C, H, W, Ho, Wo, He, We, TILES,
+                            sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+                            K: tl.constexpr, FROM_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        # programs walk [BLOCK_P windows of the ceil-mode grid, BLOCK_C channels] tiles; dx has x's strides
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = c < C
+        for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
+            pmask = p < PE
+            n = p // (He * We)
+            r = p - n * (He * We)
+            ho = r // We
+            wo = r - ho * We
+            full = (ho < Ho) & (wo < Wo)
+            xoff = (n.to(tl.int64) * sxn + (ho * K).to(tl.int64) * sxh + (wo * K).to(tl.int64) * sxw)[:, None] \
+                + c[None, :].to(tl.int64) * sxc
+            fmask = (pmask & full)[:, None] & cmask[None, :]
+            yoff = (n.to(tl.int64) * syn + ho.to(tl.int64) * syh + wo.to(tl.int64) * syw)[:, None] \
+                + c[None, :].to(tl.int64) * syc
+            if FROM_INDEX:
+                arg = tl.load(idx_ptr + yoff, mask=fmask, other=0).to(tl.int32)
+            else:
+                _, arg = _winner(x_ptr, xoff, fmask, sxh, sxw, K)
+            g = tl.load(dy_ptr + yoff, mask=fmask, other=0.0)
+            zero = tl.zeros([BLOCK_P, BLOCK_C], dtype=g.dtype)
+            for t in tl.static_range(0, K * K):
+                h = ho * K + t // K
+                w = wo * K + t % K
+                inb = (pmask & (h < H) & (w < W))[:, None] & cmask[None, :]
+                tl.store(dx_ptr + xoff + (t // K) * sxh + (t % K) * sxw, tl.where(fmask & (arg == t), g, zero),
+                         mask=inb)
 
 
-# (BLOCK_P, BLOCK_C, num_warps), listed for the static checks; _pick chooses per shape.
-CONFIGS = [(64, 64, 4), (256, 16, 4), (128, 32, 4)]
+# (BLOCK_P, BLOCK_C, num_warps, programs per SM), listed for the static checks; _pick chooses per shape.
+CONFIGS = [(64, 64, 4, 4), (256, 16, 4, 4), (128, 32, 4, 4)]
 
 
 def _pick(C: int, P: int):
@@ -115,22 +136,108 @@ def _pick(C: int, P: int):
     return cfg
 
 
-def _out_like(x: torch.Tensor, shape) -> torch.Tensor:
+def _launch(kernel, P: int, C: int, head: tuple, tail: tuple, flags: dict, device) -> None:
+    """kernel(*head, TILES, *tail): a grid-stride loop over the [BLOCK_P, BLOCK_C] tiles of P
+    positions x C channels, on a grid of whole waves."""
+    bp, bc, warps, per_sm = _pick(C, P)
+    meta = dict(BLOCK_P=bp, BLOCK_C=bc, num_warps=warps, **flags)
+    cblocks = triton.cdiv(C, bc)
+    tiles = triton.cdiv(P, bp)
+    if interpreting():
+        grid = (tiles, cblocks)
+    else:
+        small = 8 * sm_count(device)  # a small pool (the final one): smaller tiles, more programs
+        while tiles * cblocks < small and meta["BLOCK_P"] > 16:
+            meta["BLOCK_P"] //= 2
+            # keep 8 channels (16 bytes) per thread: fewer warps for a smaller tile
+            meta["num_warps"] = max(1, min(warps, meta["BLOCK_P"] * meta["BLOCK_C"] // 256))
+            tiles = triton.cdiv(P, meta["BLOCK_P"])
+        grid = (max(1, min(tiles, programs_per_wave(kernel, meta, per_sm, device) // cblocks)), cblocks)
+    note_launch(kernel, meta, device, kernel[grid](*head, tiles, *tail, **meta))
+
+
+def _out_like(x: torch.Tensor, shape, dtype=None) -> torch.Tensor:
     cl = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    return torch.empty(shape, device=x.device, dtype=x.dtype,
+    return torch.empty(shape, device=x.device, dtype=dtype or x.dtype,
                        memory_format=torch.channels_last if cl else torch.contiguous_format)
 
 
-@torch.library.custom_op("speedrun::maxpool_fwd", mutates_args=())
-def maxpool_fwd(x: torch.Tensor, k: int) -> torch.Tensor:
+def _fwd(x: torch.Tensor, k: int, save_index: bool) -> tuple[torch.Tensor, torch.Tensor]:
     N, C, H, W = x.shape
     Ho, Wo = H // k, W // k
     y = _out_like(x, (N, C, Ho, Wo))
+    idx = _out_like(x, (N, C, Ho, Wo), torch.uint8) if save_index else y.new_empty(0, dtype=torch.uint8)
+    if idx.numel() and idx.stride() != y.stride():  # one set of offsets serves y and the index
+        idx = torch.empty_strided(y.shape, y.stride(), device=y.device, dtype=torch.uint8)
     P = N * Ho * Wo
-    bp, bc, warps = _pick(C, P)
-    _maxpool_fwd_kernel[(triton.cdiv(P, bp), triton.cdiv(C, bc))](
-        x, y, P, C, Ho, Wo, *x.stride(), *y.stride(), K=k, BLOCK_P=bp, BLOCK_C=bc, num_warps=warps)
-    return y
+    _launch(_maxpool_fwd_kernel, P, C, (x, y, idx if save_index else y, P, C, Ho, Wo), (*x.stride(), *y.stride()),
+            dict(K=k, SAVE_INDEX=save_index), x.device)
+    return y, idx
+
+
+def _bwd(dy: torch.Tensor, x_or_idx: torch.Tensor, x_shape, x_stride, k: int, from_index: bool) -> torch.Tensor:
+    N, C, H, W = x_shape
+    Ho, Wo, He, We = H // k, W // k, triton.cdiv(H, k), triton.cdiv(W, k)
+    # dx keeps x's strides (channels_last in the network) so one set of offsets serves x and dx
+    dx = torch.empty_strided(x_shape, x_stride, device=dy.device, dtype=dy.dtype)
+    PE = N * He * We
+    # unused pointers (x with an index, the index without) get a placeholder of the launch device
+    x_ptr, idx_ptr = (dx, x_or_idx) if from_index else (x_or_idx, dy)
+    _launch(_maxpool_bwd_kernel, PE, C, (dy, x_ptr, idx_ptr, dx, PE, C, H, W, Ho, Wo, He, We),
+            (*x_stride, *dy.stride()), dict(K=k, FROM_INDEX=from_index), dy.device)
+    return dx
+
+
+# ------------------------------------------------------------------ triton: with a window index
+@torch.library.custom_op("speedrun::maxpool_fwd_index", mutates_args=())
+def maxpool_fwd_index(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, uint8 index of each output's winning window element), both with y's layout."""
+    return _fwd(x, k, True)
+
+
+@maxpool_fwd_index.register_fake
+def _(x, k):
+    N, C, H, W = x.shape
+    y = _out_like(x, (N, C, H // k, W // k))
+    return y, torch.empty_strided(y.shape, y.stride(), device=y.device, dtype=torch.uint8)
+
+
+@torch.library.custom_op("speedrun::maxpool_bwd_index", mutates_args=())
+def maxpool_bwd_index(dy: torch.Tensor, idx: torch.Tensor, x_shape: list[int], x_stride: list[int],
+                      k: int) -> torch.Tensor:
+    if dy.stride() != idx.stride():
+        dy = torch.empty_strided(idx.shape, idx.stride(), device=dy.device, dtype=dy.dtype).copy_(dy)
+    return _bwd(dy, idx, tuple(x_shape), tuple(x_stride), k, True)
+
+
+@maxpool_bwd_index.register_fake
+def _(dy, idx, x_shape, x_stride, k):
+    return torch.empty_strided(tuple(x_shape), tuple(x_stride), device=dy.device, dtype=dy.dtype)
+
+
+def _setup_index(ctx, inputs, output):
+    x, k = inputs
+    _, idx = output
+    ctx.save_for_backward(idx)  # 1 byte per output; x itself is not kept
+    ctx.k, ctx.x_shape, ctx.x_stride = k, list(x.shape), list(x.stride())
+    ctx.mark_non_differentiable(idx)
+    ctx.set_materialize_grads(False)  # no zero-filled gradient for the index output
+
+
+def _backward_index(ctx, dy, _didx):
+    (idx,) = ctx.saved_tensors
+    if dy is None:
+        return None, None
+    return maxpool_bwd_index(dy, idx, ctx.x_shape, ctx.x_stride, ctx.k), None
+
+
+maxpool_fwd_index.register_autograd(_backward_index, setup_context=_setup_index)
+
+
+# ------------------------------------------------------------- triton_recompute: no index at all
+@torch.library.custom_op("speedrun::maxpool_fwd", mutates_args=())
+def maxpool_fwd(x: torch.Tensor, k: int) -> torch.Tensor:
+    return _fwd(x, k, False)[0]
 
 
 @maxpool_fwd.register_fake
@@ -141,17 +248,7 @@ def _(x, k):
 
 @torch.library.custom_op("speedrun::maxpool_bwd", mutates_args=())
 def maxpool_bwd(dy: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
-    N, C, H, W = x.shape
-    Ho, Wo, He, We = H // k, W // k, triton.cdiv(H, k), triton.cdiv(W, k)
-    dx = torch.empty_like(x)
-    if dx.stride() != x.stride():  # keep x's strides so one set of offsets serves x and dx
-        dx = torch.empty_strided(x.shape, x.stride(), device=x.device, dtype=x.dtype)
-    PE = N * He * We
-    bp, bc, warps = _pick(C, PE)
-    _maxpool_bwd_kernel[(triton.cdiv(PE, bp), triton.cdiv(C, bc))](
-        dy, x, dx, PE, C, H, W, Ho, Wo, He, We, *x.stride(), *dy.stride(),
-        K=k, BLOCK_P=bp, BLOCK_C=bc, num_warps=warps)
-    return dx
+    return _bwd(dy, x, tuple(x.shape), tuple(x.stride()), k, False)
 
 
 @maxpool_bwd.register_fake
@@ -173,10 +270,7 @@ def _backward(ctx, dy):
 maxpool_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
-@register("maxpool", "triton")
-def maxpool_triton(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
-    """Triton forward and backward; the backward recomputes the argmax from the saved input
-    (no int64 index tensor)."""
+def _check(x: torch.Tensor, kernel_size: int, stride) -> None:
     check_tensor("maxpool", "x", x, dim=4)
     if kernel_size not in KERNEL_SIZES:
         raise ValueError(f"maxpool (triton): kernel_size {kernel_size} not supported; supported: {KERNEL_SIZES}")
@@ -184,4 +278,19 @@ def maxpool_triton(x: torch.Tensor, kernel_size: int, stride: int | None = None)
         raise ValueError(f"maxpool (triton): only stride == kernel_size is supported, got stride {stride}")
     if x.shape[2] < kernel_size or x.shape[3] < kernel_size:
         raise ValueError(f"maxpool (triton): input {list(x.shape)} is smaller than the {kernel_size}x{kernel_size} window")
+
+
+@register("maxpool", "triton")
+def maxpool_triton(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
+    """Triton forward and backward; the forward saves a 1-byte window index per output, which the
+    backward uses (neither x nor an int64 index is kept)."""
+    _check(x, kernel_size, stride)
+    return maxpool_fwd_index(x, kernel_size)[0]
+
+
+@register("maxpool", "triton_recompute")
+def maxpool_triton_recompute(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
+    """Triton forward and backward; the backward recomputes the winner from the saved input (no
+    index tensor, but x is kept and read again)."""
+    _check(x, kernel_size, stride)
     return maxpool_fwd(x, kernel_size)

@@ -53,6 +53,8 @@ class Work:
     l2_bytes: float | None = None  # bytes loaded through L2 by all tiles (GEMMs)
     notes: list = field(default_factory=list)
     model: str = "kernel"         # "kernel": a model written for it; "generic": the fallback
+    units: int | None = None      # independent tiles of work in the launch (a grid can use at most this many)
+    read_bytes: float | None = None  # the part of dram_bytes that is read (loads wait; stores do not); None: all
 
 
 def _grid(launch) -> tuple:
@@ -76,24 +78,21 @@ def _rows_iters(M: int, rows: int, block: int, programs_m: int) -> float:
 
 
 # ------------------------------------------------------------------------------ bn_act
+def _stride_iters(launch) -> float:
+    """Mean tiles per program of a grid-stride loop over TILES tiles on grid[0] programs."""
+    return launch.args["TILES"] / _grid(launch)[0]
+
+
 def _stats(launch, peak, capacity: int) -> Work:
     a = launch.args
     x = a["x_ptr"]
     M, C, rows = a["M"], a["C"], a["ROWS"]
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
     P = _grid(launch)[0]
-    partial = 2 * P * C * 4
-    return Work("memory", _rows_iters(M, rows, bm, P), bm * bc, x.nbytes + partial, x.nbytes, x.esize,
-                notes=[f"reads x once; writes {P} partial (mean, M2) rows"])
-
-
-def _finalize(launch, peak, capacity: int) -> Work:
-    a = launch.args
-    P, C = a["P"], a["C"]
-    bp, bc = _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
-    nbytes = 2 * P * C * 4 + 2 * C * 4
-    return Work("memory", math.ceil(P / bp), bp * bc, nbytes, nbytes, 8,
-                notes=[f"merges {P} partial rows per channel"])
+    return Work("memory", _rows_iters(M, rows, bm, P), bm * bc, x.nbytes + 6 * C * 4, x.nbytes, x.esize,
+                notes=[f"reads x once; {P} programs per channel block merge their sums with atomics, the last "
+                       "one finalises (mean, var, running statistics)"],
+                units=math.ceil(M / bm) * _grid(launch)[1])
 
 
 def _apply(launch, peak, capacity: int) -> Work:
@@ -101,13 +100,9 @@ def _apply(launch, peak, capacity: int) -> Work:
     x, M, C = a["x_ptr"], a["M"], a["C"]
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
     nbytes = 2 * M * C * x.esize
-    return Work("memory", 1, bm * bc, nbytes, nbytes, 2 * x.esize, notes=["reads x, writes y"])
-
-
-def _running(launch, peak, capacity: int) -> Work:
-    C = launch.args["C"]
-    bc = _cx(launch, "BLOCK_C")
-    return Work("memory", 1, bc, 6 * C * 4, 6 * C * 4, 24, notes=["C running statistics"])
+    iters = _stride_iters(launch) if "TILES" in a else 1
+    return Work("memory", iters, bm * bc, nbytes, nbytes, 2 * x.esize, notes=["reads x, writes y"],
+                units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes / 2)
 
 
 def _bwd_reduce(launch, peak, capacity: int) -> Work:
@@ -117,8 +112,9 @@ def _bwd_reduce(launch, peak, capacity: int) -> Work:
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
     P = _grid(launch)[0]
     main = 2 * M * C * x.esize
-    return Work("memory", _rows_iters(M, rows, bm, P), bm * bc, main + 2 * P * C * 4, main, 2 * x.esize,
-                notes=[f"reads x and dy once; writes {P} partial rows"])
+    return Work("memory", _rows_iters(M, rows, bm, P), bm * bc, main + 4 * C * 4, main, 2 * x.esize,
+                notes=[f"reads x and dy once; {P} programs per channel block merge with atomics"],
+                units=math.ceil(M / bm) * _grid(launch)[1])
 
 
 def _bwd_dx(launch, peak, capacity: int) -> Work:
@@ -126,7 +122,23 @@ def _bwd_dx(launch, peak, capacity: int) -> Work:
     x, M, C = a["x_ptr"], a["M"], a["C"]
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
     nbytes = 3 * M * C * x.esize
-    return Work("memory", 1, bm * bc, nbytes, nbytes, 3 * x.esize, notes=["reads x and dy, writes dx"])
+    iters = _stride_iters(launch) if "TILES" in a else 1
+    return Work("memory", iters, bm * bc, nbytes, nbytes, 3 * x.esize, notes=["reads x and dy, writes dx"],
+                units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes * 2 / 3)
+
+
+def _finalize(launch, peak, capacity: int) -> Work:  # the former separate finalize (kept for old reports)
+    a = launch.args
+    P, C = a["P"], a["C"]
+    bp, bc = _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
+    nbytes = 2 * P * C * 4 + 2 * C * 4
+    return Work("memory", math.ceil(P / bp), bp * bc, nbytes, nbytes, 8, notes=[f"merges {P} partial rows"])
+
+
+def _running(launch, peak, capacity: int) -> Work:
+    C = launch.args["C"]
+    bc = _cx(launch, "BLOCK_C")
+    return Work("memory", 1, bc, 6 * C * 4, 6 * C * 4, 24, notes=["C running statistics"])
 
 
 # ------------------------------------------------------------------------------ maxpool
@@ -135,26 +147,33 @@ def _pool_fwd(launch, peak, capacity: int) -> Work:
     x, P, C = a["x_ptr"], a["P"], a["C"]
     K, bp, bc = _cx(launch, "K"), _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
     es = x.esize
+    index = bool(_cx(launch, "SAVE_INDEX"))
     read = P * C * K * K * es
-    write = P * C * es
-    return Work("memory", 1, bp * bc, read + write, read + write, (K * K + 1) * es,
-                notes=["reads the pooled windows of x, writes y (elements = outputs)"])
+    write = P * C * (es + (1 if index else 0))
+    iters = _stride_iters(launch) if "TILES" in a else 1
+    return Work("memory", iters, bp * bc, read + write, read + write, K * K * es + es + (1 if index else 0),
+                notes=["reads the pooled windows of x, writes y" + (" and a 1-byte window index" if index else "")
+                       + " (elements = outputs)"], units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=read)
 
 
 def _pool_bwd(launch, peak, capacity: int) -> Work:
     a = launch.args
-    x, C = a["x_ptr"], a["C"]
+    C = a["C"]
     P = a.get("PE", a.get("P"))
     K, bp, bc = _cx(launch, "K"), _cx(launch, "BLOCK_P"), _cx(launch, "BLOCK_C")
-    es = x.esize
     dy = a["dy_ptr"]
-    reads_x = "x_ptr" in a and launch.kernel == "_maxpool_bwd_kernel" and "idx_ptr" not in a
-    idx = a.get("idx_ptr")
-    nbytes = x.nbytes + dy.nbytes + (x.nbytes if reads_x else 0) + (idx.nbytes if idx is not None else 0)
-    per = (K * K * es if reads_x else 0) + es + K * K * es + (idx.esize if idx is not None else 0)
-    return Work("memory", 1, bp * bc, nbytes, nbytes, per,
-                notes=["reads dy" + (" and x (argmax recomputed)" if reads_x else "")
-                       + (" and the window index" if idx is not None else "") + ", writes dx (elements = windows)"])
+    dx = a["dx_ptr"] if "dx_ptr" in a else a["x_ptr"]
+    es = dy.esize
+    from_index = bool(_cx(launch, "FROM_INDEX", 0))
+    out = P * C  # windows of the ceil-mode grid x channels (~ outputs)
+    read = dy.nbytes + (out if from_index else dx.nbytes)
+    nbytes = read + dx.nbytes
+    iters = _stride_iters(launch) if "TILES" in a else 1
+    per = es + (1 if from_index else K * K * es) + K * K * es
+    return Work("memory", iters, bp * bc, nbytes, nbytes, per,
+                notes=["reads dy and " + ("the window index" if from_index else "x (winner recomputed)")
+                       + ", writes dx (elements = windows)"], units=a.get("TILES", 1) * _grid(launch)[1],
+                read_bytes=read)
 
 
 # ------------------------------------------------------------------------------ conv

@@ -9,9 +9,10 @@ The prediction is the largest of these bounds, each computed for the busiest SM 
 per-SM resource (so that a grid of 1.05 waves costs what it costs):
 
   memory    DRAM bytes (the traffic model) / (HBM bandwidth x MEM_EFFICIENCY)
-  latency   DRAM bytes / (bytes in flight / LATENCY_NS): Little's law; the bytes in flight are
-            what the resident warps of the active SMs have loaded and not yet used (one main-loop
-            iteration's loads per thread, times the pipeline depth for async copies)
+  latency   DRAM bytes read / (bytes in flight / LATENCY_NS): Little's law; the bytes in flight
+            are what the resident warps of the active SMs have loaded and not yet used (one main-loop
+            iteration's loads per thread, times the pipeline depth for async copies); stores do not
+            wait
   l2        bytes all tiles load / L2 bandwidth (GEMMs)
   issue     warp-instructions of the busiest SM / (4 schedulers x clock), with fewer than 4
             resident warps issuing at most one instruction per warp per clock
@@ -124,7 +125,8 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False) -> di
         inflight_thread = sass["total"]["ld_thread_bytes"]
     active_sms = min(peak.sms, programs)
     inflight = active_sms * min(resident, per_sm) * threads * inflight_thread
-    t_latency = work.dram_bytes / (inflight / (LATENCY_NS * 1e-9)) if inflight else 0.0
+    reads = work.dram_bytes if work.read_bytes is None else work.read_bytes
+    t_latency = reads / (inflight / (LATENCY_NS * 1e-9)) if inflight else 0.0
     t_launch = LAUNCH_US * 1e-6
 
     bounds = dict(memory=t_mem, latency=t_latency, l2=t_l2, issue=t_issue, tensor=t_tc, smem=t_smem,
@@ -145,7 +147,7 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False) -> di
         dram_bytes=work.dram_bytes, min_bytes=work.min_bytes, l2_bytes=work.l2_bytes, flops=work.flops,
         bounds_ms={k: 1e3 * v for k, v in bounds.items()}, bound=bound, predicted_ms=1e3 * predicted,
         roofline_ms=1e3 * roofline, predicted_fraction=roofline / predicted if predicted else None,
-        work_model=work.model, notes=work.notes)
+        work_model=work.model, notes=work.notes, units=work.units)
 
 
 def glue_ms(op_bytes: float, peak) -> float:

@@ -38,6 +38,16 @@ def _wave_loss(r) -> float:
     return math.ceil(w - 1e-9) / w - 1
 
 
+def _off_whole_waves(r) -> float:
+    """How far the grid is from a whole number of waves (relative); 0 for a grid that already
+    runs every tile of its work at once in less than a wave (it cannot fill one)."""
+    w = r["waves"]
+    if r.get("units") and r["programs"] >= r["units"] and w < 1:
+        return 0.0
+    whole = max(1, round(w))
+    return abs(w - whole) / whole
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -78,16 +88,29 @@ RULES = [
          lambda r: r["op"] in ("bn_act", "maxpool") and "CHANNELS_LAST=0" not in r["config"]
          and r["kernel"] not in ("_finalize_kernel", "_running_kernel", "_maxpool_bwd_kernel"),
          lambda r: r["vector_loads"], 1, kind="min"),
-    Rule("memory_issue", "memory-bound kernels on sm_90: instructions per element over the H100 issue budget",
-         lambda r: _memory_bound(r) and r["arch"] == "sm_90" and r["issue_budget"] and r["instr_per_elem"]
-         and r["kernel"] not in ("_finalize_kernel", "_running_kernel"),
-         lambda r: r["instr_per_elem"] / r["issue_budget"], 1.8),
-    Rule("memory_waves", "memory-bound kernels: time lost to a partial last wave (fraction)",
-         lambda r: _memory_bound(r) and r["kernel"] not in ("_finalize_kernel", "_running_kernel"),
-         _wave_loss, 0.95),
+    Rule("memory_issue", "bn_act / maxpool kernels on sm_90: instructions per element over the H100 issue budget",
+         lambda r: _memory_bound(r) and r["arch"] == "sm_90" and r["issue_budget"] and r["instr_per_elem"],
+         lambda r: r["instr_per_elem"] / r["issue_budget"], 1.0),
+    Rule("memory_waves", "bn_act / maxpool kernels: distance of the grid from whole waves (relative)",
+         _memory_bound, _off_whole_waves, 0.10),
     Rule("gemm_waves", "conv GEMMs: time lost to a partial last wave (fraction)",
          _conv_gemm, _wave_loss, 0.99),
 ]
+
+
+# Per op (profiling static's ops table: default configurations, training forward + backward):
+# the predicted fraction of the op's roofline, for the ops and implementations listed.
+OP_RULES = [("bn_act", "triton", 0.85), ("maxpool", "triton", 0.85)]
+
+
+def check_ops(ops: list[dict]) -> list[dict]:
+    out = []
+    for op, impl, limit in OP_RULES:
+        for o in ops:
+            if o["op"] == op and o["impl"] == impl and o["predicted_fraction"] < limit:
+                out.append(dict(rule="op_fraction", kernel=op, impl=impl, arch=o["arch"], case=o["case"], config="",
+                                value=round(o["predicted_fraction"], 3), limit=limit, status="violated"))
+    return out
 
 
 def check(rows: list[dict], rules: list[Rule] | None = None) -> list[dict]:

@@ -9,9 +9,14 @@ give the analytic lower bound used for roofline plots and "fraction of peak":
 - bn_act (training, standalone): the batch statistics need one pass over x before y can be
   written, so forward = read x twice + write y (3 passes), backward = read x and dy for the
   gradient sums, then read x and dy and write dx (5 passes); eval forward = 2 passes.
-- maxpool: forward = read x + write y; backward = read x and dy, write dx (the eager
-  reference also reads an int64 index per output; not counted, it is not necessary).
-Element sizes come from the dtype; BatchNorm parameters and statistics (C floats) are ignored.
+- maxpool: forward = read x + write y. Training must also tell the backward which window
+  element won: the cheapest way is one byte per output (uint8 index), written by the forward
+  and read by the backward, which then reads dy and writes dx; so forward + backward = x + y +
+  idx (forward) + idx + dy + dx (backward). (Recomputing the winner instead reads x again, 4x
+  the index's bytes; the eager reference reads an int64 index.)
+``mode`` "fwd" is an inference forward; "fwd+bwd" a training step, split into ``phase_bytes``
+"fwd" and "bwd". Element sizes come from the dtype; BatchNorm parameters and statistics (C
+floats) are ignored.
 """
 from __future__ import annotations
 
@@ -57,22 +62,42 @@ class OpCase:
             return gemm
         return gemm * (1 + self.params.get("input_grad", True) + self.params.get("weight_grad", True))
 
-    def bytes_min(self, mode: str = "fwd", esize: int = 2) -> float:
+    def phase_bytes(self, phase: str, esize: int = 2) -> float:
+        """Must-move bytes of the training forward ("fwd") or backward ("bwd")."""
         x, y = self.numel(self.x_shape), self.numel(self.out_shape)
         if self.op == "conv":
             n, cin, _, _ = self.x_shape
             w = self.params["cout"] * cin * self.params["k"] ** 2
-            fwd = x + w + y
-            bwd = ((y + w + x if self.params.get("input_grad", True) else 0)
-                   + (x + y + w if self.params.get("weight_grad", True) else 0))
-            return esize * (fwd if mode == "fwd" else fwd + bwd)
+            if phase == "fwd":
+                return esize * (x + w + y)
+            return esize * ((y + w + x if self.params.get("input_grad", True) else 0)
+                            + (x + y + w if self.params.get("weight_grad", True) else 0))
         if self.op == "bn_act":
-            fwd = 3 * x if self.params.get("training", True) else 2 * x
-            return esize * (fwd if mode == "fwd" else fwd + 5 * x)
+            return esize * (3 * x if phase == "fwd" else 5 * x)
         if self.op == "maxpool":
-            fwd = x + y
-            return esize * (fwd if mode == "fwd" else fwd + 2 * x + y)
+            k = self.params["k"]
+            read = y * k * k  # floor mode: the forward reads only the pooled windows
+            idx = y  # one byte per output
+            return esize * (read + y) + idx if phase == "fwd" else idx + esize * (y + x)
         raise ValueError(self.op)
+
+    def bytes_min(self, mode: str = "fwd", esize: int = 2) -> float:
+        if mode == "fwd":
+            x, y = self.numel(self.x_shape), self.numel(self.out_shape)
+            if self.op == "bn_act" and not self.params.get("training", True):
+                return esize * 2 * x
+            if self.op == "maxpool":
+                return esize * (y * self.params["k"] ** 2 + y)
+            return self.phase_bytes("fwd", esize)
+        return self.phase_bytes("fwd", esize) + self.phase_bytes("bwd", esize)
+
+    def phase_bound_s(self, peak, phase: str, esize: int = 2, fp8: bool = False) -> float:
+        """Roofline lower bound in seconds of one training phase ("fwd" or "bwd")."""
+        mem = self.phase_bytes(phase, esize) / (peak.hbm_gbps * 1e9)
+        gemm = self.flops("fwd")
+        flops = gemm if phase == "fwd" else self.flops("fwd+bwd") - gemm
+        tflops = (peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops)
+        return max(mem, flops / (tflops * 1e12))
 
     def bound_s(self, peak, mode: str = "fwd", esize: int = 2, fp8: bool = False) -> float:
         """Roofline lower bound in seconds on ``peak`` (profiling.devices.Peak)."""

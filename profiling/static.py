@@ -63,6 +63,7 @@ class Launch:
     args: dict = field(default_factory=dict, repr=False)  # name -> int / float / TensorInfo
     grid: tuple = (1,)
     phase: str = "fwd"
+    meta: dict = field(default_factory=dict, repr=False)  # the launch's keyword options (constexprs, num_warps)
 
     @property
     def cx(self) -> dict:
@@ -145,7 +146,7 @@ def record_launches(out: list, light: bool = False):
         g = grid(dict(kwargs)) if callable(grid) else grid
         g = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
         out.append(Launch(self.__name__, self, sig, ce, attrs, warps, stages, key,
-                          _arg_values(self, args, kwargs), g, _PHASE[0]))
+                          _arg_values(self, args, kwargs), g, _PHASE[0], dict(kwargs)))
         return None
 
     JITFunction.run = fake_run
@@ -234,9 +235,10 @@ def triton_impls(op: str) -> list[str]:
 
 
 def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: str = "fp16",
-            cases: list | None = None) -> list[OpRecord]:
+            cases: list | None = None, sms: int | None = None) -> list[OpRecord]:
     """Record the launches and glue of the Triton implementations of ``ops`` at the real shapes,
-    for the default configuration and (``all_configs``) each entry of each configuration list."""
+    for the default configuration and (``all_configs``) each entry of each configuration list.
+    ``sms``: the SM count of the modelled GPU, from which the launchers size their grids."""
     import importlib
 
     import torch
@@ -245,7 +247,7 @@ def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: st
     from .shapes import unique_ops
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
     records = []
-    kt.RECORDING = True
+    kt.RECORDING, kt.TARGET_SMS = True, sms
     try:
         for op in ops:
             modname, lists = CONFIG_LISTS.get(op, (None, ()))
@@ -272,7 +274,7 @@ def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: st
                         getattr(mod, "_chosen", {}).clear()
                         records.append(rec)
     finally:
-        kt.RECORDING = False
+        kt.RECORDING, kt.TARGET_SMS = False, None
     return records
 
 
@@ -371,6 +373,30 @@ def probe_gemm(arch: str, dtype: str = "fp16") -> dict:
 
 
 # --------------------------------------------------------------------------------- the model
+def learn_residency(records: list[OpRecord], arch: str, sms: int, cache: dict) -> int:
+    """Tell the launchers how many programs of each recorded kernel one SM of ``arch`` holds (from
+    the compiled kernel), as kernels/_triton.py learns it after a first launch on a GPU; the next
+    recording then sizes its grids in whole waves. Returns how many residencies were new."""
+    import kernels._triton as kt
+    from .devices import PEAKS
+    from .perfmodel import resident_programs
+    peak = PEAKS[ARCHS[arch][1]]
+    new = 0
+    for rec in records:
+        if not _runs_on(rec.impl, arch):
+            continue
+        for ln in rec.launches:
+            if (ln.key, arch) not in cache:
+                cache[(ln.key, arch)] = kernel_facts(ln, arch)
+            f = cache[(ln.key, arch)]
+            key = kt.residency_key(ln.fn, ln.meta, sms)
+            res = max(1, resident_programs(f["regs"], f["shared"], ln.num_warps, peak))
+            if kt._RESIDENCY.get(key) != res:
+                kt._RESIDENCY[key] = res
+                new += 1
+    return new
+
+
 def _config_str(ln: Launch) -> str:
     ce = {k: v for k, v in ln.cx.items() if k.isupper() or k.startswith("BLOCK")}
     return ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
@@ -469,9 +495,9 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
             row["kernels"] = len([r for r in mine if r["phase"] in TRAIN_PHASES])
             row["glue_ops"] = len([x for x in gl if x["phase"] in TRAIN_PHASES])
             row["predicted_ms"] = row["fwd_ms"] + row["bwd_ms"]
-            row["roofline_fwd_ms"] = 1e3 * rec.case.bound_s(peak, "fwd", esize, fp8=fp8)
-            row["roofline_ms"] = 1e3 * rec.case.bound_s(peak, "fwd+bwd", esize, fp8=fp8)
-            row["roofline_bwd_ms"] = row["roofline_ms"] - row["roofline_fwd_ms"]
+            row["roofline_fwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "fwd", esize, fp8=fp8)
+            row["roofline_bwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "bwd", esize, fp8=fp8)
+            row["roofline_ms"] = row["roofline_fwd_ms"] + row["roofline_bwd_ms"]
             row["predicted_fraction"] = row["roofline_ms"] / row["predicted_ms"] if row["predicted_ms"] else None
             for phase in TRAIN_PHASES:
                 rl = row[f"roofline_{phase}_ms"]
@@ -504,7 +530,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                     runnable = False
                 o = by_key.get((case.op, impl, _case_key_str(case), arch))
                 if o is None:
-                    ms = 1e3 * case.bound_s(peak, "fwd+bwd", esize)
+                    ms = 1e3 * (case.phase_bound_s(peak, "fwd", esize) + case.phase_bound_s(peak, "bwd", esize))
                     row["eager_roofline_ms"] += ms
                     row["eager_ops"] += 1
                     continue
@@ -736,14 +762,24 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     from . import rules as rule_mod
     from .report_io import write_json
     from .shapes import network_ops, unique_ops
-    records = collect(batch, ops, all_configs, dtype,
-                      cases=[c for op in ops for c in unique_ops(batch, op, activation=activation)])
-    rows = build_rows(records, archs)
+    from .devices import PEAKS
+    cases = [c for op in ops for c in unique_ops(batch, op, activation=activation)]
+    esize = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
+    rows, glue, op_rows, cache = [], [], [], {}
+    for arch in archs:  # the launchers size their grids from the SM count: record per modelled GPU
+        sms = PEAKS[ARCHS[arch][1]].sms
+        records = collect(batch, ops, all_configs, dtype, cases=cases, sms=sms)
+        for _ in range(3):  # as a GPU learns each kernel's residency after its first launch
+            if not learn_residency(records, arch, sms, cache):
+                break
+            records = collect(batch, ops, all_configs, dtype, cases=cases, sms=sms)
+        arch_rows = build_rows(records, [arch], cache)
+        arch_glue = glue_rows(records, [arch])
+        rows += arch_rows
+        glue += arch_glue
+        op_rows += op_table(records, arch_rows, arch_glue, [arch], esize)
     rows.sort(key=lambda r: (not r["default"], r["op"], r["impl"], r["case"], r["phase"], r["launch_index"], r["arch"],
                              r["variant"]))
-    glue = glue_rows(records, archs)
-    esize = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
-    op_rows = op_table(records, rows, glue, archs, esize)
     steps = step_table(op_rows, batch, archs, esize, activation) if set(ops) == {"bn_act", "maxpool", "conv"} else []
     host_rows = None
     if host and steps:
@@ -759,7 +795,7 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
                     s["host_bound"] = "no"
                 else:  # with eager ops only their roofline is known: the real device time is longer
                     s["host_bound"] = "yes" if not s["eager_ops"] else "possibly (host > predicted + eager roofline)"
-    findings = rule_mod.check(rows)
+    findings = rule_mod.check(rows) + rule_mod.check_ops(op_rows)
     measured = measured_vs_predicted(rows, op_rows, batch, reports_dir)
     header = (f"Static performance model of the Triton kernels ({dtype}, batch {batch}), triton {triton.__version__}, "
               f"{datetime.date.today().isoformat()}; compiled on a CPU for {', '.join(archs)}")

@@ -169,3 +169,75 @@ def test_cpu_tensor_without_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="Triton kernels need a CUDA tensor"):
         bn_act_triton(torch.randn(2, 3, 4, 4), torch.zeros(3), torch.ones(3), training=True)
+
+
+@pytest.fixture
+def many_programs(monkeypatch):
+    """Tiles small enough that several programs share each channel block, so the atomically merged
+    sums and the last-program finalise run with more than one program per block (on a GPU they
+    always do; the interpreter otherwise launches one tall tile)."""
+    import kernels.bn_act as m
+    if m.interpreting():
+        monkeypatch.setattr(m, "INTERPRETER_PROGRAMS", 12)
+        monkeypatch.setattr(m, "INTERPRETER_BLOCK_M", 16)
+        monkeypatch.setattr(m, "REDUCE_CONFIGS", [(16, 32, 4, 4)])
+        monkeypatch.setattr(m, "APPLY_CONFIGS", [(16, 32, 4, 4)])
+    return m
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("activation", ["gelu", "silu"])
+def test_several_programs_per_channel_block(many_programs, layout, activation):
+    # 70 channels: three channel blocks of 32, the last partial; 6 x 5 x 7 = 210 rows over several programs
+    run_both((6, 70, 5, 7), torch.float32, layout, activation=activation)
+    run_both((6, 70, 5, 7), torch.float16, layout, activation=activation, training=False)
+
+
+def test_workspace_is_left_zero_for_the_next_call(many_programs):
+    x = make_input((4, 40, 6, 6), torch.float32, "channels_last")
+    rm, rv = torch.zeros(40, device=DEV), torch.ones(40, device=DEV)
+    for _ in range(2):  # a second call must see a clean workspace and give the same statistics
+        y = bn_act_triton(x.clone().requires_grad_(), rm.clone(), rv.clone(), None, None, True, 0.4, 1e-5)
+        y.backward(torch.ones_like(y))
+        ws, cnt = many_programs._WORKSPACES[(x.device.type, x.device.index)]
+        assert not ws.any() and not cnt.any()
+    a = bn_act_triton(x, rm.clone(), rv.clone(), None, None, True, 0.4, 1e-5)
+    b = bn_act_triton(x, rm.clone(), rv.clone(), None, None, True, 0.4, 1e-5)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+import triton  # noqa: E402  (after kernels: the interpreter is chosen there)
+import triton.language as tl  # noqa: E402
+
+from kernels.bn_act import _act_fwd, _act_grad  # noqa: E402
+
+
+@triton.jit
+def probe(z_ptr, out_ptr, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    z = tl.load(z_ptr + i, mask=i < n, other=0.0)
+    tl.store(out_ptr + i, _act_fwd(z, ACT), mask=i < n)
+    tl.store(out_ptr + n + i, _act_grad(z, ACT), mask=i < n)
+
+
+def test_gelu_and_silu_approximations_over_the_whole_range():
+    """The one-exp GELU (Abramowitz & Stegun 7.1.26 erf) and SiLU against float64, forward and derivative."""
+    z = torch.linspace(-12, 12, 24001, dtype=torch.float32, device=DEV)
+    zd = z.double()
+    out = torch.empty(2 * z.numel(), device=DEV)
+    for act, (f, df) in {0: (lambda v: F.gelu(v), lambda v: 0.5 * (1 + torch.erf(v / 2 ** 0.5))
+                             + v * torch.exp(-v * v / 2) / (2 * torch.pi) ** 0.5),
+                         1: (lambda v: F.silu(v), lambda v: torch.sigmoid(v) * (1 + v * (1 - torch.sigmoid(v))))}.items():
+        probe[(triton.cdiv(z.numel(), 1024),)](z, out, z.numel(), ACT=act, BLOCK=1024)
+        fwd, grad = out[:z.numel()].double(), out[z.numel():].double()
+        # GELU = z * Phi(z): the erf approximation's 1.5e-7 (plus fp32 rounding) scaled by |z|
+        assert ((fwd - f(zd)).abs() / zd.abs().clamp_min(1)).max() < 4e-7, act
+        assert (grad - df(zd)).abs().max() < 4e-7 * 12, act
+        assert (grad - df(zd)).abs()[zd.abs() < 4].max() < 1e-6, act
+    # the CDF itself (through GELU / z) to about 1e-7 absolute, as fp32 erf
+    probe[(triton.cdiv(z.numel(), 1024),)](z, out, z.numel(), ACT=0, BLOCK=1024)
+    nz = zd.abs() > 0.5
+    cdf = out[:z.numel()].double()[nz] / zd[nz]
+    ref = 0.5 * (1 + torch.erf(zd[nz] / 2 ** 0.5))
+    fp32 = 0.5 * (1 + torch.erf(z[nz] / 2 ** 0.5)).double()
+    assert (cdf - ref).abs().max() < 3e-7 and (fp32 - ref).abs().max() < 3e-7
