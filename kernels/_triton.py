@@ -57,9 +57,13 @@ def sm_count(device: torch.device) -> int:
 _RESIDENCY: dict = {}
 
 
+_NOT_RESIDENCY = ("SPLIT", "P", "ROWS")  # options that size the grid, not the kernel's resources
+
+
 def residency_key(kernel, meta: dict, sms: int) -> tuple:
     name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "fn", None), "__name__", str(kernel))
-    return (name, tuple(sorted((k, v) for k, v in meta.items() if isinstance(v, (bool, int, float, str)))), sms)
+    return (name, tuple(sorted((k, v) for k, v in meta.items()
+                               if isinstance(v, (bool, int, float, str)) and k not in _NOT_RESIDENCY)), sms)
 
 
 def programs_per_wave(kernel, meta: dict, per_sm: int, device: torch.device) -> int:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import fp8
 from ._compiled import compiled
 from ._triton import HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave
 from .registry import register
@@ -76,6 +77,8 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
     from triton.language.extra import libdevice
+
+    from .fp8 import fp8_cast, fp8_rollover, fp8_scale
 
     # Compiled kernels use the approximate (single-instruction) reciprocal and exponential: no
     # range fix-ups around MUFU.RCP / MUFU.EX2, a third fewer instructions per element. The
@@ -203,19 +206,34 @@ if HAS_TRITON:
         return mean, invstd, w, b
 
     @triton.jit
-    def _apply_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, M, C, HW, eps, TILES,
+    def _apply_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr,
+                      M, C, HW, eps, TILES,
                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                      HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
+                      HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, FP8_OUT: tl.constexpr):
+        """y = act(x * scale + shift); FP8_OUT: also y's e4m3 copy (delayed scale at st_ptr), the
+        scale used (s_ptr) and y's amax for the next call (kernels/fp8.py)."""
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
         scale = w * invstd
         shift = b - mean * scale
+        if FP8_OUT:
+            q_scale = fp8_scale(st_ptr, 448.0)
+            inv_q = 1.0 / q_scale
+            amax = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
         for t in range(tl.program_id(0), TILES, tl.num_programs(0)):  # grid-stride over row tiles
             rows = t * BLOCK_M + tl.arange(0, BLOCK_M)
             offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             y = _act_fwd(x * scale[None, :] + shift[None, :], ACT)
             tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+            if FP8_OUT:
+                tl.store(q_ptr + offs, fp8_cast(y, inv_q, 448.0, False), mask=mask)
+                amax = tl.maximum(amax, tl.where(mask, tl.abs(y), 0.0))
+        if FP8_OUT:
+            if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
+                tl.store(s_ptr, q_scale)
+            tl.atomic_max(st_ptr + 1, tl.max(tl.max(amax, axis=1), axis=0))
+            fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
     @triton.jit
     def _bwd_reduce_kernel(dy_ptr, x_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, ws_ptr, cnt_ptr, sdz_ptr, sdzx_ptr,
@@ -255,9 +273,10 @@ if HAS_TRITON:
 
     @triton.jit
     def _bwd_dx_kernel(dy_ptr, x_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sdz_ptr, sdzx_ptr,
-                       M, C, HW, eps, TILES,
+                       q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr, M, C, HW, eps, TILES,
                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
-                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr):
+                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr,
+                       FP8_OUT: tl.constexpr, E5: tl.constexpr):
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cols < C
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
@@ -266,6 +285,11 @@ if HAS_TRITON:
         if TRAINING:
             m_dz = tl.load(sdz_ptr + cols, mask=cmask, other=0.0) / M
             m_dzx = tl.load(sdzx_ptr + cols, mask=cmask, other=0.0) / M
+        FMAX: tl.constexpr = 57344.0 if E5 else 448.0
+        if FP8_OUT:
+            q_scale = fp8_scale(st_ptr, FMAX)
+            inv_q = 1.0 / q_scale
+            amax = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
         for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
             rows = t * BLOCK_M + tl.arange(0, BLOCK_M)
             offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
@@ -275,7 +299,16 @@ if HAS_TRITON:
             dz = dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)
             if TRAINING:
                 dz = dz - m_dz[None, :] - xhat * m_dzx[None, :]
-            tl.store(dx_ptr + offs, (dz * wi[None, :]).to(dx_ptr.dtype.element_ty), mask=mask)
+            dx = dz * wi[None, :]
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+            if FP8_OUT:
+                tl.store(q_ptr + offs, fp8_cast(dx, inv_q, FMAX, E5), mask=mask)
+                amax = tl.maximum(amax, tl.where(mask, tl.abs(dx), 0.0))
+        if FP8_OUT:
+            if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
+                tl.store(s_ptr, q_scale)
+            tl.atomic_max(st_ptr + 1, tl.max(tl.max(amax, axis=1), axis=0))
+            fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
 
 # ---------------------------------------------------------------------------------- launchers
@@ -382,31 +415,52 @@ def _(x, running_mean, running_var, momentum):
     return x.new_empty(C, dtype=torch.float32), x.new_empty(C, dtype=torch.float32)
 
 
+def _fp8_out(st, like: torch.Tensor, dtype: torch.dtype):
+    """(pointer args of a kernel's fp8 copy, the copy, its scale): the copy and its scale tensor when
+    the delayed scale ``st`` is ready, else placeholders (FP8_OUT off)."""
+    if st is None or not st.ready:
+        return (like, like, like, like, like), None, None
+    q = torch.empty_strided(like.shape, like.stride(), device=like.device, dtype=dtype)
+    sc = torch.empty(1, device=like.device, dtype=torch.float32)
+    return (q, st.amax, sc, st.ticket, st.nonfinite), q, sc
+
+
 @torch.library.custom_op("speedrun::bn_act_apply", mutates_args=())
 def bn_act_apply(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
-                 bias: torch.Tensor | None, training: bool, eps: float, activation: str) -> torch.Tensor:
+                 bias: torch.Tensor | None, training: bool, eps: float, activation: str,
+                 fp8_owner: torch.Tensor | None = None) -> torch.Tensor:
     """y = act((x - mean) / sqrt(var + eps) * weight + bias). ``training``: mean and var are the
-    batch statistics of this x, and the backward differentiates through them."""
+    batch statistics of this x, and the backward differentiates through them. ``fp8_owner`` (the
+    fp8 implementation: the layer's running mean): also write y's e4m3 copy for the conv that reads
+    y, with the layer's delayed scale (kernels/fp8.py)."""
     x, cl = memory_layout(x)
     M, C, HW = _geometry(x)
     y = torch.empty_like(x)
-    flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation])
+    st = fp8.state(fp8_owner, "y") if fp8_owner is not None else None
+    fp8_args, q, sc = _fp8_out(st, y, fp8.E4M3)
+    flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation],
+                 FP8_OUT=q is not None)
     meta, tiles, grid = _stream_grid(_apply_kernel, M, C, flags, x.device)
-    _launch(_apply_kernel, grid, (x, y, mean, var, _opt(weight, x), _opt(bias, x), M, C, HW, eps, tiles), meta,
-            x.device)
+    _launch(_apply_kernel, grid, (x, y, mean, var, _opt(weight, x), _opt(bias, x), *fp8_args, M, C, HW, eps, tiles),
+            meta, x.device)
+    if q is not None:
+        fp8.attach(y, q, sc)
+    elif st is not None:
+        st.init(y)  # the first call measures the amax; the next ones write the copy
     return y
 
 
 @bn_act_apply.register_fake
-def _(x, mean, var, weight, bias, training, eps, activation):
+def _(x, mean, var, weight, bias, training, eps, activation, fp8_owner=None):
     return torch.empty_like(x)
 
 
 @torch.library.custom_op("speedrun::bn_act_bwd", mutates_args=())
 def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, eps: float,
-               activation: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias) of bn_act_apply; dweight/dbias in fp32."""
+               activation: str, fp8_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias) of bn_act_apply; dweight/dbias in fp32. ``fp8_grad``: when x came from a
+    conv=fp8 that asked for it, also write dx's fp8 copy with that conv's gradient scale."""
     x, cl = memory_layout(x)
     dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
     M, C, HW = _geometry(x)
@@ -419,30 +473,35 @@ def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch
     _launch(_bwd_reduce_kernel, grid, (dy, x, mean, var, w, b, ws, cnt, sdz, sdzx, M, C, HW, rows, eps), meta,
             x.device)
     dx = torch.empty_like(x)
-    meta, tiles, grid = _stream_grid(_bwd_dx_kernel, M, C, dict(flags, TRAINING=training), x.device)
-    _launch(_bwd_dx_kernel, grid, (dy, x, dx, mean, var, w, b, sdz, sdzx, M, C, HW, eps, tiles), meta, x.device)
+    fp8_args, q, sc = _fp8_out(fp8.grad_wanted(x) if fp8_grad else None, dx, fp8.GRAD)
+    meta, tiles, grid = _stream_grid(_bwd_dx_kernel, M, C, dict(flags, TRAINING=training, FP8_OUT=q is not None,
+                                                                E5=fp8.GRAD == fp8.E5M2), x.device)
+    _launch(_bwd_dx_kernel, grid, (dy, x, dx, mean, var, w, b, sdz, sdzx, *fp8_args, M, C, HW, eps, tiles), meta,
+            x.device)
+    if q is not None:
+        fp8.attach(dx, q, sc)
     return dx, sdzx, sdz
 
 
 @bn_act_bwd.register_fake
-def _(dy, x, mean, var, weight, bias, training, eps, activation):
+def _(dy, x, mean, var, weight, bias, training, eps, activation, fp8_grad=False):
     C = x.shape[1]
     return torch.empty_like(x), x.new_empty(C, dtype=torch.float32), x.new_empty(C, dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
-    x, mean, var, weight, bias, training, eps, activation = inputs
+    x, mean, var, weight, bias, training, eps, activation, fp8_owner = inputs
     ctx.save_for_backward(x, mean, var, weight, bias)
-    ctx.training, ctx.eps, ctx.activation = training, eps, activation
+    ctx.training, ctx.eps, ctx.activation, ctx.fp8 = training, eps, activation, fp8_owner is not None
 
 
 def _backward(ctx, dy):
     x, mean, var, weight, bias = ctx.saved_tensors
-    dx, dw, db = bn_act_bwd(dy, x, mean, var, weight, bias, ctx.training, ctx.eps, ctx.activation)
+    dx, dw, db = bn_act_bwd(dy, x, mean, var, weight, bias, ctx.training, ctx.eps, ctx.activation, ctx.fp8)
     dw = dw.to(weight.dtype) if weight is not None and ctx.needs_input_grad[3] else None
     db = db.to(bias.dtype) if bias is not None and ctx.needs_input_grad[4] else None
     # mean and var get no gradient: in training the backward above already differentiates through them
-    return dx, None, None, dw, db, None, None, None
+    return dx, None, None, dw, db, None, None, None, None
 
 
 bn_act_apply.register_autograd(_backward, setup_context=_setup_context)
@@ -455,6 +514,19 @@ def bn_act_triton(x: torch.Tensor, running_mean, running_var, weight=None, bias=
     """Fused Triton kernels: one-pass shifted-sum batch statistics with the running update folded
     in, normalise + affine + activation, and a backward that recomputes the activation from x
     (nothing activation-sized saved); 2 launches forward, 2 backward."""
+    return _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, False)
+
+
+@register("bn_act", "fp8")
+def bn_act_fp8(x: torch.Tensor, running_mean, running_var, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
+               activation: str = "gelu") -> torch.Tensor:
+    """bn_act=triton whose kernels also write the fp8 copies conv=fp8 reads: y in e4m3 (forward) and,
+    when x came from a conv=fp8, dx in e5m2 (backward), with delayed scales, in the same passes."""
+    return _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, True)
+
+
+def _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, fp8_copy: bool):
     check_activation(activation)
     check_tensor("bn_act", "x", x, dim=4)
     C = x.shape[1]
@@ -479,4 +551,7 @@ def bn_act_triton(x: torch.Tensor, running_mean, running_var, weight=None, bias=
             mean, var = bn_stats(x.detach(), running_mean, running_var, momentum)
     else:
         mean, var = running_mean.detach().float().clone(), running_var.detach().float().clone()
-    return bn_act_apply(x, mean, var, weight, bias, training, eps, activation)
+    owner = None
+    if fp8_copy:  # the layer's identity for its delayed scale: a buffer or parameter that lives with it
+        owner = next((t for t in (running_mean, bias, weight) if t is not None), None)
+    return bn_act_apply(x, mean, var, weight, bias, training, eps, activation, owner)

@@ -6,25 +6,49 @@ Implementations
     triton   implicit-GEMM Triton kernels on tensor cores: forward, input-grad and weight-grad,
              computed in the input's dtype (fp16 or bf16 in the network, fp32 for tests) with
              fp32 accumulation
+    fp8      the same GEMMs with FP8 operands for the forward (e4m3) and the input-grad (e5m2
+             gradients x e4m3 weights); the weight-grad stays in the input's dtype
 
 Stride 1 and no dilation or groups only (the network's convs); anything else in the
 arguments is a clear error. Activations are read in any dense layout through their strides;
 channels_last (NHWC) is the fast one: the GEMM's reduction runs over channels, contiguous there.
 
 Forward as a GEMM: rows = output pixels (N*OH*OW), columns = output channels, reduction =
-(tap, input channel) with the taps (kh, kw) unrolled; out-of-image taps load zeros, which
-implements the padding. The input-grad is the same kernel with the filter flipped and
-transposed (``FLIP``): dx[n,ih,iw,ci] = sum dy[n, ih+pad-kh, iw+pad-kw, co] w[co,ci,kh,kw].
-The weight-grad is one GEMM per tap, dw[:, :, kh, kw] = dy^T @ shifted(x), whose reduction over
-N*OH*OW pixels is split across programs (split-K) and summed afterwards in fp32.
+(tap, input channel). One software-pipelined loop runs over the flattened (tap, channel block)
+index, so the pipeline fills once per tile instead of once per tap; out-of-image taps load
+zeros (the padding). Programs are ordered in groups of GROUP_M row tiles, so the column tiles
+that share an input tile run together and find it in L2. The channel counts are compile-time
+constants and the row strides carry alignment hints, so 24-channel inputs are read with
+16-byte (async) loads too. The input-grad is the same kernel with the filter flipped
+(``FLIP``): dx[n,ih,iw,ci] = sum dy[n, ih+pad-kh, iw+pad-kw, co] w[co,ci,kh,kw].
+The whitening conv (3 input channels, 2x2) has its own small kernel: its 12-element reduction
+is one MMA step.
+
+Weight-grad as one GEMM: rows = output channels, columns = (tap, input channel) (exactly the
+channels_last memory order of the weight), reduction = the N*OH*OW pixels, split across programs
+(split-K) so that the grid fills whole waves of the GPU. Each program writes its fp32 partial
+tile; the last program of a tile (a ticket counter) sums the partials in a fixed order and
+writes the gradient in the weight's dtype and layout: one launch, no separate reduction.
+
+FP8 (``conv=fp8``, compute capability 8.9+; kernels/fp8.py): the GEMMs read FP8 operands that are
+already in memory. The activation's e4m3 copy is written by the kernel that produces it
+(bn_act=fp8's apply) and the output gradient's e5m2 copy by the kernel that produces it
+(bn_act=fp8's or maxpool=fp8's backward); with any other producer one standalone pass quantises
+it. The weights are quantised by one small launch per call that also writes the [tap][ci][co]
+copy the input-grad needs, so both FP8 operands of every GEMM are K-major (no byte-wise
+transposes in shared memory). Scales are delayed (the amax of the previous call; kernels/fp8.py
+says how a non-finite amax is handled). The MMAs accumulate in the tensor cores (``acc =
+tl.dot(a, b, acc)``); the two scales are applied once, in the epilogue. The weight-grad runs in the
+input's dtype (an FP8 weight-grad would need pixel-major FP8 copies of x and dy).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from . import fp8
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting
+from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count
 from .registry import register
 
 
@@ -37,101 +61,211 @@ def conv_eager(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
 
 register("conv", "compile")(compiled(conv_eager, "F.conv2d under torch.compile."))
 
+FP8_FWD = fp8.E4M3   # activations and weights: 3 mantissa bits, max 448
+FP8_BWD = fp8.E5M2   # gradients: 2 mantissa bits, max 57344 (range over precision); fp8.GRAD picks
+# Below this many input channels fp8 gains little: the whitening conv (3 channels) and group1.conv1
+# (24) run in the input's dtype.
+FP8_MIN_CHANNELS = 32
 
 if HAS_TRITON:
     import triton
     import triton.language as tl
 
     @triton.jit
-    def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, CI, OH, OW, CO,
-                     sxn, sxh, sxw, sxc, swi, swj, swh, sww, syn, syh, syw, syc, PAD_H, PAD_W, sa_ptr, sb_ptr,
-                     KH: tl.constexpr, KW: tl.constexpr, FLIP: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     HAS_SCALE: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """y[m, j] = sum over taps and i of x[pixel(m) + tap offset, i] * w(tap, i, j)."""
-        pid_m = tl.program_id(0)
-        pid_n = tl.program_id(1)
+    def _grouped(pid, GM, GN, GROUP_M: tl.constexpr):
+        """(row tile, column tile) of program ``pid`` with GROUP_M row tiles per group: the column
+        tiles of a group's rows run one after another, while those rows are still in L2."""
+        width = GROUP_M * GN
+        group = pid // width
+        first = group * GROUP_M
+        size = tl.minimum(GM - first, GROUP_M)
+        return first + (pid % width) % size, (pid % width) // size
+
+    @triton.jit
+    def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr,
+                     M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw, PAD,
+                     CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                     FLIP: tl.constexpr, WLAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
+                     ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+        """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
+
+        WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
+        weight); 1: [c][tap][j] (the same weight read by the input-grad); 2: [tap][j][c] (the fp8
+        input-grad's transposed copy). HAS_SCALE: x and w are fp8 with per-tensor scales at sa_ptr and
+        sb_ptr, applied once to the accumulator."""
+        pid = tl.program_id(0)
+        GM = tl.cdiv(M, BLOCK_M)
+        GN: tl.constexpr = (COUT + BLOCK_N - 1) // BLOCK_N
+        pid_m, pid_n = _grouped(pid, GM, GN, GROUP_M)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
         n = rm // (OH * OW)
         r = rm - n * (OH * OW)
         oh = r // OW
         ow = r - oh * OW
+        row_ok = rm < M
+        col_ok = rn < COUT
+        n_base = n.to(tl.int64) * sxn
+        KCH: tl.constexpr = (CRED + BLOCK_K - 1) // BLOCK_K
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for tap in tl.static_range(KH * KW):
+        for it in range(0, KH * KW * KCH):  # one pipelined loop over (channel block, tap)
+            # the taps of a channel block run back to back: their shifted tiles overlap, and the loads
+            # keep them in L1 (.ca) for the next tap
+            cb = it // (KH * KW)
+            tap = it - cb * (KH * KW)
+            c0 = cb * BLOCK_K
             kh = tap // KW
-            kw = tap % KW
+            kw = tap - kh * KW
             if FLIP:
-                ih = oh + PAD_H - kh
-                iw = ow + PAD_W - kw
+                ih = oh + PAD - kh
+                iw = ow + PAD - kw
             else:
-                ih = oh + kh - PAD_H
-                iw = ow + kw - PAD_W
-            valid = (rm < M) & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a_base = n.to(tl.int64) * sxn + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-            for c0 in range(0, CI, BLOCK_K):
-                rk = c0 + tl.arange(0, BLOCK_K)
-                a = tl.load(x_ptr + a_base[:, None] + rk[None, :] * sxc,
-                            mask=valid[:, None] & (rk < CI)[None, :], other=0.0)
-                b = tl.load(w_ptr + rk[:, None] * swi + rn[None, :] * swj + kh * swh + kw * sww,
-                            mask=(rk < CI)[:, None] & (rn < CO)[None, :], other=0.0)
-                acc += tl.dot(a, b)
-        if HAS_SCALE:  # fp8 operands: undo the two per-tensor scales
+                ih = oh + kh - PAD
+                iw = ow + kw - PAD
+            ok = row_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            a_row = tl.multiple_of(n_base + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw, ALIGN_X)
+            kk = c0 + rk
+            kmask = kk < CRED
+            a = tl.load(x_ptr + a_row[:, None] + kk[None, :], mask=ok[:, None] & kmask[None, :], other=0.0,
+                        cache_modifier=".ca")
+            if WLAYOUT == 0:
+                w_off = rn[None, :] * (KH * KW * CRED) + tap * CRED + kk[:, None]
+            elif WLAYOUT == 1:
+                w_off = kk[:, None] * (KH * KW * COUT) + tap * COUT + rn[None, :]
+            else:
+                w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
+            b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc)  # the accumulator stays in the tensor cores
+        if HAS_SCALE:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
         if HAS_BIAS:
-            acc += tl.load(b_ptr + rn, mask=rn < CO, other=0.0).to(tl.float32)[None, :]
-        y_off = n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw
-        tl.store(y_ptr + y_off[:, None] + rn[None, :] * syc, acc.to(y_ptr.dtype.element_ty),
-                 mask=(rm < M)[:, None] & (rn < CO)[None, :])
+            acc += tl.load(b_ptr + rn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+        tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & col_ok[None, :])
 
     @triton.jit
-    def _wgrad_kernel(x_ptr, dy_ptr, part_ptr, P, H, W, CI, OH, OW, CO, ROWS,
-                      sxn, sxh, sxw, sxc, sdn, sdh, sdw, sdc, PAD_H, PAD_W, sa_ptr, sb_ptr,
-                      KH: tl.constexpr, KW: tl.constexpr, HAS_SCALE: tl.constexpr,
+    def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
+                           CI: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, ALIGN_Y: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """A valid conv whose whole reduction (KH*KW*CI <= BLOCK_K: the whitening conv's 12) is one
+        MMA step: k = (kh, kw, c), the channels_last order of the weight."""
+        pid_m = tl.program_id(0)
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rk = tl.arange(0, BLOCK_K)
+        n = rm // (OH * OW)
+        r = rm - n * (OH * OW)
+        oh = r // OW
+        ow = r - oh * OW
+        row_ok = rm < M
+        col_ok = rn < COUT
+        K: tl.constexpr = KH * KW * CI
+        kh = rk // (KW * CI)
+        kw = (rk // CI) % KW
+        c = rk % CI
+        a_off = (n.to(tl.int64) * sxn + oh.to(tl.int64) * sxh + ow.to(tl.int64) * sxw)[:, None] \
+            + (kh * sxh + kw * sxw + c)[None, :]
+        a = tl.load(x_ptr + a_off, mask=row_ok[:, None] & (rk < K)[None, :], other=0.0)
+        b = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=(rk < K)[:, None] & col_ok[None, :], other=0.0)
+        acc = tl.dot(a, b)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + rn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+        tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & col_ok[None, :])
+
+    @triton.jit
+    def _wgrad_kernel(x_ptr, dy_ptr, part_ptr, cnt_ptr, dw_ptr, P, ROWS,
+                      sxn, sxh, sxw, sdn, sdh, sdw,
+                      H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
+                      CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                      ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """part[split, tap, co, ci] = sum over this split's pixels p of dy[p, co] * x[p + tap, ci]."""
-        n_ci = tl.cdiv(CI, BLOCK_N)
-        pid = tl.program_id(0)
-        pid_co = pid // n_ci
-        pid_ci = pid - pid_co * n_ci
-        tap = tl.program_id(1)
-        split = tl.program_id(2)
+        """dw[co, (tap, ci)] = sum over pixels p of dy[p, co] * x[p shifted by tap, ci]: one GEMM
+        (M = CO, N = KH*KW*CI, K = pixels), the pixels split in chunks of ROWS (program_id 1).
+
+        Column tiles stay within one tap (the channels of a tap padded to a whole number of tiles),
+        so the shift is per program and the x loads are rows of contiguous channels; the image
+        sizes are compile-time constants, so the pixel decomposition is multiply-shifts."""
+        CIP: tl.constexpr = ((CI + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
+        GN: tl.constexpr = KH * KW * (CIP // BLOCK_N)
+        NCOL: tl.constexpr = KH * KW * CI
+        tile = tl.program_id(0)
+        pid_m = tile // GN
+        pid_n = tile - pid_m * GN
+        rco = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        tap = (pid_n * BLOCK_N) // CIP
         kh = tap // KW
         kw = tap - kh * KW
-        rco = pid_co * BLOCK_M + tl.arange(0, BLOCK_M)
-        rci = pid_ci * BLOCK_N + tl.arange(0, BLOCK_N)
+        ci = pid_n * BLOCK_N - tap * CIP + tl.arange(0, BLOCK_N)
+        co_ok = rco < CO
+        ci_ok = ci < CI
+        start = tl.program_id(1) * ROWS
+        end = tl.minimum(start + ROWS, P)
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        start = split * ROWS
         for p0 in range(start, start + ROWS, BLOCK_K):
             rp = p0 + tl.arange(0, BLOCK_K)
+            live = rp < end
             n = rp // (OH * OW)
             r = rp - n * (OH * OW)
             oh = r // OW
             ow = r - oh * OW
-            ih = oh + kh - PAD_H
-            iw = ow + kw - PAD_W
-            live = (rp < P) & (rp < start + ROWS)
-            valid = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            d_off = n.to(tl.int64) * sdn + oh.to(tl.int64) * sdh + ow.to(tl.int64) * sdw
-            x_off = n.to(tl.int64) * sxn + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw
-            a = tl.load(dy_ptr + rco[:, None] * sdc + d_off[None, :],
-                        mask=(rco < CO)[:, None] & live[None, :], other=0.0)
-            b = tl.load(x_ptr + x_off[:, None] + rci[None, :] * sxc,
-                        mask=valid[:, None] & (rci < CI)[None, :], other=0.0)
-            acc += tl.dot(a, b)
-        if HAS_SCALE:
-            acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
-        out = part_ptr + ((split * (KH * KW) + tap) * CO).to(tl.int64) * CI
-        tl.store(out + rco[:, None] * CI + rci[None, :], acc, mask=(rco < CO)[:, None] & (rci < CI)[None, :])
+            ih = oh + kh - PAD
+            iw = ow + kw - PAD
+            ok = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            if IDX64:
+                n = n.to(tl.int64)
+            d_off = tl.multiple_of(n * sdn + oh * sdh + ow * sdw, ALIGN_D)
+            x_row = tl.multiple_of(n * sxn + ih * sxh + iw * sxw, ALIGN_X)
+            a = tl.load(dy_ptr + rco[:, None] + d_off[None, :], mask=co_ok[:, None] & live[None, :], other=0.0)
+            b = tl.load(x_ptr + x_row[:, None] + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
+            acc = tl.dot(a, b, acc)
+        out = rco[:, None] * NCOL + (tap * CI + ci)[None, :]  # channels_last [co][kh][kw][ci]
+        omask = co_ok[:, None] & ci_ok[None, :]
+        if SPLIT == 1:
+            tl.store(dw_ptr + out, acc.to(dw_ptr.dtype.element_ty), mask=omask)
+        else:
+            # split-K: every program leaves its fp32 partial; the last one of the tile sums them in
+            # a fixed order (deterministic) and writes the gradient in its final dtype and layout
+            tl.store(part_ptr + tl.program_id(1) * (CO * NCOL) + out, acc, mask=omask, cache_modifier=".cg")
+            tl.debug_barrier()
+            ticket = tl.atomic_add(cnt_ptr + tile, 1)
+            if ticket == SPLIT - 1:
+                total = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for s in range(0, SPLIT):
+                    total += tl.load(part_ptr + s * (CO * NCOL) + out, mask=omask, other=0.0, cache_modifier=".cg")
+                tl.store(dw_ptr + out, total.to(dw_ptr.dtype.element_ty), mask=omask)
+                tl.store(cnt_ptr + tile, 0)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); the first that fits the channel counts is used
-# unless autotuning (on a GPU) measured a better one for the shape. Listed for `profiling static`.
-FWD_CONFIGS = [(128, 64, 32, 8, 3), (128, 128, 32, 8, 3), (64, 64, 32, 4, 3), (128, 64, 16, 8, 3), (64, 32, 16, 4, 2)]
-WGRAD_CONFIGS = [(64, 64, 64, 4, 3), (128, 64, 32, 4, 3), (64, 32, 32, 4, 3), (64, 16, 32, 4, 2)]
-TARGET_PROGRAMS = 528          # weight-grad split-K aims at ~4 programs per H100 SM
+# ---------------------------------------------------------------------------------- configs
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, archs): the launchers pick the first that fits
+# the shape and the GPU (archs: compute capabilities' major versions it is meant for) unless
+# autotuning on a GPU timed a better one. Listed here so that `profiling static` compiles each.
+# Flattened-loop conv kernels are capped at 4 warps by default: PyTorch's Triton conv template
+# with the same loop was miscompiled at 8 warps (pytorch issue 173068); the 8-warp entries are
+# only autotuning candidates, and the autotuner drops any whose output differs from a 4-warp one.
+FWD_CONFIGS = [
+    (128, 128, 64, 4, 4, (9,)), (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
+    (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 4, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
+    (64, 64, 32, 4, 4, (8, 9)),
+    (128, 256, 64, 8, 3, (9,)),
+]
+WGRAD_CONFIGS = [
+    (128, 128, 64, 4, 3, (9,)), (128, 64, 64, 4, 4, (8, 9)), (64, 128, 64, 4, 4, (9,)), (64, 64, 64, 4, 4, (8, 9)),
+    (64, 32, 64, 4, 4, (8, 9)),
+    (128, 256, 64, 8, 3, (9,)),
+]
+SMALL_CONFIG = (128, 32, 16, 4)   # the whitening conv: BLOCK_M, BLOCK_N, BLOCK_K (>= KH*KW*CI), warps
+GROUP_M = 8
 AUTOTUNE = True                # on a GPU, time each config once per shape (chosen_configs() shows them)
+AUTOTUNE_REL_TOL = 2e-2        # a candidate whose output differs from the 4-warp reference by more is dropped
 _chosen: dict[tuple, tuple] = {}
+_rejected: list = []
 
 
 def chosen_configs() -> dict:
@@ -164,9 +298,7 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        # the lists, and their entries widened to the K block fp16 / fp8 need (see _select)
-        valid = {kind: set(cs) | {(c[0], c[1], max(c[2], k), c[3], c[4]) for c in cs for k in (16, 32)}
-                 for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS))}
+        valid = {kind: {tuple(c[:5]) for c in cs} for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS))}
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
@@ -178,61 +310,168 @@ def load_choices(path: str) -> int:
         return 0
 
 
+def _arch(device: torch.device) -> int:
+    """The compute capability's major version the launch is for (the modelled GPU under profiling static)."""
+    from . import _triton
+    if _triton.TARGET_SMS:
+        return 8 if _triton.TARGET_SMS == 108 else 9
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0]
+    return 9
+
+
 def _fits(cfg, n_cols: int, k_chans: int, min_k: int) -> bool:
-    """The output tile is not wider than needed, and the reduction block is not wider than the channel
-    count rounded down to a power of two (a block of 32 over 24 channels masks a quarter of its work
-    and, measured by `profiling static`, spills)."""
+    """The output tile is not wider than needed, and the reduction block not wider than the
+    channel count rounded up to a power of two (nor narrower than tl.dot allows)."""
     bm, bn, bk = cfg[:3]
-    k_floor = 1 << (max(k_chans, 1).bit_length() - 1)
-    if bk > k_chans and bm > 64:  # a masked reduction block (fp8 needs K >= 32): keep the tile small
-        return False
-    return bn <= max(16, triton.next_power_of_2(n_cols)) and min_k <= bk <= max(min_k, k_floor)
+    return bn <= max(16, triton.next_power_of_2(n_cols)) and min_k <= bk <= max(min_k, triton.next_power_of_2(k_chans))
 
 
-def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, device, min_k: int = 16) -> tuple:
+def _candidates(configs, n_cols: int, k_chans: int, min_k: int, arch: int) -> list[tuple]:
+    mine = [c for c in configs if arch in c[5]] or list(configs)  # a forced list (static) may name any arch
+    cands = [c[:5] for c in mine if _fits(c, n_cols, k_chans, min_k)]
+    if not cands:  # widen the smallest configuration to what the shape and dtype need
+        c = min(mine, key=lambda c: c[1] * c[2])
+        cands = [(c[0], min(c[1], max(16, triton.next_power_of_2(n_cols))), max(c[2], min_k), c[3], c[4])]
+    return cands
+
+
+def _resident_estimate(cfg, esize: int, arch: int) -> int:
+    """Programs of a GEMM configuration one SM holds, before it is compiled: shared memory of its
+    pipeline stages and registers of its accumulator (the compiled kernel's count replaces it)."""
+    bm, bn, bk, warps, stages = cfg
+    smem = stages * (bm * bk + bk * bn) * esize
+    regs = min(255, bm * bn // (warps * 32) + 64)
+    return max(1, min((228 if arch >= 9 else 164) * 1024 // max(smem, 1), 65536 // (regs * warps * 32),
+                      2048 // (warps * 32)))
+
+
+def _wave_loss(programs: int, sms: int) -> float:
+    """Time a GEMM grid loses to an uneven last round, relative: the busiest SM runs
+    ceil(programs / SMs) programs where the average is programs / SMs (0: every SM equally busy)."""
+    return (-(-programs // sms)) * sms / programs - 1
+
+
+def _wave_aware(cands: list, programs, device, esize: int, limit: float = 0.5) -> list:
+    """The candidates reordered: the first (in preference order: the larger tiles, which re-read less
+    through L2) whose grid loses at most ``limit`` to an uneven last round goes first; without one,
+    the one losing least. (profiling static finds a large tile losing 40% to its last round still
+    faster than an even grid of small tiles, so the limit is loose; on a GPU the autotuner times them.)"""
+    sms = sm_count(device)
+    losses = [_wave_loss(programs(c), sms) for c in cands]
+    good = [c for c, l in zip(cands, losses) if l <= limit]
+    first = good[0] if good else cands[losses.index(min(losses))]
+    return [first] + [c for c in cands if c != first]
+
+
+def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, device, min_k: int = 16,
+            output=None, cands: list | None = None, programs=None, esize: int = 2) -> tuple:
     """The configuration for this shape: measured once on a GPU, else the first that fits.
-    ``min_k``: tl.dot needs a reduction block of at least 16 (fp16/bf16) or 32 (fp8) on a GPU."""
+    ``min_k``: tl.dot needs a reduction block of at least 16 (fp16/bf16) or 32 (fp8).
+    ``output()`` returns the tensor a launch writes: autotuning keeps only the candidates whose
+    output matches the first 4-warp candidate's (a miscompiled configuration is dropped)."""
     full_key = (kind,) + key
     if full_key in _chosen:  # the launch path: one dict lookup after the first call per shape
         return _chosen[full_key]
-    cands = [c for c in configs if _fits(c, n_cols, k_chans, min_k)]
-    if not cands:  # widen the smallest-K configuration to what the dtype needs
-        c = min(configs, key=lambda c: c[1] * c[2])
-        cands = [(c[0], c[1], max(c[2], min_k), c[3], c[4])]
+    cands = cands or _candidates(configs, n_cols, k_chans, min_k, _arch(device))
+    if programs is not None and not interpreting():
+        cands = _wave_aware(cands, programs, device, esize)
     if interpreting():
         c = cands[-1]
-        _chosen[full_key] = (max(c[0], 128), c[1], c[2], c[3], c[4])  # the interpreter pays per program
+        _chosen[full_key] = (max(c[0], 64), c[1], c[2], c[3], c[4])  # the interpreter pays per program
     elif AUTOTUNE and len(cands) > 1 and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
         from triton.testing import do_bench
-        times = {c: do_bench(lambda c=c: launch(c), warmup=5, rep=20) for c in cands}
+        ref_cfg = next((c for c in cands if c[3] <= 4), cands[0])
+        launch(ref_cfg)
+        ref = output().detach().float().clone() if output else None
+        times = {}
+        for c in cands:
+            t = do_bench(lambda c=c: launch(c), warmup=5, rep=20)
+            if ref is not None and c != ref_cfg:
+                err = ((output().float() - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+                if not err <= AUTOTUNE_REL_TOL:
+                    _rejected.append((kind, key, c, err))
+                    continue
+            times[c] = t
         _chosen[full_key] = min(times, key=times.get)
     else:
         _chosen[full_key] = cands[0]
     return _chosen[full_key]
 
 
-def _launch_gemm(x, w_strides, w, bias, y, M, H, W, CI, OH, OW, CO, pad, flip, scales=None, kind="fwd"):
-    KH, KW = w_strides[4], w_strides[5]
+def _align(elem_size: int, *strides: int) -> int:
+    """The largest power of two (up to 16 bytes' worth of elements) dividing every stride."""
+    a = max(1, 16 // elem_size)
+    while a > 1 and any(s % a for s in strides):
+        a //= 2
+    return a
+
+
+def _out_nhwc(shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A fresh channels_last tensor (allocated in that layout: no copy)."""
+    return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
+
+
+def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wlayout, kind, scales=None):
+    """y = implicit GEMM of x (pixels x cred channels, channels contiguous) with w (see WLAYOUT);
+    ``scales``: (scale of x, scale of w) when both are fp8."""
+    N = x.shape[0]
+    M = N * OH * OW
+    dev = x.device
     sa, sb = scales if scales is not None else (y, y)
+    sxn, _, sxh, sxw = x.stride()[0], x.stride()[1], x.stride()[2], x.stride()[3]
+    if x.stride(1) != 1:
+        raise ValueError("conv (triton): internal error: the GEMM input must have contiguous channels")
+    align_x = _align(x.element_size(), sxn, sxh, sxw)
+    align_y = _align(y.element_size(), y.stride(0), y.stride(2), y.stride(3))
 
     def launch(cfg):
         bm, bn, bk, warps, stages = cfg
-        grid = (triton.cdiv(M, bm), triton.cdiv(CO, bn))
-        _conv_kernel[grid](x, w, bias if bias is not None else y, y, M, H, W, CI, OH, OW, CO,
-                           *x.stride()[0:1], x.stride(2), x.stride(3), x.stride(1),
-                           *w_strides[:4], y.stride(0), y.stride(2), y.stride(3), y.stride(1),
-                           pad, pad, sa, sb, KH=KH, KW=KW, FLIP=flip, HAS_BIAS=bias is not None,
-                           HAS_SCALE=scales is not None,
-                           BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        meta = dict(CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
+                    HAS_SCALE=scales is not None, ALIGN_X=align_x, ALIGN_Y=align_y, BLOCK_M=bm, BLOCK_N=bn,
+                    BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
+        grid = (triton.cdiv(M, bm) * triton.cdiv(cout, bn),)
+        k = _conv_kernel[grid](x, w, bias if bias is not None else y, y, sa, sb,
+                               M, H, W, OH, OW, sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, **meta)
+        note_launch(_conv_kernel, meta, dev, k)
 
-    key = (tuple(x.shape), CO, KH, KW, pad, str(x.dtype))
-    cfg = _select(kind, key, FWD_CONFIGS, CO, CI, launch, x.device, 32 if x.element_size() == 1 else 16)
+    key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip)
+    cfg = _select(kind, key, FWD_CONFIGS, cout, cred, launch, dev, 32 if x.element_size() == 1 else 16,
+                  output=lambda: y, programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]),
+                  esize=x.element_size())
     launch(cfg)
     return cfg
 
 
-def _out_nhwc(shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return torch.empty(shape, device=like.device, dtype=dtype or like.dtype).contiguous(memory_format=torch.channels_last)
+def _launch_small(x, w, bias, y, KH, KW):
+    N, CI, H, W = x.shape
+    CO, OH, OW = y.shape[1], y.shape[2], y.shape[3]
+    bm, bn, bk, warps = SMALL_CONFIG
+    bk = max(bk, triton.next_power_of_2(KH * KW * CI))
+    bn = min(bn, max(16, triton.next_power_of_2(CO))) if CO <= bn else bn
+    meta = dict(CI=CI, COUT=CO, KH=KH, KW=KW, HAS_BIAS=bias is not None,
+                ALIGN_Y=_align(y.element_size(), y.stride(0), y.stride(2), y.stride(3)),
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+    M = N * OH * OW
+    k = _conv_small_kernel[(triton.cdiv(M, bm), triton.cdiv(CO, bn))](
+        x, w, bias if bias is not None else y, y, M, H, W, OH, OW, x.stride(0), x.stride(2), x.stride(3),
+        y.stride(0), y.stride(2), y.stride(3), **meta)
+    note_launch(_conv_small_kernel, meta, x.device, k)
+
+
+def _small_ok(x: torch.Tensor, w: torch.Tensor, padding: int) -> bool:
+    """The whitening-style conv: valid, channels_last input and weight, reduction <= 64."""
+    return (padding == 0 and w.shape[1] * w.shape[2] * w.shape[3] <= 64 and x.stride(1) == 1
+            and w.is_contiguous(memory_format=torch.channels_last))
+
+
+def _gemm_input(t: torch.Tensor) -> torch.Tensor:
+    """The GEMM kernels read channels contiguously: channels_last (or C == 1) as is, else a copy."""
+    return t if t.stride(1) == 1 else t.contiguous(memory_format=torch.channels_last)
+
+
+def _weight_cl(w: torch.Tensor) -> torch.Tensor:
+    return w if w.is_contiguous(memory_format=torch.channels_last) else w.contiguous(memory_format=torch.channels_last)
 
 
 @torch.library.custom_op("speedrun::conv2d_fwd", mutates_args=())
@@ -241,9 +480,11 @@ def conv2d_fwd(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, padd
     CO, _, KH, KW = w.shape
     OH, OW = H + 2 * padding - KH + 1, W + 2 * padding - KW + 1
     y = _out_nhwc((N, CO, OH, OW), x)
-    # weight element (tap, i = ci, j = co): strides (ci, co, kh, kw)
-    _launch_gemm(x, (w.stride(1), w.stride(0), w.stride(2), w.stride(3), KH, KW), w, bias, y,
-                 N * OH * OW, H, W, CI, OH, OW, CO, padding, False)
+    x, w = _gemm_input(x), _weight_cl(w)
+    if _small_ok(x, w, padding):
+        _launch_small(x, w, bias, y, KH, KW)
+    else:
+        _launch_conv(x, w, bias, y, H, W, OH, OW, CI, CO, KH, KW, padding, False, 0, "fwd")
     return y
 
 
@@ -255,63 +496,104 @@ def _(x, w, bias, padding):
 
 
 @torch.library.custom_op("speedrun::conv2d_dgrad", mutates_args=())
-def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, x_shape: list[int], padding: int,
-                 s_dy: torch.Tensor | None = None, s_w: torch.Tensor | None = None,
-                 out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """dx; with fp8 operands, s_dy / s_w are their per-tensor scales and out_dtype the dx dtype."""
+def conv2d_dgrad(dy: torch.Tensor, w: torch.Tensor, x_shape: list[int], padding: int) -> torch.Tensor:
+    """dx of conv2d_fwd (in dy's dtype, channels_last)."""
     N, CI, H, W = x_shape
     _, CO, OH, OW = dy.shape
     KH, KW = w.shape[2:]
-    dx = _out_nhwc((N, CI, H, W), dy, out_dtype)
-    # input-grad: reduction over co, output over ci; weight element (tap, i = co, j = ci)
-    _launch_gemm(dy, (w.stride(0), w.stride(1), w.stride(2), w.stride(3), KH, KW), w, None, dx,
-                 N * H * W, OH, OW, CO, H, W, CI, padding, True,
-                 scales=(s_dy, s_w) if s_dy is not None else None, kind="dgrad")
+    dx = _out_nhwc((N, CI, H, W), dy)
+    # input-grad: rows = dx pixels, reduction over co (the [co][tap][ci] weight read as layout 1)
+    _launch_conv(_gemm_input(dy), _weight_cl(w), None, dx, OH, OW, H, W, CO, CI, KH, KW, padding, True, 1, "dgrad")
     return dx
 
 
 @conv2d_dgrad.register_fake
-def _(dy, w, x_shape, padding, s_dy=None, s_w=None, out_dtype=None):
-    return _out_nhwc(tuple(x_shape), dy, out_dtype)
+def _(dy, w, x_shape, padding):
+    return _out_nhwc(tuple(x_shape), dy)
+
+
+_WGRAD_COUNTERS: dict = {}
+_RETIRED: list = []
+
+
+def _tickets(device: torch.device, n: int) -> torch.Tensor:
+    """Per-device zeroed int32 counters (the split-K tickets; left zero by the launches)."""
+    key = (device.type, device.index)
+    t = _WGRAD_COUNTERS.get(key)
+    if t is None or t.numel() < n:
+        if t is not None:
+            _RETIRED.append(t)  # a captured CUDA graph may still point at it
+        t = _WGRAD_COUNTERS[key] = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
+    return t
+
+
+def _wgrad_split(tiles: int, P: int, bk: int, slots: int, sms: int) -> int:
+    """Split-K factor: the smallest split whose grid (tiles x split) fills every resident slot of the
+    GPU (``slots``) with every SM equally busy (within 5%), with at least 8 reduction steps per
+    program; failing that, the most even grid that fills it."""
+    max_split = max(1, min(64, P // (8 * bk)))
+    scored = []
+    for split in range(1, max_split + 1):
+        programs = tiles * split
+        scored.append((programs < slots, _wave_loss(programs, sms) > 0.05, _wave_loss(programs, sms), split))
+    return min(scored)[3]
 
 
 @torch.library.custom_op("speedrun::conv2d_wgrad", mutates_args=())
 def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding: int,
-                 s_dy: torch.Tensor | None = None, s_x: torch.Tensor | None = None,
                  out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """dw (channels_last); with fp8 operands, s_dy / s_x are their scales and out_dtype the dw dtype."""
+    """dw (channels_last, in out_dtype or x's dtype): one GEMM with split-K over the pixels."""
     N, CI, H, W = x.shape
     _, CO, OH, OW = dy.shape
     KH, KW = w_shape[2], w_shape[3]
     P = N * OH * OW
-    scaled = s_dy is not None
+    x, dy = _gemm_input(x), _gemm_input(dy)
+    dw = torch.empty(w_shape, device=x.device, dtype=out_dtype or x.dtype, memory_format=torch.channels_last)
+    ncol = KH * KW * CI
+    align_x = _align(x.element_size(), x.stride(0), x.stride(2), x.stride(3))
+    align_d = _align(dy.element_size(), dy.stride(0), dy.stride(2), dy.stride(3))
+    parts = {}
+
+    idx64 = max(x.numel(), dy.numel()) >= 2 ** 31
 
     def launch(cfg):
         bm, bn, bk, warps, stages = cfg
-        tiles = triton.cdiv(CO, bm) * triton.cdiv(CI, bn) * KH * KW
-        programs = 4 if interpreting() else TARGET_PROGRAMS
-        split = max(1, min(triton.cdiv(programs, tiles), triton.cdiv(P, bk)))
+        tiles = triton.cdiv(CO, bm) * KH * KW * triton.cdiv(CI, bn)
+        meta0 = dict(H=H, W=W, OH=OH, OW=OW, PAD=padding, CI=CI, CO=CO, KH=KH, KW=KW, ALIGN_X=align_x,
+                     ALIGN_D=align_d, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
+                     num_stages=stages)
+        if interpreting():
+            split = min(2, max(1, P // bk))
+        else:
+            split = _wgrad_split(tiles, P, bk, programs_per_wave(_wgrad_kernel, meta0, 1, x.device),
+                                 sm_count(x.device))
         rows = triton.cdiv(triton.cdiv(P, split), bk) * bk
         split = triton.cdiv(P, rows)
-        part = torch.empty((split, KH * KW, CO, CI), device=x.device, dtype=torch.float32)
-        _wgrad_kernel[(triton.cdiv(CO, bm) * triton.cdiv(CI, bn), KH * KW, split)](
-            x, dy, part, P, H, W, CI, OH, OW, CO, rows, x.stride(0), x.stride(2), x.stride(3), x.stride(1),
-            dy.stride(0), dy.stride(2), dy.stride(3), dy.stride(1), padding, padding,
-            s_dy if scaled else part, s_x if scaled else part, KH=KH, KW=KW, HAS_SCALE=scaled,
-            BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
-        return part
+        meta = dict(meta0, SPLIT=split)
+        if split > 1 and (cfg, split) not in parts:
+            parts[(cfg, split)] = torch.empty((split, CO, ncol), device=x.device, dtype=torch.float32)
+        part = parts.get((cfg, split), dw)
+        k = _wgrad_kernel[(tiles, split)](x, dy, part, _tickets(x.device, tiles), dw, P, rows,
+                                          x.stride(0), x.stride(2), x.stride(3), dy.stride(0), dy.stride(2),
+                                          dy.stride(3), **meta)
+        note_launch(_wgrad_kernel, meta0, x.device, k)
 
-    cfg = _select("wgrad", (tuple(x.shape), CO, KH, KW, padding, str(x.dtype)), WGRAD_CONFIGS, CI, P,
-                  launch, x.device, 32 if x.element_size() == 1 else 16)
-    part = launch(cfg)
-    dw = part.sum(0).view(KH, KW, CO, CI).permute(2, 3, 0, 1)  # [CO, CI, KH, KW], channels_last memory
-    return dw.to(out_dtype or x.dtype)
+    arch = _arch(x.device)
+    mine = [c for c in WGRAD_CONFIGS if arch in c[5]] or list(WGRAD_CONFIGS)
+    cands = [c[:5] for c in mine if c[0] <= max(16, triton.next_power_of_2(CO))
+             and c[1] <= max(16, triton.next_power_of_2(CI))]  # a column tile within one tap's channels
+    if not cands:
+        c = min(mine, key=lambda c: c[0] * c[1])
+        cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), c[2], c[3], c[4])]
+    cfg = _select("wgrad", (tuple(x.shape), CO, KH, KW, padding, str(x.dtype)), WGRAD_CONFIGS, ncol, CO,
+                  launch, x.device, 16, output=lambda: dw, cands=cands)
+    launch(cfg)
+    return dw
 
 
 @conv2d_wgrad.register_fake
-def _(dy, x, w_shape, padding, s_dy=None, s_x=None, out_dtype=None):
-    return torch.empty(w_shape, device=x.device, dtype=out_dtype or x.dtype).contiguous(
-        memory_format=torch.channels_last)
+def _(dy, x, w_shape, padding, out_dtype=None):
+    return torch.empty(w_shape, device=x.device, dtype=out_dtype or x.dtype, memory_format=torch.channels_last)
 
 
 def _setup_context(ctx, inputs, output):
@@ -322,7 +604,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, w = ctx.saved_tensors
-    dy = dy.contiguous(memory_format=torch.channels_last)
     dx = conv2d_dgrad(dy, w, list(x.shape), ctx.padding) if ctx.needs_input_grad[0] else None
     dw = conv2d_wgrad(dy, x, list(w.shape), ctx.padding) if ctx.needs_input_grad[1] else None
     db = dy.sum((0, 2, 3)).to(dy.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -333,19 +614,9 @@ conv2d_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ---------------------------------------------------------------------------------------- FP8
-FP8_FWD = torch.float8_e4m3fn   # activations and weights: 3 mantissa bits, max 448
-FP8_BWD = torch.float8_e5m2     # gradients: 2 mantissa bits, max 57344 (range over precision)
-# Below this many input channels fp8 gains little and costs registers: fp8 dots need a reduction block
-# of 32 per tap, so the whitening conv (3 channels) and group1.conv1 (24) would mask most of it, and
-# both spill on sm_90 (profiling static: 32 and 576 bytes). Such convs run in the input's dtype.
-FP8_MIN_CHANNELS = 32
-
-
 def quantize_fp8(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic per-tensor scaling: (t / scale) in ``dtype`` and the fp32 scale [1], with
-    scale = amax / dtype's max, so the largest magnitude maps to the top of the fp8 range.
-    Values are clamped (saturating: no inf); an all-zero tensor gets scale 1. Runs on the
-    device with no host synchronisation."""
+    """Current per-tensor scaling (a reference for tests): (t / scale) in ``dtype`` and the fp32
+    scale [1], scale = amax / dtype's max, saturating (no inf); an all-zero tensor gets scale 1."""
     fmax = torch.finfo(dtype).max
     amax = t.detach().abs().amax().float().reshape(1)
     scale = torch.where(amax > 0, amax / fmax, torch.ones_like(amax))
@@ -362,43 +633,77 @@ def check_fp8_device(t: torch.Tensor) -> None:
                 "FP8 tensor cores (they need 8.9 or newer: Ada, Hopper). Use --op conv=triton (fp16/bf16) instead.")
 
 
+def fp8_operand(t: torch.Tensor, dtype: torch.dtype, owner: torch.Tensor, role: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp8 ``t`` in GEMM layout, its scale): the copy its producer wrote, else one quantisation
+    pass with the layer's own delayed scale (``owner``: the conv weight; ``role``: "x" or "dy")."""
+    t = _gemm_input(t)
+    c = fp8.copy_of(t, dtype)
+    if c is not None:
+        return c
+    q, s, _ = fp8.quantize(t, dtype, fp8.state(owner, role))
+    return q, s
+
+
 @torch.library.custom_op("speedrun::conv2d_fp8_fwd", mutates_args=())
 def conv2d_fp8_fwd(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, padding: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """y in x's dtype from e4m3 x and w; also returns (x_q, s_x, w_q, s_w) for the backward."""
-    x_q, s_x = quantize_fp8(x.contiguous(memory_format=torch.channels_last), FP8_FWD)
-    w_q, s_w = quantize_fp8(w.contiguous(memory_format=torch.channels_last), FP8_FWD)
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """y in x's dtype from e4m3 x (its producer's copy, or quantised here) and e4m3 weights, with
+    delayed scales; also returns (the weights' [tap][ci][co] e4m3 copy, its scale) for the input-grad.
+    Marks y so that the op reading it writes an e5m2 copy of its gradient."""
     N, CI, H, W = x.shape
     CO, _, KH, KW = w.shape
     OH, OW = H + 2 * padding - KH + 1, W + 2 * padding - KW + 1
+    wq, s_w, wqt = fp8.quantize(_weight_cl(w), fp8.E4M3, fp8.state(w, "w"), transposed=(CO, KH * KW, CI))
+    xq, s_x = fp8_operand(x, fp8.E4M3, w, "x")
     y = _out_nhwc((N, CO, OH, OW), x)
-    _launch_gemm(x_q, (w_q.stride(1), w_q.stride(0), w_q.stride(2), w_q.stride(3), KH, KW), w_q, bias, y,
-                 N * OH * OW, H, W, CI, OH, OW, CO, padding, False, scales=(s_x, s_w), kind="fwd_fp8")
-    return y, x_q, s_x, w_q, s_w
+    _launch_conv(xq, wq, bias, y, H, W, OH, OW, CI, CO, KH, KW, padding, False, 0, "fwd_fp8", scales=(s_x, s_w))
+    fp8.want_grad(y, fp8.state(w, "dy").init(y))
+    return y, wqt.view(KH, KW, CI, CO), s_w
 
 
 @conv2d_fp8_fwd.register_fake
 def _(x, w, bias, padding):
     N, _, H, W = x.shape
-    CO, _, KH, KW = w.shape
-    one = x.new_empty(1, dtype=torch.float32)
-    return (_out_nhwc((N, CO, H + 2 * padding - KH + 1, W + 2 * padding - KW + 1), x),
-            _out_nhwc(tuple(x.shape), x, FP8_FWD), one, _out_nhwc(tuple(w.shape), w, FP8_FWD), one.clone())
+    CO, CI, KH, KW = w.shape
+    y = _out_nhwc((N, CO, H + 2 * padding - KH + 1, W + 2 * padding - KW + 1), x)
+    return y, x.new_empty((KH, KW, CI, CO), dtype=fp8.E4M3), x.new_empty(1, dtype=torch.float32)
+
+
+@torch.library.custom_op("speedrun::conv2d_fp8_dgrad", mutates_args=())
+def conv2d_fp8_dgrad(dy: torch.Tensor, wqt: torch.Tensor, s_w: torch.Tensor, w: torch.Tensor,
+                     x_shape: list[int], padding: int) -> torch.Tensor:
+    """dx in dy's dtype from fp8 dy (its producer's copy, or quantised here) and the weights' e4m3
+    [tap][ci][co] copy."""
+    N, CI, H, W = x_shape
+    _, CO, OH, OW = dy.shape
+    KH, KW = wqt.shape[0], wqt.shape[1]
+    dx = _out_nhwc((N, CI, H, W), dy)
+    dyq, s_dy = fp8_operand(dy, fp8.GRAD, w, "dy")
+    _launch_conv(dyq, wqt, None, dx, OH, OW, H, W, CO, CI, KH, KW, padding, True, 2, "dgrad_fp8", scales=(s_dy, s_w))
+    return dx
+
+
+@conv2d_fp8_dgrad.register_fake
+def _(dy, wqt, s_w, w, x_shape, padding):
+    return _out_nhwc(tuple(x_shape), dy)
 
 
 def _fp8_setup(ctx, inputs, output):
     x, w, bias, padding = inputs
-    _, x_q, s_x, w_q, s_w = output
-    ctx.save_for_backward(x_q, s_x, w_q, s_w)  # 1 byte per activation element instead of 2
-    ctx.padding, ctx.has_bias, ctx.x_shape, ctx.w_shape = padding, bias is not None, list(x.shape), list(w.shape)
-    ctx.x_dtype, ctx.w_dtype = x.dtype, w.dtype
+    _, wqt, s_w = output
+    ctx.save_for_backward(x, w, wqt, s_w)
+    ctx.padding, ctx.has_bias = padding, bias is not None
+    ctx.mark_non_differentiable(wqt, s_w)
+    ctx.set_materialize_grads(False)  # no zero-filled gradients for the two extra outputs
 
 
 def _fp8_backward(ctx, dy, *_):
-    x_q, s_x, w_q, s_w = ctx.saved_tensors
-    dy_q, s_dy = quantize_fp8(dy.contiguous(memory_format=torch.channels_last), FP8_BWD)
-    dx = conv2d_dgrad(dy_q, w_q, ctx.x_shape, ctx.padding, s_dy, s_w, ctx.x_dtype) if ctx.needs_input_grad[0] else None
-    dw = conv2d_wgrad(dy_q, x_q, ctx.w_shape, ctx.padding, s_dy, s_x, ctx.w_dtype) if ctx.needs_input_grad[1] else None
+    x, w, wqt, s_w = ctx.saved_tensors
+    if dy is None:
+        return None, None, None, None
+    dx = conv2d_fp8_dgrad(dy, wqt, s_w, w, list(x.shape), ctx.padding) if ctx.needs_input_grad[0] else None
+    dw = conv2d_wgrad(dy, x, list(w.shape), ctx.padding, w.dtype) if ctx.needs_input_grad[1] else None
     db = dy.sum((0, 2, 3)).to(dy.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return dx, dw, db, None
 
@@ -445,20 +750,29 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pad
 @register("conv", "triton")
 def conv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                 padding: int | str = 0) -> torch.Tensor:
-    """Implicit-GEMM Triton kernels (forward, input-grad, split-K weight-grad) on tensor cores, in the
-    input's dtype (fp16 / bf16 in the network) with fp32 accumulation; stride 1, no dilation or groups."""
+    """Implicit-GEMM Triton kernels (one pipelined loop over taps and channels; a split-K weight-grad
+    GEMM finished in the same launch) on tensor cores, in the input's dtype (fp16 / bf16 in the
+    network) with fp32 accumulation; stride 1, no dilation or groups."""
     return conv2d_fwd(x, weight, bias, _check(x, weight, bias, padding))
 
 
 @register("conv", "fp8")
 def conv_fp8(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
              padding: int | str = 0) -> torch.Tensor:
-    """The Triton kernels on FP8 tensor cores: e4m3 activations and weights (forward), e5m2
-    gradients (backward), dynamic per-tensor scales from amax, saturating; needs compute
-    capability 8.9+ (H100, L4/Ada). Output and gradients in the input's dtype; master weights untouched.
-    Convs with fewer than 32 input channels (the whitening conv, group1.conv1) run in the input's dtype."""
+    """The Triton GEMMs on FP8 tensor cores for the forward (e4m3) and the input-grad (e5m2 x e4m3),
+    reading the fp8 copies their producers wrote (bn_act=fp8, maxpool=fp8; else one quantisation
+    pass), with per-layer delayed scales; the weight-grad in the input's dtype. Needs compute
+    capability 8.9+ (H100, L4/Ada). Convs with fewer than 32 input channels (the whitening conv,
+    group1.conv1) run in the input's dtype."""
     pad = _check(x, weight, bias, padding)
     check_fp8_device(x)
     if x.shape[1] < FP8_MIN_CHANNELS:
         return conv2d_fwd(x, weight, bias, pad)
     return conv2d_fp8_fwd(x, weight, bias, pad)[0]
+
+
+def opcheck_samples(x: torch.Tensor, w: torch.Tensor) -> list:
+    """(op, args) of the fp8 custom ops for torch.library.opcheck (tests): x has >= 32 channels."""
+    y, wqt, s_w = conv2d_fp8_fwd(x, w, None, 1)
+    dy = torch.randn(y.shape, device=y.device, dtype=y.dtype).contiguous(memory_format=torch.channels_last)
+    return [(conv2d_fp8_fwd, (x, w, None, 1)), (conv2d_fp8_dgrad, (dy, wqt, s_w, w, list(x.shape), 1))]

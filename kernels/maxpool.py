@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import fp8
 from ._compiled import compiled
 from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count
 from .registry import register
@@ -52,6 +53,8 @@ register("maxpool", "compile")(compiled(
 if HAS_TRITON:
     import triton
     import triton.language as tl
+
+    from .fp8 import fp8_cast, fp8_rollover, fp8_scale
 
     @triton.jit
     def _window(p, Ho, Wo, sn, sh, sw, K: tl.constexpr):
@@ -91,12 +94,20 @@ if HAS_TRITON:
                 tl.store(idx_ptr + yoff, arg.to(tl.uint8), mask=mask)
 
     @triton.jit
-    def _maxpool_bwd_kernel(dy_ptr, x_ptr, idx_ptr, dx_ptr, PE, C, H, W, Ho, Wo, He, We, TILES,
+    def _maxpool_bwd_kernel(dy_ptr, x_ptr, idx_ptr, dx_ptr, q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr,
+                            PE, C, H, W, Ho, Wo, He, We, TILES,
                             sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-                            K: tl.constexpr, FROM_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-        # programs walk [BLOCK_P windows of the ceil-mode grid, BLOCK_C channels] tiles; dx has x's strides
+                            K: tl.constexpr, FROM_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+                            FP8_OUT: tl.constexpr, E5: tl.constexpr):
+        # programs walk [BLOCK_P windows of the ceil-mode grid, BLOCK_C channels] tiles; dx has x's strides.
+        # FP8_OUT: also dx's fp8 copy (same strides) for the conv=fp8 whose output x was (kernels/fp8.py)
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = c < C
+        FMAX: tl.constexpr = 57344.0 if E5 else 448.0
+        if FP8_OUT:
+            q_scale = fp8_scale(st_ptr, FMAX)
+            inv_q = 1.0 / q_scale
+            amax = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
         for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
             p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
             pmask = p < PE
@@ -116,12 +127,24 @@ if HAS_TRITON:
                 _, arg = _winner(x_ptr, xoff, fmask, sxh, sxw, K)
             g = tl.load(dy_ptr + yoff, mask=fmask, other=0.0)
             zero = tl.zeros([BLOCK_P, BLOCK_C], dtype=g.dtype)
+            if FP8_OUT:
+                gq = fp8_cast(g.to(tl.float32), inv_q, FMAX, E5)
+                zq = fp8_cast(zero.to(tl.float32), inv_q, FMAX, E5)
+                amax = tl.maximum(amax, tl.where(fmask, tl.abs(g.to(tl.float32)), 0.0))
             for t in tl.static_range(0, K * K):
                 h = ho * K + t // K
                 w = wo * K + t % K
                 inb = (pmask & (h < H) & (w < W))[:, None] & cmask[None, :]
-                tl.store(dx_ptr + xoff + (t // K) * sxh + (t % K) * sxw, tl.where(fmask & (arg == t), g, zero),
-                         mask=inb)
+                off = xoff + (t // K) * sxh + (t % K) * sxw
+                hit = fmask & (arg == t)
+                tl.store(dx_ptr + off, tl.where(hit, g, zero), mask=inb)
+                if FP8_OUT:
+                    tl.store(q_ptr + off, tl.where(hit, gq, zq), mask=inb)
+        if FP8_OUT:
+            if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
+                tl.store(s_ptr, q_scale)
+            tl.atomic_max(st_ptr + 1, tl.max(tl.max(amax, axis=1), axis=0))
+            fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
 
 # (BLOCK_P, BLOCK_C, num_warps, programs per SM), listed for the static checks; _pick chooses per shape.
@@ -175,7 +198,8 @@ def _fwd(x: torch.Tensor, k: int, save_index: bool) -> tuple[torch.Tensor, torch
     return y, idx
 
 
-def _bwd(dy: torch.Tensor, x_or_idx: torch.Tensor, x_shape, x_stride, k: int, from_index: bool) -> torch.Tensor:
+def _bwd(dy: torch.Tensor, x_or_idx: torch.Tensor, x_shape, x_stride, k: int, from_index: bool,
+         grad_scale=None) -> torch.Tensor:
     N, C, H, W = x_shape
     Ho, Wo, He, We = H // k, W // k, triton.cdiv(H, k), triton.cdiv(W, k)
     # dx keeps x's strides (channels_last in the network) so one set of offsets serves x and dx
@@ -183,20 +207,31 @@ def _bwd(dy: torch.Tensor, x_or_idx: torch.Tensor, x_shape, x_stride, k: int, fr
     PE = N * He * We
     # unused pointers (x with an index, the index without) get a placeholder of the launch device
     x_ptr, idx_ptr = (dx, x_or_idx) if from_index else (x_or_idx, dy)
-    _launch(_maxpool_bwd_kernel, PE, C, (dy, x_ptr, idx_ptr, dx, PE, C, H, W, Ho, Wo, He, We),
-            (*x_stride, *dy.stride()), dict(K=k, FROM_INDEX=from_index), dy.device)
+    ready = grad_scale is not None and grad_scale.ready
+    q = torch.empty_strided(x_shape, x_stride, device=dy.device, dtype=fp8.GRAD) if ready else None
+    sc = torch.empty(1, device=dy.device, dtype=torch.float32) if ready else None
+    fp8_args = (q, grad_scale.amax, sc, grad_scale.ticket, grad_scale.nonfinite) if ready else (dx,) * 5
+    _launch(_maxpool_bwd_kernel, PE, C, (dy, x_ptr, idx_ptr, dx, *fp8_args, PE, C, H, W, Ho, Wo, He, We),
+            (*x_stride, *dy.stride()), dict(K=k, FROM_INDEX=from_index, FP8_OUT=ready, E5=fp8.GRAD == fp8.E5M2),
+            dy.device)
+    if ready:
+        fp8.attach(dx, q, sc)
     return dx
 
 
 # ------------------------------------------------------------------ triton: with a window index
 @torch.library.custom_op("speedrun::maxpool_fwd_index", mutates_args=())
-def maxpool_fwd_index(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, uint8 index of each output's winning window element), both with y's layout."""
-    return _fwd(x, k, True)
+def maxpool_fwd_index(x: torch.Tensor, k: int, fp8_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, uint8 index of each output's winning window element), both with y's layout. ``fp8_grad``
+    (maxpool=fp8): when x is the output of a conv=fp8, the backward writes dx's fp8 copy for it."""
+    y, idx = _fwd(x, k, True)
+    if fp8_grad:
+        fp8.carry_want(x, idx)  # the backward sees the index, not x
+    return y, idx
 
 
 @maxpool_fwd_index.register_fake
-def _(x, k):
+def _(x, k, fp8_grad=False):
     N, C, H, W = x.shape
     y = _out_like(x, (N, C, H // k, W // k))
     return y, torch.empty_strided(y.shape, y.stride(), device=y.device, dtype=torch.uint8)
@@ -204,22 +239,22 @@ def _(x, k):
 
 @torch.library.custom_op("speedrun::maxpool_bwd_index", mutates_args=())
 def maxpool_bwd_index(dy: torch.Tensor, idx: torch.Tensor, x_shape: list[int], x_stride: list[int],
-                      k: int) -> torch.Tensor:
+                      k: int, fp8_grad: bool = False) -> torch.Tensor:
     if dy.stride() != idx.stride():
         dy = torch.empty_strided(idx.shape, idx.stride(), device=dy.device, dtype=dy.dtype).copy_(dy)
-    return _bwd(dy, idx, tuple(x_shape), tuple(x_stride), k, True)
+    return _bwd(dy, idx, tuple(x_shape), tuple(x_stride), k, True, fp8.grad_wanted(idx) if fp8_grad else None)
 
 
 @maxpool_bwd_index.register_fake
-def _(dy, idx, x_shape, x_stride, k):
+def _(dy, idx, x_shape, x_stride, k, fp8_grad=False):
     return torch.empty_strided(tuple(x_shape), tuple(x_stride), device=dy.device, dtype=dy.dtype)
 
 
 def _setup_index(ctx, inputs, output):
-    x, k = inputs
+    x, k, fp8_grad = inputs
     _, idx = output
     ctx.save_for_backward(idx)  # 1 byte per output; x itself is not kept
-    ctx.k, ctx.x_shape, ctx.x_stride = k, list(x.shape), list(x.stride())
+    ctx.k, ctx.x_shape, ctx.x_stride, ctx.fp8 = k, list(x.shape), list(x.stride()), fp8_grad
     ctx.mark_non_differentiable(idx)
     ctx.set_materialize_grads(False)  # no zero-filled gradient for the index output
 
@@ -227,8 +262,8 @@ def _setup_index(ctx, inputs, output):
 def _backward_index(ctx, dy, _didx):
     (idx,) = ctx.saved_tensors
     if dy is None:
-        return None, None
-    return maxpool_bwd_index(dy, idx, ctx.x_shape, ctx.x_stride, ctx.k), None
+        return None, None, None
+    return maxpool_bwd_index(dy, idx, ctx.x_shape, ctx.x_stride, ctx.k, ctx.fp8), None, None
 
 
 maxpool_fwd_index.register_autograd(_backward_index, setup_context=_setup_index)
@@ -286,6 +321,14 @@ def maxpool_triton(x: torch.Tensor, kernel_size: int, stride: int | None = None)
     backward uses (neither x nor an int64 index is kept)."""
     _check(x, kernel_size, stride)
     return maxpool_fwd_index(x, kernel_size)[0]
+
+
+@register("maxpool", "fp8")
+def maxpool_fp8(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
+    """maxpool=triton whose backward also writes dx's e5m2 copy when x came from a conv=fp8 (the
+    copy that conv's input-grad reads), with that conv's delayed gradient scale, in the same pass."""
+    _check(x, kernel_size, stride)
+    return maxpool_fwd_index(x, kernel_size, True)[0]
 
 
 @register("maxpool", "triton_recompute")

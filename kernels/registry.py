@@ -27,7 +27,7 @@ BACKENDS: dict[str, dict[str, str]] = {
     "eager": {},
     "triton": {"bn_act": "triton", "maxpool": "triton"},
     "triton_all": {"bn_act": "triton", "maxpool": "triton", "conv": "triton"},
-    "fp8": {"bn_act": "triton", "maxpool": "triton", "conv": "fp8"},
+    "fp8": {"bn_act": "fp8", "maxpool": "fp8", "conv": "fp8"},
     "compile": {"bn_act": "compile", "maxpool": "compile", "conv": "compile"},
 }
 

@@ -28,7 +28,7 @@ class Peak:
     capability: tuple[int, int] = (9, 0)
     clock_ghz: float = 1.83        # the clock of the data-sheet tensor-core peak
     l2_mb: float = 50.0            # L2 cache size (MB)
-    l2_gbps: float = 7000.0        # L2 read bandwidth (GB/s), an estimate
+    l2_gbps: float = 9000.0        # L2 read bandwidth (GB/s), an estimate (published tables: H100 ~9.0, A100 ~7.2 TB/s)
     smem_per_sm_kib: int = 228     # shared memory per SM (KiB)
     smem_bytes_per_clk: int = 128  # shared-memory bandwidth per SM
     issue_per_clk: int = 4         # warp-instructions issued per SM per clock (4 schedulers)
@@ -39,7 +39,7 @@ class Peak:
         return tflops * 1e12 / (self.sms * self.clock_ghz * 1e9)
 
 
-_A100 = dict(capability=(8, 0), clock_ghz=1.41, l2_mb=40.0, l2_gbps=4500.0, smem_per_sm_kib=164)
+_A100 = dict(capability=(8, 0), clock_ghz=1.41, l2_mb=40.0, l2_gbps=7200.0, smem_per_sm_kib=164)
 PEAKS = {
     "A100-SXM4-80GB": Peak("A100-SXM4-80GB", 2039, 312, None, 108, 163, **_A100),
     "A100-SXM4-40GB": Peak("A100-SXM4-40GB", 1555, 312, None, 108, 163, **_A100),

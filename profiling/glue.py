@@ -90,8 +90,44 @@ def _mutated_outputs(func, args, kwargs):
     return written[0] if len(schema.returns) == 1 else tuple(written[:len(schema.returns)])
 
 
+_INTERP = {"depth": 0, "orig": None}
+
+
+def _hide_interpreter(enter: bool) -> None:
+    """While recording, a kernel run by the Triton interpreter (CPU) is not glue: its own
+    copies between torch and numpy are hidden from the recorder."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return
+    from torch.utils._python_dispatch import _disable_current_modes
+    if enter:
+        if _INTERP["depth"] == 0:
+            orig = _INTERP["orig"] = InterpretedFunction.run
+
+            def run(self, *args, **kwargs):
+                with _disable_current_modes():
+                    return orig(self, *args, **kwargs)
+            InterpretedFunction.run = run
+        _INTERP["depth"] += 1
+    else:
+        _INTERP["depth"] -= 1
+        if _INTERP["depth"] == 0:
+            InterpretedFunction.run = _INTERP["orig"]
+
+
 class record_aten(TorchDispatchMode):
     """Context manager; ``.ops`` holds the AtenOp records in order."""
+
+    def __enter__(self):
+        _hide_interpreter(True)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            _hide_interpreter(False)
 
     def __init__(self, compute: bool = False, ops: list | None = None, into_custom: bool = True):
         super().__init__()

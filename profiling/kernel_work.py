@@ -99,7 +99,7 @@ def _apply(launch, peak, capacity: int) -> Work:
     a = launch.args
     x, M, C = a["x_ptr"], a["M"], a["C"]
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
-    nbytes = 2 * M * C * x.esize
+    nbytes = 2 * M * C * x.esize + (M * C if _cx(launch, "FP8_OUT") else 0)
     iters = _stride_iters(launch) if "TILES" in a else 1
     return Work("memory", iters, bm * bc, nbytes, nbytes, 2 * x.esize, notes=["reads x, writes y"],
                 units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes / 2)
@@ -121,7 +121,7 @@ def _bwd_dx(launch, peak, capacity: int) -> Work:
     a = launch.args
     x, M, C = a["x_ptr"], a["M"], a["C"]
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
-    nbytes = 3 * M * C * x.esize
+    nbytes = 3 * M * C * x.esize + (M * C if _cx(launch, "FP8_OUT") else 0)
     iters = _stride_iters(launch) if "TILES" in a else 1
     return Work("memory", iters, bm * bc, nbytes, nbytes, 3 * x.esize, notes=["reads x and dy, writes dx"],
                 units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes * 2 / 3)
@@ -167,7 +167,7 @@ def _pool_bwd(launch, peak, capacity: int) -> Work:
     from_index = bool(_cx(launch, "FROM_INDEX", 0))
     out = P * C  # windows of the ceil-mode grid x channels (~ outputs)
     read = dy.nbytes + (out if from_index else dx.nbytes)
-    nbytes = read + dx.nbytes
+    nbytes = read + dx.nbytes + (dx.nbytes // dx.esize if _cx(launch, "FP8_OUT") else 0)
     iters = _stride_iters(launch) if "TILES" in a else 1
     per = es + (1 if from_index else K * K * es) + K * K * es
     return Work("memory", iters, bp * bc, nbytes, nbytes, per,
@@ -180,49 +180,78 @@ def _pool_bwd(launch, peak, capacity: int) -> Work:
 def _conv(launch, peak, capacity: int) -> Work:
     a = launch.args
     x, w, y = a["x_ptr"], a["w_ptr"], a["y_ptr"]
-    M, CI, CO = a["M"], a["CI"], a["CO"]
+    M = a["M"]
+    CI, CO = _cx(launch, "CRED"), _cx(launch, "COUT")
     KH, KW = _cx(launch, "KH"), _cx(launch, "KW")
     bm, bn, bk = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_N"), _cx(launch, "BLOCK_K")
-    g = _grid(launch)
     programs = _programs(launch)
     col_blocks = math.ceil(CO / bn)
-    grouped = _cx(launch, "GROUP_M") is not None
+    grouped = (_cx(launch, "GROUP_M") or 1) > 1
     fits = x.nbytes <= L2_FIT * peak.l2_mb * 1e6
     reread = 1 if (col_blocks == 1 or grouped or fits) else col_blocks
-    kchunks = math.ceil(CI / bk)
-    iters = KH * KW * kchunks
+    iters = KH * KW * math.ceil(CI / bk)
     flops = 2.0 * M * CO * CI * KH * KW
     dram = x.nbytes * reread + w.nbytes + M * CO * y.esize
-    l2 = programs * iters * (bm * bk + bk * bn) * x.esize
+    l2 = programs * iters * (bm * bk * x.esize + bk * bn * w.esize)
     notes = [f"A (activation, {x.nbytes / 1e6:.1f} MB) read {reread}x from DRAM"
              + ("" if reread == 1 else f" (once per column block: {col_blocks} blocks, too big for L2, no grouped order)"),
-             f"grid {g[0]}x{g[1]}"]
+             f"{programs} programs" + (", grouped by %d row tiles" % _cx(launch, "GROUP_M") if grouped else "")]
+    if _cx(launch, "HAS_SCALE"):
+        notes.append("fp8 operands written by their producers (or one quantisation pass)")
     return Work("gemm", iters, bm * bn * bk, dram, x.nbytes + w.nbytes + M * CO * y.esize, x.esize,
-                flops=flops, l2_bytes=l2, notes=notes)
+                flops=flops, l2_bytes=l2, notes=notes, units=programs, read_bytes=x.nbytes * reread + w.nbytes)
+
+
+def _conv_small(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x, y = a["x_ptr"], a["y_ptr"]
+    M = a["M"]
+    CI, CO, KH, KW = _cx(launch, "CI"), _cx(launch, "COUT"), _cx(launch, "KH"), _cx(launch, "KW")
+    bm, bn, bk = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_N"), _cx(launch, "BLOCK_K")
+    out = M * CO * y.esize
+    return Work("gemm", 1, bm * bn * bk, x.nbytes + out, x.nbytes + out, x.esize, flops=2.0 * M * CO * CI * KH * KW,
+                l2_bytes=_programs(launch) * bm * bk * x.esize, notes=["the whole reduction in one MMA step"],
+                units=_programs(launch), read_bytes=x.nbytes)
 
 
 def _wgrad(launch, peak, capacity: int) -> Work:
     a = launch.args
-    x, dy, part = a["x_ptr"], a["dy_ptr"], a["part_ptr"]
-    P, CI, CO, rows = a["P"], a["CI"], a["CO"], a["ROWS"]
+    x, dy = a["x_ptr"], a["dy_ptr"]
+    P, rows = a["P"], a["ROWS"]
+    CI, CO = _cx(launch, "CI"), _cx(launch, "CO")
+    bn_ = _cx(launch, "BLOCK_N")
+    cip = math.ceil(CI / bn_) * bn_
     KH, KW = _cx(launch, "KH"), _cx(launch, "KW")
     bm, bn, bk = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_N"), _cx(launch, "BLOCK_K")
     g = _grid(launch)
-    split = g[2]
+    tiles, split = g[0], g[1]
     iters = _rows_iters(P, rows, bk, split)
     flops = 2.0 * CO * CI * KH * KW * P
-    out = part.nbytes
-    # the programs that read one split chunk (every tile and tap of it) are neighbours in the launch
-    # order (tiles, then taps, then splits): when they fit on the GPU at once they stream the chunk
-    # together and DRAM serves it once; otherwise the taps re-read it
-    sharers = g[0] * g[1]
-    reread = 1 if sharers <= capacity else KH * KW
-    dram = (dy.nbytes + x.nbytes) * reread + out
+    ncol = KH * KW * CI
+    dw = CO * ncol * 2
+    part = split * CO * ncol * 4 * 2 if split > 1 else 0  # fp32 partials written, then read by the last program
+    # the programs of one split chunk (every tile of it) are neighbours in the launch order: when they
+    # fit on the GPU at once they stream the chunk together and DRAM serves it once
+    reread = 1 if tiles <= capacity else math.ceil(tiles / capacity)
+    dram = (dy.nbytes + x.nbytes) * reread + part + dw
     l2 = _programs(launch) * iters * (bm * bk + bk * bn) * x.esize
-    return Work("gemm", iters, bm * bn * bk, dram, dy.nbytes + x.nbytes + CO * CI * KH * KW * 2, x.esize,
+    return Work("gemm", iters, bm * bn * bk, dram, dy.nbytes + x.nbytes + dw, x.esize,
                 flops=flops, l2_bytes=l2,
-                notes=[f"split-K {split}: fp32 partial sums {out / 1e6:.1f} MB written (and summed by a separate pass)",
-                       f"grid {g[0]}x{g[1]}x{g[2]}"])
+                notes=[f"one GEMM {CO}x{ncol}x{P}" + (f" (each tap's {CI} channels padded to {cip})" if cip != CI else "")
+                       + f", split-K {split}" + (
+                    f": fp32 partials {part / 2e6:.1f} MB, summed by the last program of each tile" if split > 1 else ""),
+                    f"grid {tiles}x{split}"], units=tiles * split, read_bytes=(dy.nbytes + x.nbytes) * reread + part / 2)
+
+
+def _quantize(launch, peak, capacity: int) -> Work:
+    a = launch.args
+    x = a["x_ptr"]
+    n = a["N"]
+    copies = 2 if _cx(launch, "TRANSPOSED") else 1
+    nbytes = n * x.esize + copies * n
+    return Work("memory", 1, _cx(launch, "BLOCK"), nbytes, nbytes, x.esize + copies,
+                notes=[f"{n} elements to fp8 ({copies} layout(s)), delayed scale, amax for the next call"],
+                read_bytes=n * x.esize, units=_programs(launch))
 
 
 def _generic(launch, peak, capacity: int) -> Work:
@@ -238,7 +267,7 @@ WORK = {
     "_stats_kernel": _stats, "_finalize_kernel": _finalize, "_apply_kernel": _apply,
     "_running_kernel": _running, "_bwd_reduce_kernel": _bwd_reduce, "_bwd_dx_kernel": _bwd_dx,
     "_maxpool_fwd_kernel": _pool_fwd, "_maxpool_bwd_kernel": _pool_bwd,
-    "_conv_kernel": _conv, "_wgrad_kernel": _wgrad,
+    "_conv_kernel": _conv, "_conv_small_kernel": _conv_small, "_wgrad_kernel": _wgrad, "_quantize_kernel": _quantize,
 }
 
 

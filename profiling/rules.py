@@ -64,7 +64,7 @@ class Rule:
         return v <= self.limit if self.kind == "max" else v >= self.limit
 
 
-# The thresholds: today's facts (see the note of the issue that set them); tighten, never loosen.
+# The thresholds: today's facts (issues 12-14 set them; see their notes); tighten, never loosen.
 RULES = [
     Rule("no_spill", "default configurations do not spill registers (bytes)",
          lambda r: True, lambda r: r["spill_bytes"], 0),
@@ -72,18 +72,20 @@ RULES = [
          lambda r: True, lambda r: r["shared"] - r["shared_limit"], 0, scope="all"),
     Rule("conv_tensor_cores", "conv GEMMs issue tensor-core instructions",
          _conv_gemm, lambda r: r["tensor_core_instrs"], 1, kind="min"),
-    Rule("conv_main_loops", "conv GEMMs: main loops (one software-pipelined loop is the goal)",
-         _conv_gemm, lambda r: r["main_loops"], 9),
-    Rule("conv_drained_loops", "conv GEMMs: main loops followed by a full pipeline drain",
-         _conv_gemm, lambda r: r["drained_loops"], 9),
+    Rule("conv_main_loops", "conv GEMMs: main loops (one software-pipelined loop over taps and channels)",
+         _conv_gemm, lambda r: r["main_loops"], 1),
+    Rule("conv_drained_loops", "conv GEMMs: main loops followed by a full pipeline drain (only the last one)",
+         _conv_gemm, lambda r: r["drained_loops"], 1),
     Rule("conv_wait_depth", "conv GEMMs with >= 32 input channels on sm_90: stages kept in flight at the tightest wait",
-         lambda r: _conv_fast_path(r) and r["arch"] == "sm_90", lambda r: r["wait_depth"] or 0, 0, kind="min"),
-    Rule("conv_plain_loads", "conv GEMMs with >= 32 input channels: plain (not async) loads in the main loop",
-         _conv_fast_path, lambda r: r["plain_loads"], 4),
-    Rule("fadd_after_mma", "FADD/FFMA folding MMA results outside the tensor core (acc += tl.dot)",
-         _conv_gemm, lambda r: r["fadd_after_mma"], 288),
+         lambda r: _conv_fast_path(r) and r["arch"] == "sm_90", lambda r: r["wait_depth"] or 0, 1, kind="min"),
+    Rule("conv_plain_loads", "conv GEMMs: plain (not async 16-byte) operand loads in the main loop",
+         _conv_gemm, lambda r: r["plain_loads"], 0),
+    Rule("conv_async_16b", "conv GEMMs: async operand copies narrower than 16 bytes in the main loop",
+         _conv_gemm, lambda r: sum(n for w, n in (r.get("async_widths") or {}).items() if int(w) != 128), 0),
+    Rule("fadd_after_mma", "FADD/FFMA folding MMA results outside the tensor core in a main loop (acc += tl.dot)",
+         _conv_gemm, lambda r: r["fadd_after_mma"], 0),
     Rule("sts_u8", "byte-wide shared-memory stores (operand transposes)",
-         _conv_gemm, lambda r: r["sts_u8"], 72),
+         _conv_gemm, lambda r: r["sts_u8"], 0),
     Rule("memory_vector_loads", "memory-bound kernels on channels_last data issue 128-bit loads",
          lambda r: r["op"] in ("bn_act", "maxpool") and "CHANNELS_LAST=0" not in r["config"]
          and r["kernel"] not in ("_finalize_kernel", "_running_kernel", "_maxpool_bwd_kernel"),
@@ -93,8 +95,11 @@ RULES = [
          lambda r: r["instr_per_elem"] / r["issue_budget"], 1.0),
     Rule("memory_waves", "bn_act / maxpool kernels: distance of the grid from whole waves (relative)",
          _memory_bound, _off_whole_waves, 0.10),
-    Rule("gemm_waves", "conv GEMMs: time lost to a partial last wave (fraction)",
-         _conv_gemm, _wave_loss, 0.99),
+    # 0.41: group3's 3x3 convs (18000 output rows: 282 tiles of 128x128 on 132 SMs); smaller tiles even
+    # out the round but re-read more through L2, and the model predicts them slower. Every other conv
+    # GEMM is within 5%.
+    Rule("gemm_waves", "conv GEMMs: time the busiest SM adds over the average (uneven last round, fraction)",
+         _conv_gemm, lambda r: 1 / r["sm_balance"] - 1, 0.41),
 ]
 
 

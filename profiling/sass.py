@@ -302,7 +302,9 @@ def analyse_sass(text: str) -> dict:
         total=total,
         cp_async_wait=min((f["cp_async_wait"] for f in waits_main if f["cp_async_wait"] is not None), default=None),
         wgmma_wait=min((f["wgmma_wait"] for f in waits_main if f["wgmma_wait"] is not None), default=None),
-        fadd_after_mma=total["fadd_after_mma"],
+        # MMA results folded by FADD/FFMA inside a main loop (acc += tl.dot); an epilogue reusing the
+        # accumulator's registers after the loop is not that
+        fadd_after_mma=sum(lp.facts()["fadd_after_mma"] for lp in main),
         zero_acc_mma=total["zero_acc_mma"],
         sts_u8=total["sts_u8"],
         source_lines=sorted({i.line for lp in main for i in lp.instrs if i.line is not None}),

@@ -118,23 +118,30 @@ def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "ge
                         dict(cout=24, k=2, padding=0, input_grad=False, weight_grad=False, bias=True)))
     h -= 1
     cin = 24
+    # ``from_conv_cin`` (pools, bn_act): the input channels of the conv that produced the op's input
+    # (0: not a conv): with conv=fp8 such a conv (>= 32 channels) wants an fp8 copy of its output gradient
     for g, cout in enumerate(widths, 1):
         cases.append(OpCase("conv", f"group{g}.conv1", (batch, cin, h, h), dict(cout=cout, k=3, padding=1)))
-        cases.append(OpCase("maxpool", f"group{g}.pool", (batch, cout, h, h), dict(k=2)))
+        cases.append(OpCase("maxpool", f"group{g}.pool", (batch, cout, h, h), dict(k=2, from_conv_cin=cin)))
         h //= 2
-        cases.append(OpCase("bn_act", f"group{g}.norm1", (batch, cout, h, h), dict(activation=activation)))
+        cases.append(OpCase("bn_act", f"group{g}.norm1", (batch, cout, h, h),
+                            dict(activation=activation, from_conv_cin=0)))
         cases.append(OpCase("conv", f"group{g}.conv2", (batch, cout, h, h), dict(cout=cout, k=3, padding=1)))
-        cases.append(OpCase("bn_act", f"group{g}.norm2", (batch, cout, h, h), dict(activation=activation)))
+        cases.append(OpCase("bn_act", f"group{g}.norm2", (batch, cout, h, h),
+                            dict(activation=activation, from_conv_cin=cout)))
         cin = cout
-    cases.append(OpCase("maxpool", "final_pool", (batch, cin, h, h), dict(k=3)))
+    cases.append(OpCase("maxpool", "final_pool", (batch, cin, h, h), dict(k=3, from_conv_cin=0)))
     return cases
 
 
-def unique_ops(batch: int, op: str | None = None, **kw) -> list[OpCase]:
-    """network_ops without repeats of the same (op, shape, params), optionally for one op."""
+def unique_ops(batch: int, op: str | None = None, producers: bool = False, **kw) -> list[OpCase]:
+    """network_ops without repeats of the same (op, shape, params), optionally for one op.
+    ``producers``: also tell apart calls whose input comes from different producers
+    (``from_conv_cin``: what an fp8 backend does differs; profiling static models both)."""
     seen, out = set(), []
     for c in network_ops(batch, **kw):
-        key = (c.op, c.x_shape, tuple(sorted(c.params.items())))
+        params = {k: v for k, v in c.params.items() if producers or k != "from_conv_cin"}
+        key = (c.op, c.x_shape, tuple(sorted(params.items())))
         if key in seen or (op and c.op != op):
             continue
         seen.add(key)

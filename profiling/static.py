@@ -171,10 +171,20 @@ def _drive(case, impl: str, dtype, glue: list) -> None:
     import torch
 
     import kernels
+    from kernels import fp8
     from .glue import record_aten
     fn = kernels.get(case.op, impl)
     C = case.x_shape[1]
     x = torch.empty(case.x_shape, dtype=dtype, memory_format=torch.channels_last)
+    # fp8 implementations as in a network step past the first (every delayed scale ready): a conv=fp8
+    # input comes with its producer's copy, and an input a conv=fp8 produced asks for a gradient copy
+    fp8_net = impl == "fp8"
+
+    def ready(st):
+        st.ready = True
+        return st
+    if fp8_net and case.params.get("from_conv_cin", 0) >= 32:
+        fp8.want_grad(x, ready(fp8.DelayedScale(x.device)))
 
     def run(phase, f):
         with _phase(phase), record_aten() as rec:
@@ -184,6 +194,8 @@ def _drive(case, impl: str, dtype, glue: list) -> None:
     if case.op == "bn_act":
         act = case.params.get("activation", "gelu")
         rm, rv = torch.zeros(C), torch.ones(C)
+        if fp8_net:
+            ready(fp8.state(rm, "y"))
         w = torch.ones(C)  # the network's BatchNorm weight: a frozen tensor of ones, passed as is
         b = torch.zeros(C, requires_grad=True)
         x.requires_grad_(True)
@@ -209,9 +221,15 @@ def _drive(case, impl: str, dtype, glue: list) -> None:
         if case.params.get("bias"):
             bias = torch.zeros(case.params["cout"], dtype=dtype, requires_grad=True)
         out = {}
+        if fp8_net and C >= 32:
+            for role in ("w", "x", "dy"):
+                ready(fp8.state(w, role))
+            fp8.attach(x, torch.empty(x.shape, dtype=fp8.E4M3, memory_format=torch.channels_last), torch.ones(1))
         run("fwd", lambda: out.setdefault("y", fn(x, w, bias, pad)))
         if out["y"].requires_grad:
             dy = torch.empty_like(out["y"])
+            if fp8_net and C >= 32:
+                fp8.attach(dy, torch.empty(dy.shape, dtype=fp8.GRAD, memory_format=torch.channels_last), torch.ones(1))
             run("bwd", lambda: out["y"].backward(dy))
 
 
@@ -763,7 +781,7 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     from .report_io import write_json
     from .shapes import network_ops, unique_ops
     from .devices import PEAKS
-    cases = [c for op in ops for c in unique_ops(batch, op, activation=activation)]
+    cases = [c for op in ops for c in unique_ops(batch, op, producers=True, activation=activation)]
     esize = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
     rows, glue, op_rows, cache = [], [], [], {}
     for arch in archs:  # the launchers size their grids from the SM count: record per modelled GPU

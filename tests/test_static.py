@@ -117,10 +117,13 @@ def test_rules_catch_a_violation():
     from profiling.rules import RULES, check
     row = dict(kernel="_conv_kernel", op="conv", impl="fp8", arch="sm_90", case="x", config="", default=True,
                shape=[2000, 64, 15, 15], spill_bytes=0, shared=0, shared_limit=1, tensor_core_instrs=9,
-               main_loops=9, drained_loops=9, wait_depth=1, plain_loads=0, fadd_after_mma=10_000, sts_u8=0,
-               vector_loads=1, waves=2.0, instr_per_elem=None, issue_budget=None)
+               main_loops=1, drained_loops=1, wait_depth=1, plain_loads=0, fadd_after_mma=10_000, sts_u8=0,
+               vector_loads=1, waves=2.0, sm_balance=1.0, async_widths={"128": 4}, instr_per_elem=None,
+               issue_budget=None)
     found = {f["rule"] for f in check([row], RULES)}
     assert found == {"fadd_after_mma"}
+    found = {f["rule"] for f in check([dict(row, fadd_after_mma=0, main_loops=9, drained_loops=9)], RULES)}
+    assert found == {"conv_main_loops", "conv_drained_loops"}
 
 
 @pytest.mark.parametrize("arch, dtype, instr", [("sm_80", "fp16", "HMMA"), ("sm_90", "fp16", "HGMMA"),

@@ -17,6 +17,11 @@ TOL = {torch.float32: 5e-3 if CUDA else 1e-5, torch.float16: 2e-3, torch.bfloat1
 # fp8 kernel vs the fp32 conv of its dequantised operands: exact up to summation order on the CPU;
 # Hopper's fp8 MMA accumulates with fewer mantissa bits than fp32
 FP8_KERNEL_TOL = 5e-3 if CUDA else 1e-5
+# fp8 against the fp32 conv: e4m3 ~3% forward, e5m2 ~6% for gradients on a GPU. The interpreter's own
+# fp32 -> fp8 conversion rounds some carries wrongly (e.g. -1.992 -> -1 in e4m3: its bug, not the
+# kernels'; the kernels match their dequantised operands exactly there), which about triples it.
+FP8_FWD_TOL = 0.06 if CUDA else 0.15
+FP8_GRAD_TOL = 0.12 if CUDA else 0.2
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +95,29 @@ def test_no_input_grad_and_frozen_weight():
 
 
 # ----------------------------------------------------------------------------------- fp8
+import triton  # noqa: E402  (after kernels: the interpreter is chosen there)
+import triton.language as tl  # noqa: E402
+
+
+@triton.jit
+def _quantise_as_the_kernels_do(x_ptr, o_ptr, n, inv, FMAX: tl.constexpr, E5: tl.constexpr, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    v = tl.clamp(tl.load(x_ptr + i, mask=i < n, other=0.0).to(tl.float32) * inv, -FMAX, FMAX)
+    q = v.to(tl.float8e5) if E5 else v.to(tl.float8e4nv)
+    tl.store(o_ptr + i, q.to(tl.float32), mask=i < n)
+
+
+def dequantised(t, amax, e5=False):
+    """``t`` through the same fp8 conversion as the kernels (Triton's: on a GPU the hardware's; the
+    interpreter's own rounding differs from torch's at some carries), scale amax / max, dequantised."""
+    fmax = 57344.0 if e5 else 448.0
+    scale = float(amax) / fmax
+    src = t.detach().contiguous()
+    out = torch.empty(src.shape, dtype=torch.float32, device=src.device)
+    _quantise_as_the_kernels_do[(triton.cdiv(src.numel(), 1024),)](src, out, src.numel(), 1.0 / scale, fmax, e5, 1024)
+    return out * scale
+
+
 @pytest.mark.parametrize("case", CASES[2:], ids=lambda c: f"{'x'.join(map(str, c[0]))}")
 def test_fp8_matches_the_conv_of_its_quantized_operands(case):
     shape, co, k, pad = case
@@ -97,19 +125,89 @@ def test_fp8_matches_the_conv_of_its_quantized_operands(case):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
     w = (torch.randn(co, 40, k, k, generator=g) * 0.3).contiguous(memory_format=torch.channels_last).to(DEV)
-    y = conv_fp8(x, w, None, pad)
-    xq, sx = quantize_fp8(x, FP8_FWD)
-    wq, sw = quantize_fp8(w, FP8_FWD)
-    ref_q = F.conv2d(xq.float() * sx, wq.float() * sw, padding=pad)
+    y = conv_fp8(x, w, None, pad)  # the first call of a layer measures its amaxes
+    ref_q = F.conv2d(dequantised(x, x.abs().max()), dequantised(w, w.abs().max()), padding=pad)
     assert rel(y, ref_q) < FP8_KERNEL_TOL  # the kernel itself, apart from quantisation
-    assert rel(y, F.conv2d(x, w, padding=pad)) < 0.06  # e4m3 quantisation: ~3% measured
+    assert rel(y, F.conv2d(x, w, padding=pad)) < FP8_FWD_TOL
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_fp8_forward_backward_against_fp32(dtype):
     errs = run(conv_fp8, (2, 40, 5, 5), 33, 3, 1, dtype)
-    # e4m3 forward ~3%, e5m2 gradients ~6% (measured); bias grad is exact (no fp8 involved)
-    assert errs["y"] < 0.06 and errs["dx"] < 0.12 and errs["dw"] < 0.12 and errs["db"] < 5e-3, errs
+    # the weight-grad runs in the input's dtype, and the bias grad involves no fp8 at all
+    assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL and errs["dw"] < TOL[dtype] and errs["db"] < 5e-3, errs
+
+
+def test_fp8_scales_are_delayed_per_layer():
+    """A call quantises with the amax its layer saw last time, and rolls over the amax it sees now."""
+    from kernels import fp8
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 32, 5, 5, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+    w = (torch.randn(16, 32, 3, 3, generator=g) * 0.3).contiguous(memory_format=torch.channels_last).to(DEV)
+    y1 = conv_fp8(x, w, None, 1)
+    st = fp8.state(w, "x")  # no producer wrote a copy: the conv quantised x itself, with its own state
+    assert torch.allclose(st.amax, torch.stack([x.abs().max(), torch.tensor(0.0, device=DEV)]))
+    y2 = conv_fp8(2 * x, w, None, 1)  # quantised with x's scale: 2x saturates at 448 * scale
+    assert st.amax[0].item() == pytest.approx(2 * x.abs().max().item())  # ... and 2x's amax is next
+    ref = F.conv2d(dequantised(2 * x, x.abs().max()), dequantised(w, w.abs().max()), padding=1)
+    assert rel(y2, ref) < FP8_KERNEL_TOL
+    y3 = conv_fp8(2 * x, w, None, 1)  # now with 2x's own scale: no saturation
+    assert rel(y3, 2 * y1) < 1e-5 if not CUDA else rel(y3, 2 * y1) < FP8_KERNEL_TOL
+    other = w.clone()  # another layer keeps its own state
+    conv_fp8(x, other, None, 1)
+    assert fp8.state(other, "x") is not st and st.amax[0].item() == pytest.approx(2 * x.abs().max().item())
+
+
+def test_fp8_non_finite_amax_keeps_the_scale_and_is_counted():
+    from kernels import fp8
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 32, 5, 5, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+    w = (torch.randn(16, 32, 3, 3, generator=g) * 0.3).contiguous(memory_format=torch.channels_last).to(DEV)
+    conv_fp8(x, w, None, 1)
+    prev = fp8.state(w, "x").amax[0].item()
+    before = fp8.nonfinite()
+    bad = x.clone()
+    bad[0, 3, 2, 2] = float("inf")
+    y = conv_fp8(bad, w, None, 1)
+    assert torch.isfinite(y).all()  # the inf saturates at the format's maximum: no inf or NaN step
+    assert fp8.state(w, "x").amax[0].item() == prev  # the broken amax was not rolled over
+    assert fp8.nonfinite() == before + 1
+    y_ok = conv_fp8(x, w, None, 1)  # and the next healthy call runs on the kept scale
+    assert rel(y_ok, F.conv2d(x, w, padding=1)) < FP8_FWD_TOL
+
+
+def test_fp8_gradient_formats(monkeypatch):
+    """The input-grad quantises gradients to e5m2 (default) or e4m3 (kernels.fp8.GRAD): both are correct, e4m3
+    with its extra mantissa bit more precise; which trains better is for a GPU to measure."""
+    from kernels import fp8
+    errs = {}
+    for name, fmt in (("e5m2", fp8.E5M2), ("e4m3", fp8.E4M3)):
+        monkeypatch.setattr(fp8, "GRAD", fmt)
+        errs[name] = run(conv_fp8, (2, 40, 5, 5), 33, 3, 1, torch.float32, seed=3)["dx"]
+    assert errs["e4m3"] < errs["e5m2"] < FP8_GRAD_TOL, errs
+
+
+def test_autotuning_drops_a_candidate_whose_output_differs(monkeypatch):
+    """A configuration that computes something else (as an 8-warp flattened-loop conv was seen to
+    on GPUs, pytorch issue 173068) is dropped even when it is the fastest."""
+    from kernels import conv
+
+    class Dev:
+        type = "cuda"
+    out = torch.zeros(4)
+    configs = [(64, 64, 32, 4, 3, (9,)), (128, 256, 64, 8, 3, (9,))]
+
+    def launch(cfg):
+        out.copy_(torch.arange(4.0) if cfg[3] == 4 else -torch.arange(4.0))
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    import triton.testing
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 1.0 if out[1] > 0 else 0.1)[1])
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_rejected", [])
+    cfg = conv._select("fwd", ("test",), configs, 256, 64, launch, Dev(), output=lambda: out)
+    assert cfg == configs[0][:5] and conv._rejected and conv._rejected[0][2] == configs[1][:5]
 
 
 def test_fp8_narrow_convs_run_in_input_dtype():
@@ -194,13 +292,13 @@ def test_autotune_choices_round_trip(tmp_path, monkeypatch):
     from kernels import conv
     monkeypatch.setattr(conv, "_chosen", {})
     fwd_key = ("fwd", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")
-    conv._chosen[fwd_key] = conv.FWD_CONFIGS[1]
-    conv._chosen[("wgrad", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")] = conv.WGRAD_CONFIGS[0]
+    conv._chosen[fwd_key] = conv.FWD_CONFIGS[1][:5]
+    conv._chosen[("wgrad", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")] = conv.WGRAD_CONFIGS[0][:5]
     path = str(tmp_path / "choices.json")
     assert conv.save_choices(path) == 2
     conv._chosen.clear()
     assert conv.load_choices(path) == 2
-    assert conv._chosen[fwd_key] == conv.FWD_CONFIGS[1]
+    assert conv._chosen[fwd_key] == conv.FWD_CONFIGS[1][:5]
     data = json.load(open(path))
     data["choices"][0][-1] = [512, 512, 64, 8, 3]  # a configuration no longer in the list
     json.dump(data, open(path, "w"))
@@ -211,3 +309,24 @@ def test_autotune_choices_round_trip(tmp_path, monkeypatch):
     open(path, "w").write("{not json")
     assert conv.load_choices(path) == 0
     assert conv.load_choices(str(tmp_path / "missing.json")) == 0
+
+
+@pytest.mark.skipif(not CUDA, reason="compiled configurations exist only on a GPU (the interpreter ignores them)")
+@pytest.mark.parametrize("kind", ["fwd", "wgrad"])
+def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
+    """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
+    flattened-loop trap of pytorch issue 173068), forward / input-grad / weight-grad against cuDNN."""
+    from kernels import conv
+    torch.backends.cudnn.allow_tf32 = False
+    major = torch.cuda.get_device_capability()[0]
+    listname = "FWD_CONFIGS" if kind == "fwd" else "WGRAD_CONFIGS"
+    for cfg in getattr(conv, listname):
+        if major not in cfg[5]:
+            continue
+        monkeypatch.setattr(conv, listname, [cfg])
+        monkeypatch.setattr(conv, "AUTOTUNE", False)
+        conv._chosen.clear()
+        for dtype in (torch.float16, torch.bfloat16):
+            errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
+            assert max(errs.values()) < TOL[dtype], (cfg, dtype, errs)
+    conv._chosen.clear()
