@@ -329,4 +329,7 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
         for dtype in (torch.float16, torch.bfloat16):
             errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
             assert max(errs.values()) < TOL[dtype], (cfg, dtype, errs)
+        if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
+            errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
+            assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, "fp8", errs)
     conv._chosen.clear()
