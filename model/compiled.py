@@ -29,6 +29,8 @@ its own line.
 """
 from __future__ import annotations
 
+import logging
+
 import os
 from typing import Callable
 
@@ -96,6 +98,8 @@ class StepFunctions:
             self.forward_loss: Callable = lambda *a: forward_loss(net, *a)
             self.eval_forward: Callable = net
             return
+        if not torch.cuda.is_available():  # inductor's C++ build warns that CUDA is absent: expected on a CPU
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         kw = dict(fullgraph=True, dynamic=False, mode=None if mode == "default" else mode)
         self.forward_loss = torch.compile(lambda *a: forward_loss(net, *a), **kw)
         self.eval_forward = torch.compile(net, **kw)

@@ -178,12 +178,15 @@ def load_cifar10(root: str = "data", download: bool = False, cache: bool = True)
     data = Cifar10(train_x, train_y, test_x, test_y, _checksum(train_x, train_y, test_x, test_y),
                    os.path.abspath(path))
     if cache:
+        tmp = f"{cache_path}.{os.getpid()}.tmp"  # torchrun ranks may write it at once: write, then rename
         try:
             torch.save({"version": CACHE_VERSION, "source": data.source, "checksum": data.checksum,
                         "train_images": train_x, "train_labels": train_y,
-                        "test_images": test_x, "test_labels": test_y}, cache_path)
-        except OSError:
-            pass  # read-only data directory: run without a cache
+                        "test_images": test_x, "test_labels": test_y}, tmp)
+            os.replace(tmp, cache_path)
+        except OSError:  # read-only data directory: run without a cache
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return data
 
 

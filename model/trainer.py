@@ -53,20 +53,32 @@ class Progress:
     """A one-line progress display on stderr for runs that take long (a terminal, or
     ``force``); silent otherwise. It reads only Python counters: no device sync."""
 
-    def __init__(self, enabled: bool | None = None, every_s: float = 0.5):
+    EVERY_S = 0.5  # redraw at most this often
+
+    def __init__(self, enabled: bool | None = None):
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.every_s, self._last = every_s, 0.0
+        self._last, self._shown = 0.0, 0
 
     def update(self, text: str) -> None:
-        if self.enabled and time.perf_counter() - self._last > self.every_s:
+        if self.enabled and time.perf_counter() - self._last >= self.EVERY_S:
             self._last = time.perf_counter()
-            sys.stderr.write(f"\r{text:<70}")
+            line = f"{text:<70}"
+            sys.stderr.write("\r" + line + " " * max(0, self._shown - len(line)))
             sys.stderr.flush()
+            self._shown = len(line)
 
     def clear(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r" + " " * 70 + "\r")
+        if self.enabled and self._shown:
+            sys.stderr.write("\r" + " " * self._shown + "\r")
             sys.stderr.flush()
+            self._shown = 0
+
+    def print(self, text: str, file=None) -> None:
+        """Print a line (a table row, a note) without garbling the progress line: clear it
+        first; the next ``update`` draws it again below."""
+        self.clear()
+        print(text, file=file or sys.stdout, flush=True)
+        self._last = 0.0
 
 
 @dataclass
@@ -98,13 +110,15 @@ def evaluate(net: CifarNet, inputs: torch.Tensor, labels: torch.Tensor, tta_leve
 def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype: torch.dtype,
               epochs: float | None = None, tta_level: int | None = None, warmup_steps: int | None = None,
               log: Callable[[dict], None] | None = None, progress: Progress | None = None,
-              label: str = "", fns: StepFunctions | None = None) -> dict:
+              label: str = "", fns: StepFunctions | None = None,
+              on_step: Callable[[int, int], None] | None = None) -> dict:
     """Train ``net`` from a fresh initialisation; returns a result dict.
 
     ``warmup_steps``: a warm-up run instead, on random labels for that many steps, then one
     TTA evaluation (its results are meaningless; only its time is reported). The warm-up
     switches the whitening bias off halfway, so that both variants of a compiled step are built.
     ``fns``: compiled step functions (model/compiled.py); eager when None.
+    ``on_step(step, total_steps)``: called after each step is issued (no device sync).
     """
     device = data.train_images.device
     torch.manual_seed(seed)
@@ -143,6 +157,8 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
             outputs, loss, targets = runner.step(batches, i, step)
             step += 1
             progress.update(f"{label} epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}")
+            if on_step is not None:
+                on_step(step, total_steps)
         if step >= total_steps:
             runner.finish()
         timer.stop()
@@ -159,6 +175,6 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     tta_acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd)
     timer.stop()
     progress.clear()
-    return dict(seed=seed, accuracy=tta_acc, time_s=timer.total, steps=step, epochs=rows,
+    return dict(seed=seed, accuracy=tta_acc, time_s=timer.total, steps=step, per_epoch=rows,
                 tta_level=tta_level, batch_size=recipe.batch_size,
                 final_train_loss=rows[-1]["train_loss"])

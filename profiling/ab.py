@@ -7,7 +7,8 @@ interleaved A, B, A, B, ... with the same seed for the i-th run of each, so that
 clock, temperature or other load hit both alike. Reports per configuration the mean training
 time and TTA accuracy with 95% confidence intervals (Student t), and Welch's t-test for the
 difference of the means (significant at p < 0.05). Everything after ``--`` is shared
-train.py flags; --a / --b add each configuration's own flags.
+train.py flags; --a / --b add each configuration's own flags. Under torchrun
+(``torchrun --nproc-per-node K -m profiling ab ...``) run i of both goes to rank i mod K.
 """
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ import os
 import shlex
 
 from .report_io import markdown_table, write_json
-from .stats import summarize, welch
+from model.stats import summarize, welch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--a", default="", metavar="FLAGS", help="train.py flags of configuration A")
     p.add_argument("--b", required=True, metavar="FLAGS", help="train.py flags of configuration B")
     p.add_argument("--runs", type=int, default=5, help="runs per configuration (default 5)")
-    p.add_argument("--out", default=None, help="directory for ab.json / ab.md")
+    p.add_argument("--out", default=None, help="directory for ab.json / ab.md (default: none, printed only)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then shared train.py flags")
 
 
@@ -36,27 +37,46 @@ def compare(a_vals, b_vals) -> dict:
     return out
 
 
-def run(args) -> dict:
-    import train
-    from model.trainer import train_run
+def run(args) -> dict | None:
+    """A/B on the session machinery (model/session.py ``execute``, interleaved): under torchrun
+    the pairs (A_i, B_i) are spread over the ranks, each pair on one GPU; rank 0 reports."""
+    from model import distributed
+    from model.session import Config, SessionError, build_parser, check_args, execute
+    if args.runs < 1:
+        raise SystemExit(f"error: --runs must be at least 1 (got {args.runs})")
     shared = [a for a in args.train_args if a != "--"]
     flags = {"A": shared + shlex.split(args.a), "B": shared + shlex.split(args.b)}
-    cache: dict = {}
-    setups = {k: train.prepare(train.build_parser().parse_args(v), cache) for k, v in flags.items()}
-    warm = {}
-    for k, s in setups.items():
-        print(f"{k}: {' '.join(flags[k]) or '(defaults)'}\n   {train.describe(s)}")
-        warm[k] = train.warmup(s)
-    if setups["A"].device.type == "cpu":
-        print("# note: CPU timings say nothing about GPU speed")
+    parser = build_parser()
+    configs = []
+    world = distributed.World.from_env()
+    try:
+        for k, v in flags.items():
+            cargs = parser.parse_args(v)
+            check_args(cargs)
+            cargs.device = world.device(cargs.device)
+            configs.append(Config(k, v, cargs))
+    except SessionError as e:
+        raise SystemExit(f"error: configuration {k}: {e}") from None
+    for k, c in zip(flags, configs):
+        print(f"{k}: {' '.join(flags[k]) or '(defaults)'}")
+    try:
+        outcome = execute(configs, args.runs, world=world, quiet=True, interleave=True, strict=True)
+    except SessionError as e:
+        raise SystemExit(f"error: {e}") from None
+    world.close()
+    if world.rank != 0:
+        return None
+    if outcome.failures:
+        for f in outcome.failures:
+            print(f"FAILED: {f['sweep']['name']} run {f['run']}: {f['error']}")
     results = {"A": [], "B": []}
-    for i in range(args.runs):
-        for k in ("A", "B"):
-            s = setups[k]
-            r = train_run(s.net, s.data, s.recipe, seed=s.args.seed + i, dtype=s.dtype, epochs=s.args.epochs,
-                          tta_level=s.args.tta, fns=s.fns)
-            results[k].append(dict(seed=r["seed"], time_s=r["time_s"], accuracy=r["accuracy"]))
-            print(f"  run {i} {k}: {r['time_s']:.3f} s  {100 * r['accuracy']:.2f}%", flush=True)
+    done = [r for r in outcome.records if not r.get("failed")]
+    for r in done:
+        results[r["sweep"]["name"]].append(dict(seed=r["seed"], time_s=r["time_s"], accuracy=r["accuracy"]))
+    if not results["A"] or not results["B"]:
+        raise SystemExit("error: no run of " + " and ".join(k for k in results if not results[k]) + " finished")
+    setups = {r["sweep"]["name"]: r for r in done}
+    warm = {k: setups[k]["config"].get("warmup_s") for k in ("A", "B")}
     time_cmp = compare([r["time_s"] for r in results["A"]], [r["time_s"] for r in results["B"]])
     acc_cmp = compare([100 * r["accuracy"] for r in results["A"]], [100 * r["accuracy"] for r in results["B"]])
     rows = []
@@ -66,7 +86,7 @@ def run(args) -> dict:
                          sig=("yes" if c.get("significant") else "no") if "p" in c else "n/a (runs < 2)"))
     table = markdown_table(rows, [("metric", "metric"), ("a", "A: mean ± 95% CI"), ("b", "B: mean ± 95% CI"),
                                   ("diff", "B - A"), ("p", "Welch p"), ("sig", "significant (p < 0.05)")])
-    env = setups["A"].env
+    env = setups["A"]["env"]
     head = (f"A/B on {env['device']}, {args.runs} interleaved runs each; A: `{' '.join(flags['A']) or '(defaults)'}`, "
             f"B: `{' '.join(flags['B'])}`")
     print(head + "\n\n" + table)
@@ -74,7 +94,8 @@ def run(args) -> dict:
         table += "\n\nWarm-up (untimed; includes compilation): " + ", ".join(
             f"{k} {w:.1f} s" for k, w in warm.items() if w is not None)
     out = dict(device=env["device"], env=env, runs=args.runs, flags=flags, results=results, time=time_cmp, warmup_s=warm,
-               accuracy=acc_cmp, configs={k: s.config for k, s in setups.items()})
+               accuracy=acc_cmp, configs={k: s["config"] for k, s in setups.items()},
+               failures=outcome.failures)
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         write_json(os.path.join(args.out, "ab.json"), out)

@@ -19,15 +19,15 @@ import kernels
 from . import plots
 from .cases import MODES, make_callable
 from .devices import ALIASES, PEAKS, detect, lookup
-from .env import environment
+from model.env import environment
 from .report_io import markdown_table, write_json
 from .shapes import dtype_size, unique_ops
-from .timing import time_ms
+from .timing import TIMING_NOTE_CPU, TIMING_NOTE_GPU, UNRELIABLE_SPREAD, load_average, measure
 
 CPU_NOTE = "CPU timings say nothing about GPU speed (Triton kernels run in the interpreter there)."
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "ms"), ("gbps", "GB/s"),
-           ("tflops", "TFLOP/s"), ("bound_ms", "bound ms"), ("frac_roofline", "of roofline")]
+           ("tflops_text", "TFLOP/s"), ("bound_ms", "bound ms"), ("frac_roofline", "of roofline"), ("reps", "reps")]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,21 +40,54 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on a GPU, fp32 on a CPU")
     p.add_argument("--peak", default=None, help="device peak table entry: " + ", ".join(sorted(set(PEAKS) | set(ALIASES))))
     p.add_argument("--device", default=None)
-    p.add_argument("--out", default="reports/bench", help="output directory (default: reports/bench)")
+    p.add_argument("--out", default="runs/bench",
+                   help="output directory (default: runs/bench, an ignored folder; a report keeps its own copy)")
     p.add_argument("--no-plots", action="store_true")
 
 
+def _names(flag: str, value: str, known, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    for v in items:
+        if v not in known:
+            raise SystemExit(f"error: {flag}: unknown {what} {v!r}; known: {', '.join(known)}")
+    if not items:
+        raise SystemExit(f"error: {flag} names nothing")
+    return items
+
+
+def check_args(args):
+    """Every flag checked before any work: a one-line error and a non-zero exit."""
+    from model.session import SessionError, device_of
+    try:
+        device = device_of(argparse.Namespace(device=args.device))
+    except SessionError as e:
+        raise SystemExit(f"error: {e}") from None
+    cuda = device.type == "cuda"
+    if args.batch is not None and args.batch < 1:
+        raise SystemExit(f"error: --batch must be at least 1 (got {args.batch})")
+    ops = _names("--ops", args.ops, kernels.ops(), "op") if args.ops else (
+        list(kernels.ops()) if cuda else ["bn_act", "maxpool"])
+    known_impls = sorted({i for op in ops for i in kernels.impls(op)})
+    impls = _names("--impls", args.impls, known_impls, "implementation") if args.impls else (
+        None if cuda else ["eager", "triton"])
+    modes = _names("--modes", args.modes, MODES, "mode")
+    try:
+        peak = lookup(args.peak) if args.peak else (detect(torch.cuda.get_device_name(device)) if cuda else None)
+    except ValueError as e:
+        raise SystemExit(f"error: --peak: {e}") from None
+    return device, ops, impls, modes, peak
+
+
 def run(args) -> list[dict]:
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device, op_list, impls_filter, modes, peak = check_args(args)
     cuda = device.type == "cuda"
     batch = args.batch or (2000 if cuda else 2)
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
-    peak = lookup(args.peak) if args.peak else (detect(torch.cuda.get_device_name(device)) if cuda else None)
-    impls_filter = args.impls.split(",") if args.impls else (None if cuda else ["eager", "triton"])
-    ops = args.ops or (",".join(kernels.ops()) if cuda else "bn_act,maxpool")
+    ops = ",".join(op_list)
     env = environment(device)
+    load = load_average()
     print(f"# bench on {env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}, "
-          f"peak table: {peak.name if peak else 'none'}")
+          f"peak table: {peak.name if peak else 'none'}" + (f", load average {load:.2f}" if load is not None else ""))
     if not cuda:
         print(f"# {CPU_NOTE}")
     records = []
@@ -62,10 +95,11 @@ def run(args) -> list[dict]:
         impls = [i for i in kernels.impls(op) if impls_filter is None or i in impls_filter]
         for case in unique_ops(batch, op):
             for impl in impls:
-                for mode in args.modes.split(","):
+                for mode in modes:
                     try:
                         fn = make_callable(case, impl, mode, dtype, device)
-                        ms = time_ms(fn, device)
+                        timing = measure(fn, device)
+                        ms = timing.ms
                     except Exception as e:  # one failing implementation must not hide the others
                         print(f"  {case.label()} {impl} {mode}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
                         records.append(dict(op=op, case=case.label(), impl=impl, mode=mode, error=str(e)))
@@ -74,16 +108,23 @@ def run(args) -> list[dict]:
                     nbytes = case.bytes_min(mode, dtype_size(dtype))
                     r = dict(op=op, case=case.label(), shape=list(case.x_shape), impl=impl, mode=mode, ms=ms,
                              bytes_min=nbytes, flops=case.flops(mode), gbps=nbytes / s / 1e9,
-                             tflops=case.flops(mode) / s / 1e12)
+                             tflops=case.flops(mode) / s / 1e12, reps=timing.reps, spread=timing.spread,
+                             statistic=timing.statistic, unreliable=timing.unreliable)
                     if peak:
                         bound = case.bound_s(peak, mode, dtype_size(dtype))
                         r.update(bound_ms=1e3 * bound, frac_roofline=bound / s, frac_hbm=r["gbps"] / peak.hbm_gbps,
                                  frac_fp16_peak=r["tflops"] / peak.fp16_tflops)
                     records.append(r)
                     print(f"  {case.label():<28} {impl:<8} {mode:<8} {ms:9.3f} ms {r['gbps']:8.1f} GB/s "
-                          f"{r['tflops']:7.2f} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else ""))
+                          f"{fmt_tflops(r):>7} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else "")
+                          + ("  (unreliable: repetitions spread %.0f%%)" % (100 * timing.spread) if timing.unreliable
+                             else ""))
     os.makedirs(args.out, exist_ok=True)
     ok = [r for r in records if "error" not in r]
+    for r in ok:
+        r["tflops_text"] = fmt_tflops(r)
+    load_after = load_average()
+    unreliable = [r for r in ok if r["unreliable"]]
     from kernels.conv import chosen_configs
     configs = chosen_configs()
     if configs:
@@ -91,25 +132,46 @@ def run(args) -> list[dict]:
         for k, v in configs.items():
             print(f"#   {k}: {v}")
     meta = dict(env=env, batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,
-                note=None if cuda else CPU_NOTE, conv_configs=configs)
+                note=None if cuda else CPU_NOTE, conv_configs=configs, load_average=[load, load_after],
+                timing=TIMING_NOTE_GPU if cuda else TIMING_NOTE_CPU, unreliable=len(unreliable))
     write_json(os.path.join(args.out, "bench.json"), dict(meta=meta, records=records))
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(f"# Op benchmarks: {env['device']}\n\nbatch {batch}, {meta['dtype']}, torch {env['torch']}, "
                 f"triton {env['triton']}, commit {env['git_commit']}; peak table: {peak.name if peak else 'none'}.\n"
-                "Bytes and FLOPs are the must-move minimum of profiling/shapes.py.\n\n")
+                "Bytes and FLOPs are the must-move minimum of profiling/shapes.py. "
+                + (TIMING_NOTE_GPU if cuda else TIMING_NOTE_CPU)
+                + (f" Load average (1 min) {load:.2f} before, {load_after:.2f} after." if load is not None else "")
+                + "\n\n")
+        if unreliable:
+            f.write(f"**{len(unreliable)} of {len(ok)} timings are unreliable** (their repetitions spread more than "
+                    f"{int(100 * UNRELIABLE_SPREAD)}%: another process was probably running); they are marked `*`.\n\n")
         if not cuda:
             f.write(f"**{CPU_NOTE}**\n\n")
-        f.write(markdown_table(ok, COLUMNS) + "\n")
+        f.write(markdown_table([dict(r, ms=f"{r['ms']:.4g}" + ("*" if r["unreliable"] else "")) for r in ok],
+                               COLUMNS) + "\n")
         if configs:
             f.write("\nTriton conv configurations chosen (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages):\n\n"
                     + "\n".join(f"- `{k}`: {v}" for k, v in configs.items()) + "\n")
         failed = [r for r in records if "error" in r]
         if failed:
             f.write("\nFailed:\n\n" + "\n".join(f"- {r['case']} {r['impl']} {r['mode']}: {r['error']}" for r in failed) + "\n")
+    charts = []
     if not args.no_plots and ok:
-        title = f"{env['device']}, batch {batch}"
-        if plots.time_per_op(ok, os.path.join(args.out, "bench_time.png"), title) is None:
+        title = (f"{env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}"
+                 + ("" if cuda else " - CPU / Triton interpreter: not GPU speed"))
+        charts = [c for c in (plots.time_per_op(ok, os.path.join(args.out, "bench_time.png"), title),
+                              plots.roofline(ok, os.path.join(args.out, "roofline.png"), peak, title)) if c]
+        if plots.plt_missing():
             print("# no PNG charts: matplotlib is not installed (pip install -e .[plots])")
-        plots.roofline(ok, os.path.join(args.out, "roofline.png"), peak, title)
-    print(f"# wrote {args.out}/bench.json, bench.md" + ("" if args.no_plots else " and charts"))
+        elif peak is None:
+            print("# no roofline chart: no peak table for this device (a GPU, or --peak NAME)")
+    print(f"# wrote {args.out}/bench.json, bench.md" + "".join(f", {os.path.basename(c)}" for c in charts))
+    if unreliable:
+        print(f"# {len(unreliable)} timing(s) unreliable (repetitions spread > {int(100 * UNRELIABLE_SPREAD)}%): "
+              "rerun on a quiet machine")
     return records
+
+
+def fmt_tflops(r: dict) -> str:
+    """'-' for an op that does no matrix math (memory-bound: its FLOP rate means nothing)."""
+    return "-" if not r.get("flops") else f"{r['tflops']:.2f}"

@@ -43,9 +43,13 @@ def make_callable(case: OpCase, impl: str, mode: str, dtype: torch.dtype, device
             x.requires_grad_(False)
         if case.params.get("weight_grad", True) is False:
             w.requires_grad_(False)
+        # the whitening conv is frozen but its bias trains: its backward is the bias gradient alone
+        b = rand((case.params["cout"],), scale=0.1).requires_grad_(grad) if case.params.get("bias") else None
+        if grad and not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
+            raise ValueError(f"{case.label()}: nothing takes a gradient, so fwd+bwd has no backward")
 
         def run():
-            return fn(x, w, None, case.params["padding"])
+            return fn(x, w, b, case.params["padding"])
     elif case.op == "bn_act":
         C = case.x_shape[1]
         rm = torch.zeros(C, device=device)

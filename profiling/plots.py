@@ -14,8 +14,17 @@ def _plt():
         return None
 
 
+def plt_missing() -> bool:
+    return _plt() is None
+
+
+MARKERS = "osD^v<>ph*"
+
+
 def time_per_op(records: list[dict], path: str, title: str) -> str | None:
-    """Grouped bar chart: time of each op case per implementation, one panel per mode."""
+    """Time of each op case per implementation, one panel per mode: points on a log axis (the
+    times span orders of magnitude; a bar's length would mean nothing there), the roofline
+    bound as a black dash."""
     plt = _plt()
     if plt is None:
         return None
@@ -25,15 +34,17 @@ def time_per_op(records: list[dict], path: str, title: str) -> str | None:
         rs = [r for r in records if r["mode"] == mode]
         labels = list(dict.fromkeys(r["case"] for r in rs))
         impls = list(dict.fromkeys(r["impl"] for r in rs))
-        width = 0.8 / max(len(impls), 1)
         for i, impl in enumerate(impls):
-            ys = [next((r["ms"] for r in rs if r["case"] == lab and r["impl"] == impl), 0) for lab in labels]
-            ax.bar([j + i * width for j in range(len(labels))], ys, width, label=impl)
-        bounds = [next((r.get("bound_ms") for r in rs if r["case"] == lab), None) for lab in labels]
-        if all(b is not None for b in bounds):
-            ax.scatter([j + 0.4 - width / 2 for j in range(len(labels))], bounds, marker="_", s=400, c="k",
+            pts = [(j, r["ms"]) for j, lab in enumerate(labels) for r in rs if r["case"] == lab and r["impl"] == impl]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)], s=40,
+                       label=impl, zorder=2)
+        bounds = [(j, next((r.get("bound_ms") for r in rs if r["case"] == lab), None)) for j, lab in enumerate(labels)]
+        bounds = [b for b in bounds if b[1] is not None]
+        if bounds:
+            ax.scatter([b[0] for b in bounds], [b[1] for b in bounds], marker="_", s=400, c="k",
                        label="roofline bound", zorder=3)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel("ms")
         ax.set_yscale("log")

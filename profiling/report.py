@@ -1,9 +1,11 @@
 """``python -m profiling report``: everything a GPU session can show, in one command.
 
-    python -m profiling report --data data                 # on a GPU: about 6-8 minutes
+    python -m profiling report --data data                 # on a GPU (time-boxed: --budget-s)
+    python -m profiling report --data data --commit        # the same, into the committed reports/
     python -m profiling report --data data --quick         # CPU smoke version (tiny sizes)
 
-Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its own files:
+Writes ``runs/reports/<device>-<date>/`` (an ignored folder; ``--commit``: ``reports/``, for a
+report meant to be committed) with a README.md summary and, per step, its own files:
   1. tests/     the kernel tests (tests/kernels) without the interpreter and the CUDA-graph
                 tests (tests/test_runner.py), when a GPU is present
   2. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
@@ -18,10 +20,12 @@ Writes ``reports/<device>-<date>/`` with a README.md summary and, per step, its 
                 last, since it needs no GPU
 The summary (README.md, report.json, ../LATEST.md) is rewritten after every step, so a run that
 the device's time limit cuts short still leaves what it finished.
-Each step is time-boxed (``--budget-s`` for the whole report; a step that would start after
-the budget is skipped and says so), and a failing step is recorded without stopping the
-others. Traces over 2 MB are deleted (the repository keeps no trace over 2 MB).
-``reports/LATEST.md`` is rewritten to point at the new report.
+The whole report is time-boxed by ``--budget-s`` (default 540 s, to fit a 10-minute device
+call): a step that would start after the budget is skipped and says so; a failing step is
+recorded without stopping the others. Traces over 2 MB are deleted (the repository keeps no
+trace over 2 MB). A new report never overwrites another: a second report on the same day
+gets a ``-2`` suffix, unless ``--resume`` continues the newest one (a second device call
+that ``--skip``s what the first finished). ``LATEST.md`` beside it points at the new report.
 """
 from __future__ import annotations
 
@@ -46,14 +50,46 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
+STEPS = ("tests", "bench", "trace", "ab", "ab_compile", "ab_graph", "cold_start", "ab_conv", "static")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="data", help="CIFAR-10 directory (as train.py --data)")
-    p.add_argument("--out", default="reports", help="parent directory of the report (default: reports)")
-    p.add_argument("--budget-s", type=float, default=540, help="wall-clock budget for all steps (default 540)")
+    p.add_argument("--out", default="runs/reports",
+                   help="parent directory of the report (default: runs/reports, an ignored folder; see --commit)")
+    p.add_argument("--commit", action="store_true",
+                   help="write under the committed reports/ instead (a deliberate act; never overwrites a report)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue today's newest report of this device (a second device call) instead of a new one")
+    p.add_argument("--budget-s", type=float, default=540,
+                   help="wall-clock budget for all steps in seconds (default 540); later steps are skipped")
     p.add_argument("--runs", type=int, default=None, help="A/B runs per configuration (default: 10 on a GPU, 2 on a CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (the default on a CPU)")
-    p.add_argument("--skip", default="", help="comma-separated steps to skip: tests,static,bench,trace,ab,ab_compile,ab_graph,"
-                                                   "cold_start,ab_conv")
+    p.add_argument("--skip", default="", help="comma-separated steps to skip: " + ",".join(STEPS))
+
+
+def check_args(args) -> set:
+    asked = {x.strip() for x in args.skip.split(",") if x.strip()}
+    for step in sorted(asked):
+        if step not in STEPS:
+            raise SystemExit(f"error: --skip: unknown step {step!r}; steps: {', '.join(STEPS)}")
+    if args.runs is not None and args.runs < 1:
+        raise SystemExit(f"error: --runs must be at least 1 (got {args.runs})")
+    if not args.budget_s > 0:
+        raise SystemExit(f"error: --budget-s must be positive (got {args.budget_s:g})")
+    if args.commit and args.out != "runs/reports":
+        raise SystemExit("error: --commit writes under reports/; leave out --out (or drop --commit)")
+    return asked
+
+
+def report_dir(parent: str, name: str, resume: bool) -> str:
+    """``parent/name``, or ``name-2``, ``-3``... so that no report overwrites another; with
+    ``resume`` the newest existing one."""
+    taken = [name] + [f"{name}-{i}" for i in range(2, 1000)]
+    existing = [n for n in taken if os.path.isdir(os.path.join(parent, n))]
+    if resume and existing:
+        return os.path.join(parent, existing[-1])
+    return os.path.join(parent, next(n for n in taken if n not in existing))
 
 
 class Steps:
@@ -111,14 +147,17 @@ def run_tests(out: str, quick: bool) -> dict:
 
 def main(args) -> str:
     from . import ab, bench, trace
-    from .env import environment
+    from model.env import environment
+    asked = check_args(args)
+    if args.commit:
+        args.out = os.path.join(ROOT, "reports")
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
     env = environment("cuda" if cuda else "cpu")
-    name = f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-{datetime.date.today().isoformat()}"
-    out = os.path.join(args.out, name)
+    out = report_dir(args.out, f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-"
+                               f"{datetime.date.today().isoformat()}", args.resume)
+    name = os.path.basename(out)
     os.makedirs(out, exist_ok=True)
-    asked = set(filter(None, args.skip.split(",")))
 
     def skip(step: str, gpu_only: bool = False) -> str | None:
         if step in asked:
@@ -280,18 +319,21 @@ def _status(log: list[dict], step: str) -> str:
     return next((e["status"] for e in log if e["step"] == step), "")
 
 
-def _section(path: str, title: str) -> str:
+def _section(path: str, title: str, missing: str) -> str:
+    """A step's markdown under a level-2 heading: its own title dropped, its headings one level down."""
     if not os.path.exists(path):
-        return f"## {title}\n\n(no output)\n"
+        return f"## {title}\n\n(no output: {missing})\n"
     text = open(path).read()
     text = re.sub(r"^# .*\n", "", text, count=1)
+    text = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
     return f"## {title}\n\n{text.strip()}\n"
 
 
 def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
     env = r["env"]
     lines = [f"# Report: {env['device']}", "",
-             f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, commit `{env['git_commit']}`, "
+             f"torch {env['torch']}, triton {env['triton']}, CUDA {env.get('cuda') or 'none (no GPU)'}, "
+             f"commit `{env['git_commit']}`, "
              f"{datetime.datetime.now().isoformat(timespec='minutes')}. Data flags: `{' '.join(data_flags)}`.", ""]
     if r["quick"]:
         lines += ["**CPU smoke run at tiny sizes: the timings say nothing about GPU speed, and the accuracies "
@@ -304,12 +346,22 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
                   + ("Triton interpreter" if t["interpreter"] else "compiled kernels on the GPU")
                   + "; full output in tests/pytest.txt)"]
 
-    def section(step: str, rel: str, title: str) -> str:
+    def section(step: str, rel: str, title: str, missing: str = "the step wrote no file; see its status above") -> str:
         """A step's markdown, only if that step ran for this report (files of an older run may lie there)."""
         status = _status(r["steps"], step)
         if not status or status.startswith("skipped"):
             return f"## {title}\n\n(not run: {status or 'not reached'})\n"
-        return _section(os.path.join(out, rel), title)
+        if status.startswith("failed"):
+            return f"## {title}\n\n(no output: the step {status})\n"
+        return _section(os.path.join(out, rel), title, missing)
+
+    def images() -> str:
+        if not _status(r["steps"], "bench").startswith("ok"):
+            return ""
+        shown = [f"![{alt}](bench/{f})" for f, alt in (("bench_time.png", "time per op"), ("roofline.png", "roofline"))
+                 if os.path.exists(os.path.join(out, "bench", f))]
+        return "\n\n".join(shown) + "\n" if shown else ("(no charts: matplotlib missing, or no peak table for a "
+                                                         "roofline on this device)\n")
 
     lines += ["", section("ab", "ab/ab.md", "A/B: eager vs triton"),
               section("ab_compile", "ab_compile/ab.md", f"A/B: eager vs {COMPILED}"),
@@ -318,8 +370,9 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
               section("ab_conv", "ab_triton_all/ab.md", "A/B: cuDNN conv vs Triton conv"),
               section("ab_conv", "ab_fp8/ab.md", "A/B: cuDNN conv vs FP8 Triton conv"),
               section("bench", "bench/bench.md", "Op benchmarks"),
-              section("bench", "bench_compile/bench.md", "Op benchmarks: torch.compile"),
-              "![time per op](bench/bench_time.png)\n\n![roofline](bench/roofline.png)\n",
+              section("bench", "bench_compile/bench.md", "Op benchmarks: torch.compile",
+                      "torch.compile's op benchmarks run on a GPU only"),
+              images(),
               section("trace", "trace/trace.md", "Profiler traces"),
               section("static", "static/static.md", "Static analysis (default configurations)")]
     return "\n".join(lines) + "\n"

@@ -1,27 +1,67 @@
 """Timing one callable: triton.testing.do_bench on a GPU (CUDA events, L2 flushed between
-runs, median), a plain perf_counter loop on a CPU."""
+runs, median), a perf_counter loop on a CPU (the minimum of enough repetitions: another
+process can only make a call slower, so the minimum is the stable statistic there).
+
+Every measurement says how many repetitions it took and how far they spread; a spread over
+UNRELIABLE_SPREAD marks it unreliable (on a CPU: the machine was busy), and the outputs say so.
+"""
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+UNRELIABLE_SPREAD = 0.5   # (typical - best) / best above this: the repetitions disagree
+TIMING_NOTE_GPU = "Times: median of triton.testing.do_bench repetitions (CUDA events, L2 flushed)."
+TIMING_NOTE_CPU = ("Times: minimum of at least 5 perf_counter repetitions (at least 0.2 s in all); "
+                   "CPU timings move with other load, which the load average records.")
 
-def time_ms(fn: Callable[[], None], device: torch.device | str, warmup_ms: float = 25, rep_ms: float = 100,
-            cpu_reps: int = 3) -> float:
-    """Median time of one call of ``fn`` in milliseconds. ``fn`` must not sync by itself on GPU."""
+
+@dataclass
+class Timing:
+    ms: float           # the reported statistic
+    reps: int
+    spread: float       # (median - min) / min on a CPU, (p80 - p20) / median on a GPU
+    statistic: str
+
+    @property
+    def unreliable(self) -> bool:
+        return self.spread > UNRELIABLE_SPREAD
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def measure(fn: Callable[[], None], device: torch.device | str, warmup_ms: float = 25, rep_ms: float = 100,
+            cpu_min_reps: int = 5, cpu_min_s: float = 0.2, cpu_max_reps: int = 50) -> Timing:
+    """Time one call of ``fn``. ``fn`` must not sync by itself on a GPU."""
     device = torch.device(device)
     if device.type == "cuda":
         import triton.testing
         fn()  # compilation / autotuning first: do_bench sizes its repetitions from its first call
         torch.cuda.synchronize(device)
-        return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+        times = sorted(float(t) for t in triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all"))
+        med = statistics.median(times)
+        q = lambda f: times[min(len(times) - 1, int(f * len(times)))]  # noqa: E731
+        return Timing(med, len(times), (q(0.8) - q(0.2)) / med if med > 0 else 0.0, "median")
     fn()  # warm-up (and compilation)
-    times = []
-    for _ in range(cpu_reps):
+    times, t_all = [], time.perf_counter()
+    while len(times) < cpu_min_reps or (time.perf_counter() - t_all < cpu_min_s and len(times) < cpu_max_reps):
         t0 = time.perf_counter()
         fn()
         times.append(1e3 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    best = min(times)
+    return Timing(best, len(times), (statistics.median(times) - best) / best if best > 0 else 0.0, "min")
+
+
+def time_ms(fn: Callable[[], None], device: torch.device | str, **kw) -> float:
+    return measure(fn, device, **kw).ms

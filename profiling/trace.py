@@ -21,10 +21,12 @@ import gzip
 import os
 import shlex
 import shutil
+import time
 from collections import defaultdict
 
 import torch
 
+from .quiet import native_stderr_filtered
 from .report_io import markdown_table, write_json
 
 PHASES = ("forward", "backward", "optimizer")
@@ -90,10 +92,15 @@ def summarize_events(events, active_steps: int, cuda: bool, top: int = 15) -> di
 def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: str, label: str,
                    data_cache: dict | None = None) -> dict:
     """Profile ``wait + warmup + active`` training steps of the configuration ``train_argv``."""
-    import train
     from model.data import TrainLoader
-    args = train.build_parser().parse_args(train_argv)
-    s = train.prepare(args, data_cache)
+    from model.session import CPU_ESTIMATE_AFTER_S, Session, SessionError, fmt_duration, parse_args
+
+    from .timing import load_average
+    try:
+        args = parse_args(train_argv)
+        s = Session.prepare(args, data_cache)
+    except SessionError as e:
+        raise SystemExit(f"error: {e}") from None
     wait, warm, active = steps
     total = wait + warm + active
     s.net.reset_parameters()
@@ -113,9 +120,18 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
         runner.step(epochs[e], i, n, ranges=ranges)
 
     # one untimed step first: cuDNN autotuning, compilation and CUDA-graph capture stay out of the profile
+    t0 = time.perf_counter()
     step(0, False)
+    if not cuda:
+        first = time.perf_counter() - t0
+        if first * total > CPU_ESTIMATE_AFTER_S:
+            print(f"estimate: {label}'s {total} profiled steps take about {fmt_duration(first * total * 1.5)} on this "
+                  f"CPU ({first:.1f} s for the first step, profiler overhead on top); smaller: add --subset 256 "
+                  f"--batch-size 64 to the flags after --", flush=True)
+    load = load_average()
     sched = torch.profiler.schedule(wait=wait, warmup=warm, active=active, repeat=1)
-    with torch.profiler.profile(activities=acts, schedule=sched, record_shapes=True) as prof:
+    with native_stderr_filtered(cuda), torch.profiler.profile(activities=acts, schedule=sched,
+                                                              record_shapes=True) as prof:
         for n in range(1, total + 1):
             step(n, True)
             if cuda:
@@ -128,10 +144,12 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     with open(raw, "rb") as f, gzip.open(raw + ".gz", "wb") as g:
         shutil.copyfileobj(f, g)
     os.remove(raw)
-    summary = summarize_events(prof.events(), active, cuda)
+    with native_stderr_filtered(cuda):
+        summary = summarize_events(prof.events(), active, cuda)
     summary.update(label=label, flags=" ".join(train_argv), ops=s.names, device=s.env["device"],
                    trace=os.path.basename(raw) + ".gz", trace_bytes=os.path.getsize(raw + ".gz"),
-                   batch=s.recipe.batch_size, steps=dict(wait=wait, warmup=warm, active=active))
+                   batch=s.recipe.batch_size, steps=dict(wait=wait, warmup=warm, active=active),
+                   load_average=[load, load_average()])
     return summary
 
 
@@ -164,10 +182,14 @@ def render(summaries: list[dict]) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vs", default=None, metavar="FLAGS", help="a second configuration: A's flags followed by FLAGS")
-    p.add_argument("--wait", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--active", type=int, default=3)
-    p.add_argument("--out", default="reports/trace", help="directory for traces and trace.md / trace.json")
+    p.add_argument("--wait", type=int, default=1,
+                   help="steps run with the profiler off after the first (untimed) step (default 1)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="steps profiled but discarded: the profiler's own start-up cost (default 2)")
+    p.add_argument("--active", type=int, default=3,
+                   help="steps recorded; the tables are per active step (default 3)")
+    p.add_argument("--out", default="runs/trace",
+                   help="directory for traces and trace.md / trace.json (default: runs/trace, an ignored folder)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then train.py's flags")
 
 

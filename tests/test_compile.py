@@ -63,6 +63,7 @@ def test_unknown_mode():
         StepFunctions(torch.nn.Linear(1, 1), "fast")
 
 
+@pytest.mark.slow
 def test_second_process_reuses_caches(cifar_dir, tmp_path):
     """profiling report's cold_start step: two train.py processes on one empty --cache-dir."""
     from profiling.report import cold_start

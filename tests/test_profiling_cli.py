@@ -4,6 +4,8 @@ import json
 import math
 import os
 
+import pytest
+
 from profiling.__main__ import main
 
 SMALL = ["--device", "cpu", "--subset", "64", "--batch-size", "32", "--epochs", "1", "--tta", "0"]
@@ -48,6 +50,7 @@ def test_ab_interleaved(cifar_dir, tmp_path, capsys):
     assert "Welch p" in (out / "ab.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_quick(cifar_dir, tmp_path):
     out = tmp_path / "reports"
     main(["report", "--quick", "--skip", "tests,static", "--runs", "2", "--data", cifar_dir, "--out", str(out)])
@@ -67,9 +70,64 @@ def test_report_quick(cifar_dir, tmp_path):
     # a second call (as a GPU session with 10-minute device calls makes) that skips what the
     # first one ran keeps the first one's steps and results
     ab_before = json.loads((rep / "report.json").read_text())["ab"]
-    main(["report", "--quick", "--skip", "tests,static,bench,trace,ab", "--data", cifar_dir, "--out", str(out)])
+    main(["report", "--quick", "--resume", "--skip", "tests,static,bench,trace,ab", "--data", cifar_dir, "--out", str(out)])
     readme = (rep / "README.md").read_text()
     assert "| bench | ok (earlier call) |" in readme and "| ab | ok (earlier call) |" in readme
     assert "| tests | skipped (asked) |" in readme
     assert "A/B: eager vs triton" in readme and "Welch p" in readme
     assert json.loads((rep / "report.json").read_text())["ab"] == ab_before
+
+
+# ---- issue 17: bad flags, where outputs go, what the report says
+
+
+import argparse  # noqa: E402
+
+from profiling import bench as bench_mod, report as report_mod, trace as trace_mod  # noqa: E402
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ops", "nope"], "--ops: unknown op 'nope'"),
+    (["--peak", "nope"], "--peak: unknown device 'nope'"),
+    (["--impls", "nope"], "--impls: unknown implementation 'nope'"),
+    (["--modes", "nope"], "--modes: unknown mode 'nope'"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--device", "nope"], "--device 'nope' is not a device"),
+])
+def test_bench_bad_flags(argv, message, tmp_path):
+    out = tmp_path / "b"
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--out", str(out)] + argv)
+    assert message in str(e.value.code) and str(e.value.code).startswith("error:")
+    assert not out.exists()  # nothing ran, nothing written
+
+
+def test_report_bad_skip(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["report", "--skip", "tests,nope", "--out", str(tmp_path)])
+    assert "--skip: unknown step 'nope'" in str(e.value.code)
+    assert not list(tmp_path.iterdir())
+
+
+def test_ad_hoc_outputs_go_to_ignored_runs():
+    for mod, default in ((bench_mod, "runs/bench"), (trace_mod, "runs/trace"), (report_mod, "runs/reports")):
+        p = argparse.ArgumentParser()
+        mod.add_arguments(p)
+        assert p.get_default("out") == default, mod.__name__
+    ignored = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), ".gitignore")).read().split()
+    assert "/runs/" in ignored
+
+
+def test_report_never_overwrites_another(cifar_dir, tmp_path):
+    tmp_path = tmp_path / "reports"
+    everything = "tests,static,bench,trace,ab"
+    main(["report", "--quick", "--skip", everything, "--data", cifar_dir, "--out", str(tmp_path)])
+    main(["report", "--quick", "--skip", everything, "--data", cifar_dir, "--out", str(tmp_path)])
+    dirs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert len(dirs) == 2 and dirs[1] == dirs[0] + "-2", dirs
+    main(["report", "--quick", "--resume", "--skip", everything, "--data", cifar_dir, "--out", str(tmp_path)])
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2  # --resume continues the newest one
+    readme = (tmp_path / dirs[1] / "README.md").read_text()
+    assert "](bench/" not in readme  # no link to an image that was never drawn
+    assert "(no output)" not in readme
+    assert "## A/B: eager vs triton\n\n(not run: skipped (asked))" in readme

@@ -53,7 +53,7 @@ def test_functional_runner_matches_torch_optim(recipe):
     eager, state_e, _ = _run(recipe, EagerRunner, data)
     func, state_f, _ = _run(recipe, FunctionalRunner, data)
     assert func["steps"] == eager["steps"] == 12
-    for a, b in zip(func["epochs"], eager["epochs"]):
+    for a, b in zip(func["per_epoch"], eager["per_epoch"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
     assert func["accuracy"] == pytest.approx(eager["accuracy"], abs=0.026)  # at most 5 of 200 test images
     # Given the same gradients the two optimizers agree to ~1e-7 per step (test_optim). Through
@@ -70,8 +70,8 @@ def test_graph_body_matches_functional_runner(recipe):
     data = small_problem()
     func, state_f, _ = _run(recipe, FunctionalRunner, data)
     graph, state_g, runner = _run(recipe, GraphedRunner, data, capture=False)
-    assert graph["epochs"] == func["epochs"] or all(
-        a["train_loss"] == b["train_loss"] for a, b in zip(graph["epochs"], func["epochs"]))
+    assert graph["per_epoch"] == func["per_epoch"] or all(
+        a["train_loss"] == b["train_loss"] for a, b in zip(graph["per_epoch"], func["per_epoch"]))
     assert graph["accuracy"] == func["accuracy"]
     for k in state_f:
         assert torch.equal(state_g[k], state_f[k]), k
@@ -88,7 +88,7 @@ def test_runner_reuse_across_runs_resets_state():
     fns._runners[recipe] = GraphedRunner(net, recipe, fns, capture=False)
     a = train_run(net, data, recipe, seed=5, dtype=torch.float32, epochs=1, tta_level=0, fns=fns)
     b = train_run(net, data, recipe, seed=5, dtype=torch.float32, epochs=1, tta_level=0, fns=fns)
-    assert a["epochs"][0]["train_loss"] == b["epochs"][0]["train_loss"] and a["accuracy"] == b["accuracy"]
+    assert a["per_epoch"][0]["train_loss"] == b["per_epoch"][0]["train_loss"] and a["accuracy"] == b["accuracy"]
 
 
 class HostReads(TorchDispatchMode):
@@ -192,7 +192,7 @@ def test_captured_graph_matches_uncaptured(recipe, monkeypatch):
     expected = {("step", True), ("step", False)} | ({("lookahead",)} if recipe.optimizer == "sgd_lookahead" else set())
     assert set(runner.graphs) == expected
     assert graph["accuracy"] == pytest.approx(plain["accuracy"], abs=0.006)  # at most 1 of 200 test images
-    for a, b in zip(graph["epochs"], plain["epochs"]):
+    for a, b in zip(graph["per_epoch"], plain["per_epoch"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     _close(state_g, state_p, 1e-4)
 

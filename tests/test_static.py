@@ -11,6 +11,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# compiling every kernel for two architectures takes about two minutes on a 2-core CPU
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def static(tmp_path_factory):
     out = tmp_path_factory.mktemp("static")

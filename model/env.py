@@ -36,7 +36,9 @@ def environment(device: torch.device | str) -> dict:
         triton_version = None
     device = torch.device(device)
     env = dict(device=device_name(device), device_type=device.type, torch=torch.__version__,
-               triton=triton_version, cuda=torch.version.cuda, python=platform.python_version(),
+               triton=triton_version, python=platform.python_version(),
+               # cuda: the CUDA runtime actually in use (None without a GPU); torch_cuda: what torch was built for
+               cuda=torch.version.cuda if device.type == "cuda" else None, torch_cuda=torch.version.cuda,
                git_commit=git_commit())
     if device.type == "cuda":
         env["cudnn"] = torch.backends.cudnn.version()

@@ -1,0 +1,606 @@
+"""One training session, shared by train.py (the command line) and the profiling lab.
+
+    parser = build_parser(); args = parse_args(argv)        # flags, checked: SessionError if wrong
+    s = Session.prepare(args)        # ops, device, dtype, recipe, data on the device, net, step fns
+    s.warmup(); res = s.train(seed)  # untimed warm-up (compilation, autotuning), then timed runs
+
+``execute(configs, ...)`` runs many seeded runs of one or more configurations, spread over the
+ranks of a torchrun job (model/distributed.py) when there are several: each rank trains whole
+runs (run r on rank r mod K), rank 0 gathers every record and prints the table and summary.
+Nothing here exits the process: errors are exceptions (SessionError for a bad flag, data or
+device, with a one-line message), and train.py turns them into exit codes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import torch
+
+import kernels
+import kernels.conv as conv_kernels
+
+from . import distributed
+from .compiled import (MODES as COMPILE_MODES, StepFunctions, cache_stats, check_modes, conv_choices_path,
+                       use_cache_dir)
+from .data import DataError, load_cifar10
+from .env import environment
+from .net import CifarNet
+from .recipes import DEFAULT, RECIPES, Recipe, get_recipe
+from .stats import summarize
+from .trainer import DeviceData, Progress, train_run
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_acc", "time_s")
+SMOKE = "python train.py --device cpu --subset 2000 --epochs 1"
+CPU_ESTIMATE_AFTER_S = 60.0  # a CPU run predicted to take longer than this says so after its first steps
+DESCRIPTION = """Train the CIFAR-10 speedrun network (airbench94) and report accuracy and time.
+The published recipes reach 94% on the original CIFAR-10; the JPEG stand-in of ../shared/data
+is harder (about 3 points lower): compare accuracy only with runs on the same data."""
+
+
+class SessionError(ValueError):
+    """A bad flag, missing data or an unusable device: a one-line message for the user."""
+
+
+def ops_help() -> str:
+    lines = ["ops and implementations (--op OP=IMPL):"]
+    for op in kernels.ops():
+        for impl in kernels.impls(op):
+            lines.append(f"  {op + '=' + impl:<16} {kernels.describe(op, impl)}")
+    lines.append("backends (--backend): " + ", ".join(
+        f"{b} ({', '.join(f'{o}={i}' for o, i in kernels.resolve_names(b).items())})" for b in kernels.backends()))
+    lines.append("recipe fields (--set NAME=VALUE): " + ", ".join(
+        f.name for f in dataclasses.fields(Recipe) if f.name != "name"))
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of one training configuration (train.py's, and those of --a/--b/--vs in the lab)."""
+    p.add_argument("--data", default="data", help="CIFAR-10 directory or .tar.gz (default: ./data)")
+    p.add_argument("--download", action="store_true", help="download the original CIFAR-10 if absent")
+    p.add_argument("--recipe", default=DEFAULT, choices=sorted(RECIPES), help=f"default: {DEFAULT}")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one recipe hyper-parameter, repeatable: --set lr=10 --set label_smoothing=0.1 "
+                        "(fields listed below)")
+    p.add_argument("--runs", type=int, default=1, help="independent training runs, seeds SEED..SEED+RUNS-1")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the first run (initialisation, batch order, augmentation); run i uses SEED+i")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                   help="network precision; BatchNorm stays fp32 (default: fp16 on a GPU, fp32 on a CPU)")
+    p.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs (> 0; may be fractional)")
+    p.add_argument("--batch-size", type=int, default=None, help="override the recipe's batch size")
+    p.add_argument("--subset", type=int, default=None,
+                   help="only the first N training images and at most N test images (smoke runs)")
+    p.add_argument("--tta", type=int, choices=(0, 1, 2), default=None,
+                   help="test-time augmentation: 0 = none, 1 = + horizontal flip, 2 = + flip and 1-pixel "
+                        "translations (default: the recipe's, 2)")
+    p.add_argument("--backend", default="eager", help=f"op backend: {', '.join(kernels.backends())}")
+    p.add_argument("--op", action="append", default=[], metavar="OP=IMPL",
+                   help="per-op implementation, repeatable (see the list below)")
+    p.add_argument("--compile", default="none", choices=COMPILE_MODES,
+                   help="torch.compile the training step (forward + loss + backward), the eval forward and "
+                        "Newton-Schulz: default, reduce-overhead (CUDA graphs), max-autotune (as published), "
+                        "max-autotune-no-cudagraphs; none = eager (default)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="capture each whole training step (batch gather, forward, backward, optimizer update and "
+                        "schedules) in a CUDA graph and replay it: no host sync, allocation or Python per step. "
+                        "GPU only; combines with --compile none, default or max-autotune-no-cudagraphs")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="persistent compile caches (inductor FX graphs, AOTAutograd, autotuning, Triton) under DIR")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="untimed warm-up run length in steps, random labels "
+                        "(default: 25 on a GPU; on a CPU 4 with --compile, else 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=DESCRIPTION, epilog=ops_help(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.add_argument("--sweep", default=None, metavar="FILE.toml",
+                   help="train every configuration of a TOML sweep file (see README), --runs each; the flags "
+                        "given here are the base that the file's [base] and [grid] override")
+    p.add_argument("--json", default=None, metavar="PATH", help="append one JSON record per run to PATH")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress line on stderr (default: when stderr is a terminal)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    return p
+
+
+def parse_recipe_sets(items: list[str]) -> dict:
+    """``--set NAME=VALUE`` items -> {field: typed value}; SessionError names a bad one."""
+    fields = {f.name: f for f in dataclasses.fields(Recipe) if f.name != "name"}
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not value.strip():
+            raise SessionError(f"--set expects NAME=VALUE, got {item!r}")
+        if name not in fields:
+            raise SessionError(f"--set: unknown recipe field {name!r}; known: {', '.join(fields)}")
+        kind = type(getattr(RECIPES[DEFAULT], name))
+        try:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[name] = value.lower() in ("true", "1")
+            else:
+                out[name] = kind(value)
+        except ValueError:
+            raise SessionError(f"--set {name}: {value!r} is not a {kind.__name__}") from None
+    return out
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Everything about the flags that can be checked before any work: raises SessionError."""
+    def positive(flag, value, minimum=1, what="at least 1"):
+        if value is not None and value < minimum:
+            raise SessionError(f"{flag} must be {what} (got {value:g})")
+
+    positive("--runs", args.runs)
+    positive("--subset", args.subset)
+    positive("--batch-size", args.batch_size)
+    positive("--warmup-steps", args.warmup_steps, 0, "0 or more")
+    if args.epochs is not None and not (args.epochs > 0 and math.isfinite(args.epochs)):
+        raise SessionError(f"--epochs must be positive (got {args.epochs:g})")
+    try:
+        kernels.resolve_names(args.backend, kernels.parse_overrides(args.op))
+    except kernels.UnknownNameError as e:
+        raise SessionError(str(e)) from None
+    parse_recipe_sets(args.set)
+    device_of(args)
+    for flag, path in (("--cache-dir", args.cache_dir),):
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise SessionError(f"{flag} {path} is not a directory")
+    if getattr(args, "json", None):
+        check_writable(args.json)
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    if args.device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(args.device)
+    except (RuntimeError, ValueError):
+        raise SessionError(f"--device {args.device!r} is not a device: use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SessionError(f"--device {args.device!r}: this lab trains on cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SessionError(f"--device {args.device} asked for, but no CUDA GPU is available (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise SessionError(f"--device {args.device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def check_writable(path: str) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise SessionError(f"--json: cannot write {path}: {e.strerror or e}") from None
+
+
+def append_record(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """Parse and check one configuration's flags (argparse exits on a malformed flag)."""
+    args = (parser or build_parser()).parse_args(argv)
+    check_args(args)
+    return args
+
+
+def fmt_row(values: dict) -> str:
+    out = []
+    for c in COLUMNS:
+        v = values.get(c, "")
+        out.append(f"{v:>10.4f}" if isinstance(v, float) else f"{v!s:>10}")
+    return " ".join(out)
+
+
+def header() -> str:
+    return " ".join(f"{c:>10}" for c in COLUMNS)
+
+
+def epoch_row(run: int, row: dict) -> str:
+    return fmt_row(dict(row, run=run if row["epoch"] == 1 else ""))
+
+
+def final_row(run: int, res: dict, quiet: bool) -> str:
+    return fmt_row(dict(run=run if quiet else "", epoch="tta", tta_acc=res["accuracy"], time_s=res["time_s"]))
+
+
+def summary_lines(records: list[dict]) -> list[str]:
+    ok = [r for r in records if not r.get("failed")]
+    if not ok:
+        return ["no run finished"]
+    acc = summarize([100 * r["accuracy"] for r in ok])
+    t = summarize([r["time_s"] for r in ok])
+    return [f"accuracy (TTA, %): mean {acc.mean:.2f}  std {acc.std:.2f}  95% CI ±{acc.ci95:.2f}  (n={acc.n})"
+            if acc.n > 1 else f"accuracy (TTA, %): {acc.mean:.2f}",
+            f"time (s): min {t.min:.3f}  median {t.median:.3f}  max {t.max:.3f}  ({ok[0]['env']['device']})"]
+
+
+class CpuEstimate:
+    """On a CPU, after the first timed steps of a long run: how long it will take, and the
+    smoke-run command. Printed once per process."""
+    shown = False
+
+    def __init__(self, progress: Progress, runs: int = 1, what: str = "this run"):
+        self.progress, self.runs, self.what = progress, runs, what
+        self.t0 = self.n0 = None
+
+    def __call__(self, step: int, total: int) -> None:
+        if CpuEstimate.shown:
+            return
+        now = time.perf_counter()
+        if self.t0 is None:  # the first step includes one-off work (whitening, allocation)
+            self.t0, self.n0 = now, step
+            return
+        if step - self.n0 < 2 and now - self.t0 < 10:
+            return
+        per_step = (now - self.t0) / (step - self.n0)
+        total_s = per_step * total * 1.05  # + evaluation
+        if total_s * self.runs < CPU_ESTIMATE_AFTER_S:
+            return
+        CpuEstimate.shown = True
+        runs = f" (x {self.runs} runs: about {fmt_duration(total_s * self.runs)})" if self.runs > 1 else ""
+        self.progress.print(f"estimate: {self.what} takes about {fmt_duration(total_s)} on this CPU "
+                            f"({per_step:.2f} s/step x {total} steps){runs}. A GPU takes seconds; for a smoke "
+                            f"run here: {SMOKE}")
+
+
+def fmt_duration(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else (f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h")
+
+
+@dataclass
+class Session:
+    """Everything one training configuration needs, built from its flags."""
+    args: argparse.Namespace
+    device: torch.device
+    dtype: torch.dtype
+    recipe: Recipe
+    names: dict
+    data: DeviceData
+    net: CifarNet
+    config: dict
+    env: dict
+    fns: StepFunctions
+    notes: list = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, args: argparse.Namespace, data_cache: dict | None = None) -> "Session":
+        """Resolve ops, device, dtype and recipe, load the data onto the device, build the
+        network and its step functions. ``data_cache`` lets configurations in one process share
+        the loaded data. Raises SessionError with a one-line message."""
+        check_args(argparse.Namespace(**{**vars(args), "json": None}))
+        names = kernels.resolve_names(args.backend, kernels.parse_overrides(args.op))
+        ops = {op: kernels.get(op, impl) for op, impl in names.items()}
+        device = device_of(args)
+        try:
+            check_modes(args.compile, args.cuda_graph, device)
+        except ValueError as e:
+            raise SessionError(str(e)) from None
+        dtype = DTYPES[args.dtype or ("fp16" if device.type == "cuda" else "fp32")]
+        notes = []
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if args.cache_dir:
+            try:
+                use_cache_dir(args.cache_dir)
+            except OSError as e:
+                raise SessionError(f"--cache-dir {args.cache_dir}: {e.strerror or e}") from None
+            if device.type == "cuda":  # the Triton conv's timed configurations of an earlier process
+                n = conv_kernels.load_choices(conv_choices_path(args.cache_dir))
+                if n:
+                    notes.append(f"conv autotuning: {n} timed configurations reused from "
+                                 f"{conv_choices_path(args.cache_dir)}")
+
+        recipe = get_recipe(args.recipe).replace(batch_size=args.batch_size, **parse_recipe_sets(args.set))
+        key = (args.data, args.subset, str(device), str(dtype))
+        if data_cache is not None and key in data_cache:
+            data, device_data = data_cache[key]
+        else:
+            try:
+                data = load_cifar10(args.data, download=args.download).subset(args.subset)
+            except DataError as e:
+                raise SessionError(str(e)) from None
+            device_data = DeviceData.create(data, device, dtype)
+            if data_cache is not None:
+                data_cache[key] = (data, device_data)
+        if recipe.batch_size > len(data.train_labels):
+            recipe = recipe.replace(batch_size=len(data.train_labels))
+            notes.append(f"note: batch size reduced to {recipe.batch_size}, the number of training images")
+
+        net = CifarNet(ops, head_scale=recipe.head_scale, bn_momentum=recipe.bn_momentum, bn_eps=recipe.bn_eps,
+                       activation=recipe.activation, head_unit_std=recipe.head_unit_std,
+                       zero_whiten_bias=recipe.zero_whiten_bias).to(device).to_training_dtype(dtype)
+        try:
+            fns = StepFunctions(net, args.compile, args.cuda_graph)
+        except ValueError as e:
+            raise SessionError(str(e)) from None
+        env = environment(device)
+        config = dict(recipe=recipe.name, ops=names, backend=args.backend, dtype=str(dtype).replace("torch.", ""),
+                      batch_size=recipe.batch_size, epochs=float(args.epochs or recipe.epochs),
+                      tta=recipe.tta_level if args.tta is None else args.tta, subset=args.subset,
+                      compile=args.compile, cuda_graph=args.cuda_graph, recipe_overrides=parse_recipe_sets(args.set),
+                      data=data.source, data_checksum=data.checksum,
+                      train_images=len(data.train_labels), test_images=len(data.test_labels))
+        return cls(args, device, dtype, recipe, names, device_data, net, config, env, fns, notes)
+
+    def describe(self) -> str:
+        return (f"# {self.recipe.name} on {self.env['device']} | {self.config['dtype']} | ops: "
+                + ", ".join(f"{k}={v}" for k, v in self.names.items())
+                + (f" | compile={self.args.compile}" if self.args.compile != "none" else "")
+                + (" | cuda-graph" if self.args.cuda_graph else "")
+                + "".join(f" | {k}={v}" for k, v in self.config["recipe_overrides"].items())
+                + f" | {self.config['train_images']} train / {self.config['test_images']} test images")
+
+    def warmup(self, progress: Progress | None = None, say=print) -> float | None:
+        """The untimed warm-up run (random labels); returns its wall time, or None when skipped."""
+        args = self.args
+        default = 25 if self.device.type == "cuda" else (4 if args.compile != "none" else 0)
+        steps = args.warmup_steps if args.warmup_steps is not None else default
+        if steps <= 0:
+            return None
+        t0 = time.perf_counter()
+        w = train_run(self.net, self.data, self.recipe, seed=args.seed + 10_000, dtype=self.dtype, epochs=args.epochs,
+                      tta_level=args.tta, warmup_steps=steps, progress=progress, label="warm-up", fns=self.fns)
+        dt = time.perf_counter() - t0
+        what = ("compilation + " if args.compile != "none" else "") + ("CUDA graph capture + " if args.cuda_graph else "")
+        say(f"warm-up ({what}{w['steps']} steps on random labels + TTA eval): {dt:.2f} s wall (not counted below)")
+        if args.cache_dir and self.device.type == "cuda" and conv_kernels.chosen_configs():
+            conv_kernels.save_choices(conv_choices_path(args.cache_dir))
+        if args.compile != "none":
+            stats = cache_stats()
+            if stats:
+                say("compile caches: " + ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
+        self.config["warmup_s"] = dt
+        return dt
+
+    def train(self, seed: int, log=None, progress: Progress | None = None, label: str = "", on_step=None) -> dict:
+        """One timed run from a fresh initialisation with ``seed``."""
+        a = self.args
+        return train_run(self.net, self.data, self.recipe, seed=seed, dtype=self.dtype, epochs=a.epochs,
+                         tta_level=a.tta, log=log, progress=progress, label=label, fns=self.fns, on_step=on_step)
+
+
+@dataclass
+class Config:
+    """One configuration of a sweep (or the only one): a name and its train.py flags."""
+    name: str
+    argv: list
+    args: argparse.Namespace | None = None
+
+
+@dataclass
+class Outcome:
+    records: list       # every run's record, successes and failures, in (configuration, run) order
+    interrupted: bool = False
+
+    @property
+    def failures(self) -> list:
+        return [r for r in self.records if r.get("failed")]
+
+
+def failure_record(cfg_index: int, cfg: Config, run: int, seed: int, exc: BaseException, rank: int) -> dict:
+    kind = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else type(exc).__name__
+    return dict(failed=True, sweep=dict(index=cfg_index, name=cfg.name), flags=cfg.argv, run=run, seed=seed,
+                rank=rank, error=f"{kind}: {exc}".splitlines()[0],
+                traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:])
+
+
+class Printer:
+    """Output of one process: everything on rank 0 of a one-process job; in a torchrun job the
+    table comes from rank 0 after the gather, and the ranks only say which run finished."""
+
+    def __init__(self, world: distributed.World, quiet: bool, progress: Progress):
+        self.world, self.quiet, self.progress = world, quiet, progress
+        self.live = world.size == 1
+
+    def say(self, text: str) -> None:
+        if self.live:
+            self.progress.print(text)
+        elif self.world.rank == 0 or not text.startswith(("#", "warm-up", "compile caches")):
+            self.progress.print(f"[rank {self.world.rank}] {text}", file=sys.stderr)
+
+    def row(self, text: str) -> None:
+        if self.live:
+            self.progress.print(text)
+
+
+def _keep(record: dict, json_path: str | None, world: distributed.World, say) -> bool:
+    """Append a record as soon as its run finishes; on a write error keep going and say so."""
+    if not json_path:
+        return True
+    path = json_path if world.size == 1 else distributed.partial_path(json_path, world.rank)
+    try:
+        append_record(path, record)
+        return True
+    except OSError as e:
+        print(f"warning: could not write the record of run {record['run']} to {path}: {e.strerror or e}; "
+              "the records written before it are kept, this one is printed only", file=sys.stderr, flush=True)
+        return False
+
+
+def execute(configs: list[Config], runs: int, *, world: distributed.World | None = None, json_path: str | None = None,
+            quiet: bool = False, progress: Progress | None = None, interleave: bool = False,
+            strict: bool = False) -> Outcome:
+    """Train ``runs`` seeded runs of every configuration. Run r of every configuration goes to
+    rank r mod K (so the seeds and results do not depend on K, and an A/B pair shares a GPU).
+    ``interleave``: prepare every configuration first, then train A0 B0 A1 B1 ... (A/B runs);
+    otherwise one configuration after the other, each dropped when done. A configuration that
+    fails to build, or a run that raises, becomes a failure record; the rest goes on (``strict``:
+    a SessionError while building is raised instead: one configuration, a usage error). Returns
+    the gathered records on rank 0 (the local ones elsewhere)."""
+    world = world or distributed.World.single()
+    progress = progress or Progress(False)
+    out = Printer(world, quiet, progress)
+    mine = [r for r in range(runs) if r % world.size == world.rank]
+    records, sessions, data_cache = [], {}, {}
+    write_failed = False
+
+    def build(i: int, cfg: Config):
+        if i in sessions:
+            return sessions[i]
+        try:
+            s = Session.prepare(cfg.args, data_cache)
+            if len(configs) > 1:
+                out.say(f"## {cfg.name}")
+            out.say(s.describe())
+            for note in s.notes:
+                out.say(note)
+            if s.device.type == "cpu" and i == 0:
+                out.say("# note: CPU timings say nothing about GPU speed")
+            s.warmup(progress, say=out.say)
+        except SessionError:
+            if strict:
+                raise
+            s = sys.exc_info()[1]
+        except Exception as e:  # a bad configuration: every run of it here fails, the rest goes on
+            s = e
+        sessions[i] = s
+        return s
+
+    def one(i: int, cfg: Config, r: int) -> None:
+        nonlocal write_failed
+        seed = cfg.args.seed + r
+        s = build(i, cfg)
+        try:
+            if isinstance(s, BaseException):
+                raise s
+            estimate = CpuEstimate(progress, runs=runs, what="this run") if s.device.type == "cpu" else None
+            res = s.train(seed, log=None if quiet or interleave else (lambda row: out.row(epoch_row(r, row))), progress=progress,
+                          label=f"{cfg.name + ' ' if len(configs) > 1 else ''}run {r + 1}/{runs}", on_step=estimate)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            rec = failure_record(i, cfg, r, seed, e, world.rank)
+            out.say(f"FAILED: {cfg.name or 'run'} run {r} (seed {seed}): {rec['error']}")
+            if s is not None and not isinstance(s, BaseException) and s.device.type == "cuda":
+                torch.cuda.empty_cache()
+        else:
+            rec = dict(config=s.config, env=s.env, run=r, rank=world.rank, **res)
+            if len(configs) > 1 or cfg.name:
+                rec["sweep"] = dict(index=i, name=cfg.name)
+            if interleave:  # configurations alternate: one labelled line per run instead of a table
+                out.say(f"  run {r} {cfg.name}: {res['time_s']:.3f} s  {100 * res['accuracy']:.2f}%")
+            else:
+                out.row(final_row(r, res, quiet))
+            if not out.live:
+                out.say(f"{cfg.name + ': ' if cfg.name else ''}run {r} (seed {seed}) done: "
+                        f"{100 * res['accuracy']:.2f}%  {res['time_s']:.3f} s")
+        records.append(rec)
+        if not _keep(rec, json_path, world, out.say):
+            write_failed = True
+
+    interrupted = False
+    try:
+        header_shown = False
+
+        def show_header():
+            nonlocal header_shown
+            if not header_shown and not quiet:
+                out.row(header())
+                header_shown = True
+
+        if interleave:
+            for i, cfg in enumerate(configs):
+                if mine:
+                    build(i, cfg)
+            for r in mine:
+                for i, cfg in enumerate(configs):
+                    one(i, cfg, r)
+        else:
+            for i, cfg in enumerate(configs):
+                if not mine:
+                    continue
+                build(i, cfg)
+                show_header()
+                for r in mine:
+                    one(i, cfg, r)
+                sessions.pop(i, None)
+                header_shown = False if len(configs) > 1 else header_shown
+    except KeyboardInterrupt:
+        interrupted = True
+        progress.clear()
+        where = (f"; the records written so far are in {json_path if world.size == 1 else distributed.partial_path(json_path, world.rank)}"
+                 if json_path else "")
+        print(f"interrupted{f' (rank {world.rank})' if world.size > 1 else ''}: {len(records)} run(s) finished"
+              + where, file=sys.stderr, flush=True)
+    outcome = Outcome(records, interrupted)
+    outcome.write_failed = write_failed
+    if world.size > 1 and not interrupted:
+        gathered = world.gather(records)
+        if world.rank == 0:
+            outcome.records = sorted(gathered, key=lambda r: (r.get("sweep", {}).get("index", 0), r["run"]))
+            if json_path:
+                try:
+                    for rec in outcome.records:
+                        append_record(json_path, rec)
+                except OSError as e:
+                    outcome.write_failed = True
+                    print(f"warning: could not write {json_path}: {e.strerror or e}; each rank's records are kept in "
+                          f"{distributed.partial_path(json_path, 'N')}", file=sys.stderr)
+        world.barrier()
+        if json_path and not outcome.write_failed:
+            distributed.remove_partial(json_path, world.rank)
+    return outcome
+
+
+def render_table(records: list[dict], quiet: bool) -> list[str]:
+    """The per-epoch table of the records, as a one-process run prints it live."""
+    lines = [] if quiet else [header()]
+    for rec in records:
+        if rec.get("failed"):
+            continue
+        if not quiet:
+            lines += [epoch_row(rec["run"], row) for row in rec["per_epoch"]]
+        lines.append(final_row(rec["run"], rec, quiet))
+    return lines
+
+
+def report(outcome: Outcome, configs: list[Config], quiet: bool, live: bool) -> list[str]:
+    """The lines rank 0 prints at the end: the table (when not printed live), the summary of
+    each configuration, the failures, and for a sweep one row per configuration."""
+    lines = []
+    by_cfg = {i: [r for r in outcome.records if r.get("sweep", {}).get("index", 0) == i] for i in range(len(configs))}
+    for i, cfg in enumerate(configs):
+        recs = by_cfg[i]
+        if len(configs) > 1:
+            lines.append(f"## {cfg.name}")
+        if not live:
+            lines += render_table(recs, quiet)
+        lines += summary_lines(recs)
+    if len(configs) > 1:
+        from .stats import summarize as summ
+        lines.append("")
+        lines.append(f"{'configuration':<40} {'runs':>5} {'failed':>6} {'acc mean %':>10} {'95% CI':>8} "
+                     f"{'median s':>9}")
+        for i, cfg in enumerate(configs):
+            ok = [r for r in by_cfg[i] if not r.get("failed")]
+            bad = len(by_cfg[i]) - len(ok)
+            if ok:
+                acc = summ([100 * r["accuracy"] for r in ok])
+                t = summ([r["time_s"] for r in ok])
+                lines.append(f"{cfg.name:<40} {len(ok):>5} {bad:>6} {acc.mean:>10.2f} {'±%.2f' % acc.ci95 if acc.n > 1 else '-':>8} "
+                             f"{t.median:>9.3f}")
+            else:
+                lines.append(f"{cfg.name:<40} {0:>5} {bad:>6} {'-':>10} {'-':>8} {'-':>9}")
+    for f in outcome.failures:
+        lines.append(f"FAILED: {f['sweep']['name'] or 'configuration'} run {f['run']} (seed {f['seed']}, rank "
+                     f"{f['rank']}): {f['error']}")
+    return lines
