@@ -50,7 +50,7 @@ from ._compiled import compiled
 from ._triton import HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave
 from .registry import register
 
-ACTIVATIONS = ("gelu", "silu")
+ACTIVATIONS = ("gelu", "silu", "identity")  # identity: BatchNorm alone (before a residual add)
 
 
 def check_activation(activation: str) -> None:
@@ -62,10 +62,10 @@ def check_activation(activation: str) -> None:
 def bn_act_eager(x: torch.Tensor, running_mean, running_var, weight=None, bias=None,
                  training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
                  activation: str = "gelu") -> torch.Tensor:
-    """Reference: F.batch_norm followed by F.gelu or F.silu (cuDNN / ATen kernels)."""
+    """Reference: F.batch_norm followed by F.gelu, F.silu or nothing (cuDNN / ATen kernels)."""
     check_activation(activation)
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    return F.gelu(y) if activation == "gelu" else F.silu(y)
+    return F.gelu(y) if activation == "gelu" else F.silu(y) if activation == "silu" else y
 
 
 register("bn_act", "compile")(compiled(
@@ -138,17 +138,21 @@ if HAS_TRITON:
         if ACT == 0:  # GELU (erf form, as F.gelu)
             cdf, _ = _gelu_cdf(z, FAST)
             return z * cdf
-        else:  # SiLU
+        elif ACT == 1:  # SiLU
             return z * _sigmoid(z, FAST)
+        else:  # identity
+            return z
 
     @triton.jit
     def _act_grad(z, ACT: tl.constexpr, FAST: tl.constexpr = FAST_MATH):
         if ACT == 0:
             cdf, e = _gelu_cdf(z, FAST)
             return cdf + z * e * 0.3989422804014327
-        else:
+        elif ACT == 1:
             s = _sigmoid(z, FAST)
             return s * (1.0 + z * (1.0 - s))
+        else:
+            return z * 0.0 + 1.0
 
     @triton.jit
     def _stats_kernel(x_ptr, ws_ptr, cnt_ptr, mean_ptr, var_ptr, rm_ptr, rv_ptr, M, C, HW, ROWS, momentum, unbias,
@@ -367,7 +371,7 @@ def _launch(kernel, grid, args, meta, device) -> None:
 
 _WORKSPACES: dict = {}
 _RETIRED: list = []  # outgrown workspaces stay alive: a captured CUDA graph may still use them
-_ACT_CODE = {"gelu": 0, "silu": 1}
+_ACT_CODE = {"gelu": 0, "silu": 1, "identity": 2}
 
 
 def _workspace(device: torch.device, C: int, cblocks: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,10 +66,19 @@ def cache_stats() -> dict:
             if "cache" in k}
 
 
-def forward_loss(net, inputs: torch.Tensor, targets: torch.Tensor, whiten_bias_grad: bool, label_smoothing: float):
+def forward_loss(net, inputs: torch.Tensor, targets: torch.Tensor, whiten_bias_grad: bool, label_smoothing: float,
+                 mix: float = 0.0, scale: float = 1.0):
+    """Summed cross-entropy with label smoothing. ``targets`` [B], or [B, 2] under cutmix: the
+    image's label and its patch donor's, mixed by area ``mix`` (the loss is linear in the
+    target distribution). ``scale`` multiplies the sum (hlb)."""
     outputs = net(inputs, whiten_bias_grad=whiten_bias_grad)
-    loss = F.cross_entropy(outputs.float(), targets, label_smoothing=label_smoothing, reduction="sum")
-    return outputs, loss
+    logits = outputs.float()
+    if targets.dim() == 2:
+        loss = ((1 - mix) * F.cross_entropy(logits, targets[:, 0], label_smoothing=label_smoothing, reduction="sum")
+                + mix * F.cross_entropy(logits, targets[:, 1], label_smoothing=label_smoothing, reduction="sum"))
+    else:
+        loss = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="sum")
+    return outputs, loss * scale if scale != 1.0 else loss
 
 
 def check_modes(mode: str, cuda_graph: bool, device: torch.device) -> None:

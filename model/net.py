@@ -1,10 +1,21 @@
-"""The airbench94 network, built from the op registry.
+"""The recipes' networks, built from the op registry.
+
+CifarNet (airbench94, airbench94_muon, hiverge, airbench95; airbench96 with ``convs=3``):
 
     whiten (frozen 2x2 conv, 3 -> 24, bias) -> GELU
-    ConvGroup(24 -> 64) -> ConvGroup(64 -> 256) -> ConvGroup(256 -> 256)
-    max-pool 3 -> flatten -> linear 256 -> 10 (no bias) -> * head_scale
+    ConvGroup(24 -> w1) -> ConvGroup(w1 -> w2) -> ConvGroup(w2 -> w3)
+    max-pool 3 -> flatten -> linear w3 -> 10 (no bias) -> * head_scale
 
     ConvGroup: conv3x3 -> max-pool 2 -> BN -> act -> conv3x3 -> BN -> act
+    airbench96: conv3x3 -> max-pool 2 -> BN -> act = r -> conv3x3 -> BN -> act -> conv3x3 -> BN -> + r -> act
+
+HlbNet (hlb-CIFAR10): frozen 2x2 whitening conv 3 -> 12 (no bias, top eigenvectors of the
+centred patch covariance), 1x1 conv 12 -> 32, GELU; three residual groups conv3x3 -> max-pool 2
+-> BN -> GELU = r -> conv3x3 -> BN -> GELU -> + r (32 -> 64 -> 256 -> 512); global max-pool
+(3x3), linear 512 -> 10, * 1/9.
+
+MnistNet (fast MNIST): conv3x3 1 -> 32 -> max-pool 2 -> BN -> GELU -> conv3x3 32 -> 64 -> BN ->
+GELU -> conv3x3 64 -> 64 -> BN -> GELU -> global mean -> dropout -> linear 64 -> 10.
 
 Each op (``conv``, ``maxpool``, ``bn_act``) comes from the mapping passed in ``ops``, so the
 same module runs the eager reference, the Triton kernels or any mix. Each block's forward is
@@ -53,19 +64,20 @@ class Conv3x3(nn.Module):
     """3x3 'same' conv without bias; PyTorch's default init, then identity on the first
     ``in_channels`` filters (dirac), as airbench does."""
 
-    def __init__(self, cin: int, cout: int, conv: Callable):
+    def __init__(self, cin: int, cout: int, conv: Callable, dirac: bool = True, k: int = 3):
         super().__init__()
-        self.conv = conv
-        self.weight = nn.Parameter(torch.empty(cout, cin, 3, 3))
+        self.conv, self.dirac, self.padding = conv, dirac, k // 2
+        self.weight = nn.Parameter(torch.empty(cout, cin, k, k))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # = nn.Conv2d's default
-        with torch.no_grad():
-            nn.init.dirac_(self.weight[:self.weight.shape[1]])
+        if self.dirac:
+            with torch.no_grad():
+                nn.init.dirac_(self.weight[:min(self.weight.shape[:2])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.weight, None, 1)
+        return self.conv(x, self.weight, None, self.padding)
 
 
 def op_range(on: bool, name: str):
@@ -74,15 +86,27 @@ def op_range(on: bool, name: str):
 
 
 class ConvGroup(nn.Module):
+    """conv -> pool -> BN+act -> conv -> BN+act. ``convs=3`` (airbench96): a third conv whose
+    BatchNorm output is added to the first BN+act's before the activation. ``residual``
+    (hlb): the first BN+act's output added after the second BN+act."""
+
     def __init__(self, cin: int, cout: int, ops: Mapping[str, Callable], bn_momentum: float,
-                 bn_eps: float, activation: str):
+                 bn_eps: float, activation: str, convs: int = 2, residual: bool = False, dirac: bool = True):
         super().__init__()
         self.pool = ops["maxpool"]
-        self.conv1 = Conv3x3(cin, cout, ops["conv"])
+        self.activation, self.residual = activation, residual
+        self.conv1 = Conv3x3(cin, cout, ops["conv"], dirac)
         self.norm1 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation)
-        self.conv2 = Conv3x3(cout, cout, ops["conv"])
+        self.conv2 = Conv3x3(cout, cout, ops["conv"], dirac)
         self.norm2 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation)
+        self.conv3 = self.norm3 = None
+        if convs == 3:
+            self.conv3 = Conv3x3(cout, cout, ops["conv"], dirac)
+            self.norm3 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, "identity")
         self.ranges = False
+
+    def layers(self) -> list[nn.Module]:
+        return [m for m in (self.conv1, self.conv2, self.conv3, self.norm1, self.norm2, self.norm3) if m is not None]
 
     def _range(self, name: str):
         return op_range(self.ranges, name)
@@ -94,11 +118,25 @@ class ConvGroup(nn.Module):
             x = self.pool(x, 2, 2)
         with self._range("bn_act"):
             x = self.norm1(x)
+        r = x
         with self._range("conv"):
             x = self.conv2(x)
         with self._range("bn_act"):
             x = self.norm2(x)
+        if self.conv3 is not None:
+            with self._range("conv"):
+                x = self.conv3(x)
+            with self._range("bn_act"):
+                x = self.norm3(x)
+            with self._range("gelu"):
+                x = _act(x + r, self.activation)
+        elif self.residual:
+            x = x + r
         return x
+
+
+def _act(x: torch.Tensor, activation: str) -> torch.Tensor:
+    return F.gelu(x) if activation == "gelu" else F.silu(x) if activation == "silu" else x
 
 
 class CifarNet(nn.Module):
@@ -106,7 +144,7 @@ class CifarNet(nn.Module):
 
     def __init__(self, ops: Mapping[str, Callable], widths=WIDTHS, head_scale: float = 1 / 256,
                  bn_momentum: float = 0.4, bn_eps: float = 1e-12, activation: str = "gelu",
-                 head_unit_std: bool = True, zero_whiten_bias: bool = False):
+                 head_unit_std: bool = True, zero_whiten_bias: bool = False, convs: int = 2):
         super().__init__()
         missing = {"conv", "maxpool", "bn_act"} - set(ops)
         if missing:
@@ -118,7 +156,7 @@ class CifarNet(nn.Module):
         self.whiten_bias = nn.Parameter(torch.empty(WHITEN_WIDTH))
         w = (WHITEN_WIDTH,) + tuple(widths)
         self.groups = nn.ModuleList(
-            ConvGroup(w[i], w[i + 1], ops, bn_momentum, bn_eps, activation) for i in range(len(widths)))
+            ConvGroup(w[i], w[i + 1], ops, bn_momentum, bn_eps, activation, convs) for i in range(len(widths)))
         self.head = nn.Linear(w[-1], 10, bias=False)
         self.reset_parameters()
 
@@ -141,7 +179,7 @@ class CifarNet(nn.Module):
             else:  # nn.Conv2d's default bias init
                 self.whiten_bias.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
             for g in self.groups:
-                for m in (g.conv1, g.conv2, g.norm1, g.norm2):
+                for m in g.layers():
                     m.reset_parameters()
             self.head.reset_parameters()
             if self.head_unit_std:
@@ -175,13 +213,129 @@ class CifarNet(nn.Module):
         with rng("head"):
             return self.head(x.flatten(1)) * self.head_scale
 
-    def to_training_dtype(self, dtype: torch.dtype) -> "CifarNet":
-        """Everything in ``dtype`` except BatchNorm (kept in fp32 as airbench does), channels_last."""
-        self.to(dtype=dtype, memory_format=torch.channels_last)
-        for m in self.modules():
+    def to_training_dtype(self, dtype: torch.dtype, bn_half: bool = False) -> "CifarNet":
+        return to_training_dtype(self, dtype, bn_half)
+
+
+def to_training_dtype(net: nn.Module, dtype: torch.dtype, bn_half: bool = False) -> nn.Module:
+    """Everything in ``dtype``, channels_last; BatchNorm kept in fp32 as airbench does, unless
+    ``bn_half`` (hiverge: every module in fp16, BatchNorm included)."""
+    net.to(dtype=dtype, memory_format=torch.channels_last)
+    if not bn_half:
+        for m in net.modules():
             if isinstance(m, BatchNormAct):
                 m.float()
-        return self
+    return net
+
+
+class HlbNet(nn.Module):
+    """hlb-CIFAR10's network (tysam-code/hlb-CIFAR10 main.py), from the op registry."""
+
+    def __init__(self, ops: Mapping[str, Callable], widths=(64, 256, 512), head_scale: float = 1 / 9,
+                 bn_momentum: float = 0.5, bn_eps: float = 1e-12, activation: str = "gelu", project: int = 32):
+        super().__init__()
+        self.ops, self.head_scale = dict(ops), head_scale
+        self.whiten_weight = nn.Parameter(torch.empty(3 * WHITEN_KERNEL ** 2, 3, WHITEN_KERNEL, WHITEN_KERNEL),
+                                          requires_grad=False)
+        self.project = Conv3x3(3 * WHITEN_KERNEL ** 2, project, ops["conv"], dirac=False, k=1)
+        w = (project,) + tuple(widths)
+        self.groups = nn.ModuleList(ConvGroup(w[i], w[i + 1], ops, bn_momentum, bn_eps, activation, residual=True,
+                                              dirac=False) for i in range(len(widths)))
+        self.head = nn.Linear(w[-1], 10, bias=False)
+        self.reset_parameters()
+
+    profile_ranges = CifarNet.profile_ranges
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.whiten_weight, a=math.sqrt(5))
+            self.project.reset_parameters()
+            for g in self.groups:
+                for m in g.layers():
+                    m.reset_parameters()
+            self.head.reset_parameters()
+
+    @torch.no_grad()
+    def init_whiten(self, images: torch.Tensor, eps: float = 1e-2) -> None:
+        """The 12 eigenvectors of the centred 2x2x3 patch covariance, each scaled by
+        1/sqrt(eigenvalue + eps), largest eigenvalue first (no negatives, no bias)."""
+        k = WHITEN_KERNEL
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k)
+        eigvals, eigvecs = torch.linalg.eigh(torch.cov(patches.T))
+        filters = (eigvecs.T / torch.sqrt(eigvals + eps).view(-1, 1)).reshape(-1, 3, k, k).flip(0)
+        self.whiten_weight.copy_(filters.to(self.whiten_weight.dtype))
+
+    def forward(self, x: torch.Tensor, whiten_bias_grad: bool = True) -> torch.Tensor:
+        def rng(name):
+            return op_range(self.profile_ranges, name)
+        with rng("conv"):
+            x = self.ops["conv"](x, self.whiten_weight, None, 0)
+            x = self.project(x)
+        with rng("gelu"):
+            x = F.gelu(x)
+        for g in self.groups:
+            x = g(x)
+        with rng("maxpool"):
+            x = self.ops["maxpool"](x, x.shape[-1], x.shape[-1])  # global max: 3x3 at 32x32 inputs
+        with rng("head"):
+            return self.head(x.flatten(1)) * self.head_scale
+
+    def to_training_dtype(self, dtype: torch.dtype, bn_half: bool = False) -> "HlbNet":
+        return to_training_dtype(self, dtype, bn_half)
+
+
+class MnistNet(nn.Module):
+    """The fast-MNIST network: one max-pool after the first conv, one dropout before the head."""
+
+    def __init__(self, ops: Mapping[str, Callable], widths=(32, 64, 64), head_scale: float = 1.0,
+                 bn_momentum: float = 0.2, bn_eps: float = 1e-5, activation: str = "gelu", dropout: float = 0.2):
+        super().__init__()
+        self.ops, self.head_scale, self.dropout = dict(ops), head_scale, dropout
+        c1, c2, c3 = widths
+        self.conv1 = Conv3x3(1, c1, ops["conv"], dirac=False)
+        self.norm1 = BatchNormAct(c1, ops["bn_act"], bn_momentum, bn_eps, activation)
+        self.conv2 = Conv3x3(c1, c2, ops["conv"], dirac=False)
+        self.norm2 = BatchNormAct(c2, ops["bn_act"], bn_momentum, bn_eps, activation)
+        self.conv3 = Conv3x3(c2, c3, ops["conv"], dirac=False)
+        self.norm3 = BatchNormAct(c3, ops["bn_act"], bn_momentum, bn_eps, activation)
+        self.head = nn.Linear(c3, 10, bias=False)
+        self.profile_ranges = False
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            for m in (self.conv1, self.norm1, self.conv2, self.norm2, self.conv3, self.norm3, self.head):
+                m.reset_parameters()
+
+    def init_whiten(self, images: torch.Tensor, eps: float = 0.0) -> None:
+        pass  # no whitening layer
+
+    def forward(self, x: torch.Tensor, whiten_bias_grad: bool = True) -> torch.Tensor:
+        x = self.norm1(self.ops["maxpool"](self.conv1(x), 2, 2))
+        x = self.norm3(self.conv3(self.norm2(self.conv2(x))))
+        x = F.dropout(x.mean((2, 3)), self.dropout, self.training)
+        return self.head(x) * self.head_scale
+
+    def to_training_dtype(self, dtype: torch.dtype, bn_half: bool = False) -> "MnistNet":
+        return to_training_dtype(self, dtype, bn_half)
+
+
+def build_net(ops: Mapping[str, Callable], recipe) -> nn.Module:
+    """The network of ``recipe`` (model/recipes.py ``Recipe.network``) from the ops ``ops``."""
+    missing = {"conv", "maxpool", "bn_act"} - set(ops)
+    if missing:
+        raise ValueError(f"the network needs implementations of {sorted(missing)}")
+    r = recipe
+    if r.network in ("airbench", "airbench96"):
+        return CifarNet(ops, widths=r.widths, head_scale=r.head_scale, bn_momentum=r.bn_momentum, bn_eps=r.bn_eps,
+                        activation=r.activation, head_unit_std=r.head_unit_std, zero_whiten_bias=r.zero_whiten_bias,
+                        convs=3 if r.network == "airbench96" else 2)
+    if r.network == "hlb":
+        return HlbNet(ops, widths=r.widths, head_scale=r.head_scale, bn_momentum=r.bn_momentum, bn_eps=r.bn_eps,
+                      activation=r.activation)
+    if r.network == "mnist":
+        return MnistNet(ops, widths=r.widths, head_scale=r.head_scale, bn_momentum=r.bn_momentum,
+                        activation=r.activation, dropout=r.dropout)
+    raise ValueError(f"unknown network {r.network!r}")
 
 
 def tta_logits(net: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:

@@ -9,7 +9,7 @@
                       CUDA graph (--cuda-graph) and replayed: per step the host only calls
                       ``replay()``. No host sync, no allocation, no Python per op.
 
-Interface: ``start_run(total_steps, whiten_steps)`` once per run (the tensor optimizers reset
+Interface: ``start_run(total_steps, whiten_steps, steps_per_epoch)`` once per run (the tensor optimizers reset
 their state in place, so a captured graph serves every run of the process);
 ``start_epoch(epoch)``; ``step(epoch, i, step) -> (outputs, summed loss, targets)``;
 ``finish()``. The whitening bias trains for the first ``whiten_steps`` steps only; after that
@@ -24,9 +24,14 @@ import functools
 import torch
 
 from .data import Epoch
-from .optim import TENSOR_OPTIMIZERS, MuonSGD, SGDLookahead
+from .optim import TENSOR_OPTIMIZERS, MuonSGD, SGDLookahead, SGDOneCycle
 
-OPTIMIZERS = {"muon_sgd": MuonSGD, "sgd_lookahead": SGDLookahead}
+OPTIMIZERS = {"muon_sgd": MuonSGD, "sgd_lookahead": SGDLookahead, "sgd_onecycle": SGDOneCycle}
+
+
+def loss_args(recipe) -> tuple:
+    """The recipe's constants of ``forward_loss``: label smoothing, cutmix's area share, loss scale."""
+    return recipe.label_smoothing, recipe.cutmix ** 2 / 1024 if recipe.cutmix else 0.0, recipe.loss_scale
 
 
 def _ranges(on: bool):
@@ -41,9 +46,9 @@ class EagerRunner:
         self.net, self.recipe, self.fns = net, recipe, fns
         self.opt = None
 
-    def start_run(self, total_steps: int, whiten_steps: int) -> None:
+    def start_run(self, total_steps: int, whiten_steps: int, steps_per_epoch: int = 1) -> None:
         self.whiten_steps = whiten_steps
-        self.opt = OPTIMIZERS[self.recipe.optimizer](self.net, self.recipe, total_steps, whiten_steps)
+        self.opt = OPTIMIZERS[self.recipe.optimizer](self.net, self.recipe, total_steps, whiten_steps, steps_per_epoch)
 
     def start_epoch(self, epoch: Epoch) -> None:
         pass
@@ -52,8 +57,7 @@ class EagerRunner:
         inputs, targets = epoch.batch(i)
         rf = _ranges(ranges)
         with rf("forward"):
-            outputs, loss = self.fns.forward_loss(inputs, targets, step < self.whiten_steps,
-                                                  self.recipe.label_smoothing)
+            outputs, loss = self.fns.forward_loss(inputs, targets, step < self.whiten_steps, *loss_args(self.recipe))
         with rf("backward"):
             loss.backward()
         with rf("optimizer"):
@@ -78,9 +82,9 @@ class FunctionalRunner:
             self.lookahead = torch.compile(self.opt.lookahead, fullgraph=True, dynamic=False)
         self.whiten_steps = 0
 
-    def start_run(self, total_steps: int, whiten_steps: int) -> None:
+    def start_run(self, total_steps: int, whiten_steps: int, steps_per_epoch: int = 1) -> None:
         self.whiten_steps = whiten_steps
-        self.opt.reset(total_steps, whiten_steps)
+        self.opt.reset(total_steps, whiten_steps, steps_per_epoch)
 
     def start_epoch(self, epoch: Epoch) -> None:
         pass
@@ -92,7 +96,7 @@ class FunctionalRunner:
     def _body(self, inputs, targets, bias_grad: bool, ranges: bool = False):
         rf = _ranges(ranges)
         with rf("forward"):
-            outputs, loss = self.fns.forward_loss(inputs, targets, bias_grad, self.recipe.label_smoothing)
+            outputs, loss = self.fns.forward_loss(inputs, targets, bias_grad, *loss_args(self.recipe))
         with rf("backward"):
             trained = self._trained(bias_grad)
             grads = iter(torch.autograd.grad(loss, [p for p, t in zip(self.opt.params, trained) if t]))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .compiled import StepFunctions
 from .data import Cifar10, TrainLoader, normalize
@@ -88,30 +89,68 @@ class DeviceData:
     train_labels: torch.Tensor
     test_inputs: torch.Tensor
     test_labels: torch.Tensor
+    mean: tuple | None = None
+    std: tuple | None = None
 
     @classmethod
     def create(cls, data: Cifar10, device: torch.device, dtype: torch.dtype) -> "DeviceData":
         return cls(data.train_images.to(device), data.train_labels.to(device),
-                   normalize(data.test_images.to(device), dtype), data.test_labels.to(device))
+                   normalize(data.test_images.to(device), dtype, data.mean, data.std), data.test_labels.to(device),
+                   data.mean, data.std)
 
 
 @torch.no_grad()
 def evaluate(net: CifarNet, inputs: torch.Tensor, labels: torch.Tensor, tta_level: int = 0,
-             forward: Callable | None = None) -> float:
+             forward: Callable | None = None, gate: float = 0.0) -> float:
     """Accuracy on (inputs, labels) with test-time augmentation ``tta_level``; ``forward``
-    replaces ``net`` for the forward passes (a compiled version of it)."""
+    replaces ``net`` for the forward passes (a compiled version of it). ``gate`` > 0 (hiverge):
+    plain logits first, then TTA (level 2) only for that fraction of least confident images."""
     net.eval()
     fwd = net if forward is None else forward
-    logits = torch.cat([tta_logits(fwd, x, tta_level) for x in inputs.split(EVAL_BATCH)])
+    if gate > 0 and tta_level > 0:
+        logits = torch.cat([fwd(x) for x in inputs.split(EVAL_BATCH)])
+        idx = least_confident(logits, gate)
+        if len(idx):
+            sel = inputs[idx]
+            logits[idx] = torch.cat([gated_tta_logits(fwd, x) for x in sel.split(EVAL_BATCH)]).to(logits.dtype)
+    else:
+        logits = torch.cat([tta_logits(fwd, x, tta_level) for x in inputs.split(EVAL_BATCH)])
     net.train()
     return (logits.argmax(1) == labels).float().mean().item()
+
+
+def least_confident(logits: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Indices of the ``int(fraction * N)`` images whose top softmax probability is lowest."""
+    k = int(len(logits) * fraction)
+    conf = logits.float().softmax(1).amax(1)
+    return torch.topk(conf, k, largest=False, sorted=False).indices
+
+
+def gated_tta_logits(net, x: torch.Tensor) -> torch.Tensor:
+    """hiverge's TTA views, equally weighted: the image and its two 1-pixel translations (reflect
+    pad 1, crops at (0,0) and (2,2)), each also mirrored: 6 views."""
+    h, w = x.shape[-2:]
+    p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    views = [x, p[:, :, :h, :w], p[:, :, 2:, 2:]]
+    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    views += [v.flip(-1) for v in views]
+    return torch.stack([net(v).float() for v in views]).mean(0)
+
+
+def make_loader(data: DeviceData, labels: torch.Tensor, recipe: Recipe, dtype: torch.dtype, seed: int,
+                total_epochs: float) -> TrainLoader:
+    return TrainLoader(data.train_images, labels, recipe.batch_size, dtype, seed=seed, flip=recipe.flip,
+                       translate=recipe.translate, flip_mode=recipe.flip_mode, cutout=recipe.cutout,
+                       jitter=(recipe.jitter_brightness, recipe.jitter_contrast), cutmix=recipe.cutmix,
+                       cutmix_from=total_epochs - recipe.cutmix_epochs if recipe.cutmix else float("inf"),
+                       mean=data.mean, std=data.std)
 
 
 def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype: torch.dtype,
               epochs: float | None = None, tta_level: int | None = None, warmup_steps: int | None = None,
               log: Callable[[dict], None] | None = None, progress: Progress | None = None,
               label: str = "", fns: StepFunctions | None = None,
-              on_step: Callable[[int, int], None] | None = None) -> dict:
+              on_step: Callable[[int, int], None] | None = None, target: float | None = None) -> dict:
     """Train ``net`` from a fresh initialisation; returns a result dict.
 
     ``warmup_steps``: a warm-up run instead, on random labels for that many steps, then one
@@ -119,6 +158,8 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     switches the whitening bias off halfway, so that both variants of a compiled step are built.
     ``fns``: compiled step functions (model/compiled.py); eager when None.
     ``on_step(step, total_steps)``: called after each step is issued (no device sync).
+    ``target``: after each epoch evaluate with the recipe's TTA (untimed); the first epoch at or
+    above ``target`` stops the run and the clock (time to target, as hlb and fast-MNIST report).
     """
     device = data.train_images.device
     torch.manual_seed(seed)
@@ -127,27 +168,30 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     if warmup_steps is not None:
         g = torch.Generator(device=device).manual_seed(seed)
         labels = torch.randint(0, 10, labels.shape, device=device, generator=g)
-    loader = TrainLoader(data.train_images, labels, recipe.batch_size, dtype, seed=seed,
-                         flip=recipe.flip, translate=recipe.translate)
     epochs = recipe.epochs if epochs is None else epochs
+    loader = make_loader(data, labels, recipe, dtype, seed, epochs)
     tta_level = recipe.tta_level if tta_level is None else tta_level
+    gate = recipe.tta_gate if tta_level == 2 else 0.0
     total_steps = max(1, math.ceil(epochs * len(loader)))
     whiten_steps = math.ceil(recipe.whiten_bias_epochs * len(loader))
     if warmup_steps is not None:
         total_steps = min(total_steps, max(1, warmup_steps))
         whiten_steps = total_steps // 2 if total_steps > 1 else whiten_steps
+        target = None
     fns = fns or StepFunctions(net)
     runner = fns.runner(recipe)
-    runner.start_run(total_steps, whiten_steps)
+    runner.start_run(total_steps, whiten_steps, len(loader))
     eval_fwd = fns.eval_forward
     timer = Timer(device)
     progress = progress or Progress(False)
 
     timer.start()
-    net.init_whiten(normalize(data.train_images[:recipe.whiten_images], dtype), recipe.whiten_eps)
+    if recipe.whiten_images:
+        net.init_whiten(normalize(data.train_images[:recipe.whiten_images], dtype, data.mean, data.std),
+                        recipe.whiten_eps)
     timer.stop()
 
-    rows, step = [], 0
+    rows, step, reached = [], 0, None
     n_epochs = math.ceil(total_steps / len(loader))
     for epoch in range(n_epochs):
         timer.start()
@@ -159,22 +203,44 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
             progress.update(f"{label} epoch {epoch + 1}/{n_epochs} step {step}/{total_steps}")
             if on_step is not None:
                 on_step(step, total_steps)
-        if step >= total_steps:
+        last = step >= total_steps
+        if last:
             runner.finish()
         timer.stop()
+        if targets.dim() == 2:
+            targets = targets[:, 0]
         row = dict(epoch=epoch + 1, train_loss=loss.item() / len(targets),
                    train_acc=(outputs.detach().argmax(1) == targets).float().mean().item(),
                    val_acc=evaluate(net, data.test_inputs, data.test_labels, 0, eval_fwd) if warmup_steps is None
                    else float("nan"),
                    time_s=timer.total)
+        if target is not None and not last:
+            # what the run would report if it stopped here: the current weights with the recipe's TTA
+            acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd, gate)
+            row["target_acc"] = acc
+            if acc >= target:
+                reached = dict(epoch=epoch + 1, step=step, time_s=timer.total, accuracy=acc)
         rows.append(row)
         if log and warmup_steps is None:
             log(row)
+        if reached:
+            runner.finish()
+            break
 
-    timer.start()
-    tta_acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd)
-    timer.stop()
+    if reached:
+        tta_acc = reached["accuracy"]
+    else:
+        timer.start()
+        tta_acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd, gate)
+        timer.stop()
     progress.clear()
-    return dict(seed=seed, accuracy=tta_acc, time_s=timer.total, steps=step, per_epoch=rows,
-                tta_level=tta_level, batch_size=recipe.batch_size,
-                final_train_loss=rows[-1]["train_loss"])
+    out = dict(seed=seed, accuracy=tta_acc, time_s=timer.total, steps=step, per_epoch=rows,
+               tta_level=tta_level, batch_size=recipe.batch_size,
+               final_train_loss=rows[-1]["train_loss"])
+    if target is not None and reached is None and tta_acc >= target:  # reached at the end: the full run's time
+        reached = dict(epoch=len(rows), step=step, time_s=timer.total, accuracy=tta_acc)
+    if target is not None:
+        out.update(target=target, reached=reached is not None,
+                   time_to_target_s=reached["time_s"] if reached else None,
+                   steps_to_target=reached["step"] if reached else None)
+    return out

@@ -31,7 +31,10 @@ COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "m
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, default=None, help="batch size (default: 2000 on a GPU, 2 on a CPU)")
+    p.add_argument("--recipe", default=None,
+                   help="the shapes of this recipe's network (model/recipes.py; default: airbench94_muon)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default: the recipe's, 2000 for airbench94_muon, on a GPU; 2 on a CPU)")
     p.add_argument("--ops", default=None,
                    help="comma-separated ops (default: all on a GPU; bn_act,maxpool on a CPU, where the Triton "
                         "interpreter takes minutes per conv)")
@@ -65,6 +68,9 @@ def check_args(args):
     cuda = device.type == "cuda"
     if args.batch is not None and args.batch < 1:
         raise SystemExit(f"error: --batch must be at least 1 (got {args.batch})")
+    from model.recipes import RECIPES
+    if getattr(args, "recipe", None) is not None and args.recipe not in RECIPES:
+        raise SystemExit(f"error: --recipe: unknown recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
     ops = _names("--ops", args.ops, kernels.ops(), "op") if args.ops else (
         list(kernels.ops()) if cuda else ["bn_act", "maxpool"])
     known_impls = sorted({i for op in ops for i in kernels.impls(op)})
@@ -81,19 +87,22 @@ def check_args(args):
 def run(args) -> list[dict]:
     device, op_list, impls_filter, modes, peak = check_args(args)
     cuda = device.type == "cuda"
-    batch = args.batch or (2000 if cuda else 2)
+    recipe = getattr(args, "recipe", None)
+    from model.recipes import get_recipe
+    batch = args.batch or (get_recipe(recipe or "airbench94_muon").batch_size if cuda else 2)
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
     ops = ",".join(op_list)
     env = environment(device)
     load = load_average()
-    print(f"# bench on {env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}, "
+    print(f"# bench on {env['device']}, {recipe or 'airbench94_muon'} shapes, batch {batch}, "
+          f"{str(dtype).replace('torch.', '')}, "
           f"peak table: {peak.name if peak else 'none'}" + (f", load average {load:.2f}" if load is not None else ""))
     if not cuda:
         print(f"# {CPU_NOTE}")
     records = []
     for op in ops.split(","):
         impls = [i for i in kernels.impls(op) if impls_filter is None or i in impls_filter]
-        for case in unique_ops(batch, op):
+        for case in unique_ops(batch, op, recipe=recipe):
             for impl in impls:
                 for mode in modes:
                     try:
@@ -131,7 +140,7 @@ def run(args) -> list[dict]:
         print("# Triton conv block configurations chosen (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages):")
         for k, v in configs.items():
             print(f"#   {k}: {v}")
-    meta = dict(env=env, batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,
+    meta = dict(env=env, recipe=recipe or "airbench94_muon", batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,
                 note=None if cuda else CPU_NOTE, conv_configs=configs, load_average=[load, load_after],
                 timing=TIMING_NOTE_GPU if cuda else TIMING_NOTE_CPU, unreliable=len(unreliable))
     write_json(os.path.join(args.out, "bench.json"), dict(meta=meta, records=records))

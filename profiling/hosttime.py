@@ -26,31 +26,36 @@ STEPS = 15
 WIDTHS = (32, 32, 32)
 
 
-def _measure(backend: str) -> dict:
+def _measure(backend: str, recipe_name: str | None = None) -> dict:
     import torch
 
     import kernels
     import kernels._triton as kt
     from model.compiled import forward_loss
-    from model.net import CifarNet
-    from model.optim import MuonSGD
-    from model.recipes import AIRBENCH94_MUON
+    from model.net import build_net
+    from model.runner import OPTIMIZERS, loss_args
+    from model.recipes import get_recipe
     from .glue import record_aten
     from .static import record_launches
-    recipe = AIRBENCH94_MUON
+    recipe = get_recipe(recipe_name or "airbench94_muon")
+    # the recipe's network at widths of 32 (hlb's and airbench96's structure kept)
+    recipe = recipe.replace(widths=WIDTHS, batch_size=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     kt.RECORDING = True
     try:
-        net = CifarNet(kernels.resolve(backend), widths=WIDTHS, head_scale=recipe.head_scale)
+        net = build_net(kernels.resolve(backend), recipe)
         net.to(memory_format=torch.channels_last)
-        opt = MuonSGD(net, recipe, 200, 75)
+        opt = OPTIMIZERS[recipe.optimizer](net, recipe, 200, 75, 25)
         g = torch.Generator().manual_seed(0)
-        x = torch.randn((1, 3, 32, 32), generator=g).contiguous(memory_format=torch.channels_last)
+        shape = (1, 1, 28, 28) if recipe.dataset == "mnist" else (1, 3, 32, 32)
+        x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
         y = torch.zeros(1, dtype=torch.long)
+        if recipe.cutmix:
+            y = torch.zeros((1, 2), dtype=torch.long)
 
         def step(i):
-            _, loss = forward_loss(net, x, y, i < 75, recipe.label_smoothing)
+            _, loss = forward_loss(net, x, y, i < 75, *loss_args(recipe))
             loss.backward()
             opt.step(i)
         launches: list = []
@@ -72,7 +77,7 @@ def _measure(backend: str) -> dict:
     return dict(python_ms=1e3 * statistics.median(times), aten_kernels=aten, triton_launches=n_triton)
 
 
-def host_times(batch: int | None = None) -> list[dict]:
+def host_times(batch: int | None = None, recipe: str | None = None) -> list[dict]:
     """Host milliseconds per training step for each backend (see the module docstring; the
     batch does not change the host's work)."""
     import kernels
@@ -82,7 +87,7 @@ def host_times(batch: int | None = None) -> list[dict]:
             rows.append(dict(backend=backend, host_ms=None,
                              note="torch.compile op by op: not measured here (compiled code runs on a GPU)"))
             continue
-        m = _measure(backend)
+        m = _measure(backend, recipe)
         launch_ms = 1e-3 * (m["aten_kernels"] * ATEN_LAUNCH_US + m["triton_launches"] * TRITON_LAUNCH_US)
         rows.append(dict(backend=backend, host_ms=m["python_ms"] + launch_ms, launch_ms=launch_ms,
                          launches=m["aten_kernels"] + m["triton_launches"], **m,

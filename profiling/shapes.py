@@ -20,6 +20,7 @@ floats) are ignored.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -109,8 +110,11 @@ class OpCase:
         return f"{self.name} {'x'.join(map(str, self.x_shape))}"
 
 
-def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu") -> list[OpCase]:
-    """Every op call of one forward pass, in order, at batch size ``batch``."""
+def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu", recipe=None) -> list[OpCase]:
+    """Every op call of one forward pass, in order, at batch size ``batch``: of the airbench94
+    network, or with ``recipe`` (a model/recipes.py Recipe or its name) of that recipe's network."""
+    if recipe is not None:
+        return recipe_ops(recipe, batch)
     cases = []
     h = size
     # the whitening conv is frozen and sees the images: neither input- nor weight-grad, only its bias's
@@ -131,6 +135,71 @@ def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "ge
                             dict(activation=activation, from_conv_cin=cout)))
         cin = cout
     cases.append(OpCase("maxpool", "final_pool", (batch, cin, h, h), dict(k=3, from_conv_cin=0)))
+    return cases
+
+
+def recipe_ops(recipe, batch: int) -> list[OpCase]:
+    """Every op call of one forward pass of ``recipe``'s network, traced: the network is built
+    with recording ops that only compute output shapes (nothing is allocated), named after the
+    module that calls them. Producers are tracked as in ``network_ops``: ``from_conv_cin`` is
+    the input channels of the conv whose output an op reads (0: not a conv)."""
+    from model.net import build_net
+    from model.recipes import get_recipe
+    if isinstance(recipe, str):
+        recipe = get_recipe(recipe)
+    cases, made_by, stack, inputs = [], {}, [""], set()
+
+    def name(default: str, suffix: str = "") -> str:
+        path = re.sub(r"groups\.(\d+)", lambda m: f"group{int(m.group(1)) + 1}", stack[-1])
+        return path + suffix if path else default
+
+    def conv(x, w, b=None, padding=0):
+        n, cin, h, wd = x.shape
+        k = w.shape[-1]
+        params = dict(cout=w.shape[0], k=k, padding=padding)
+        if b is not None:
+            params["bias"] = True
+        if id(x) in inputs:  # the images: no input gradient
+            params["input_grad"] = False
+        if not w.requires_grad:
+            params["weight_grad"] = False
+        cases.append(OpCase("conv", name("whiten") if k == 2 else name("conv"), tuple(x.shape), params))
+        out = torch.empty((n, w.shape[0], h + 2 * padding - k + 1, wd + 2 * padding - k + 1), device="meta")
+        made_by[id(out)] = cin
+        return out
+
+    def maxpool(x, k, stride=None):
+        n, c, h, w = x.shape
+        cases.append(OpCase("maxpool", name("final_pool", ".pool"), tuple(x.shape),
+                            dict(k=k, from_conv_cin=made_by.get(id(x), 0))))
+        out = torch.empty((n, c, h // k, w // k), device="meta")
+        made_by[id(out)] = 0
+        return out
+
+    def bn_act(x, rm, rv, w, b, training, momentum, eps, activation="gelu"):
+        cases.append(OpCase("bn_act", name("norm"), tuple(x.shape),
+                            dict(activation=activation, from_conv_cin=made_by.get(id(x), 0))))
+        out = torch.empty(x.shape, device="meta")
+        made_by[id(out)] = 0
+        return out
+
+    net = build_net(dict(conv=conv, maxpool=maxpool, bn_act=bn_act), recipe)
+    names = {m: n for n, m in net.named_modules()}
+    for m in net.modules():
+        if m is not net:
+            m.register_forward_pre_hook(lambda mod, args: stack.append(names[mod]))
+            m.register_forward_hook(lambda mod, args, out: None if stack.pop() else None)
+    net = net.to("meta")
+    channels, size = (1, 28) if recipe.dataset == "mnist" else (3, 32)
+    x = torch.empty((batch, channels, size, size), device="meta")
+    inputs.add(id(x))
+    with torch.no_grad():
+        net.train()
+        net(x)
+    top = [i for i, c in enumerate(cases) if c.name == "final_pool"]
+    for j, i in enumerate(top):  # a pool the network itself calls is "final" only when nothing follows it
+        if i != len(cases) - 1:
+            cases[i] = OpCase("maxpool", f"pool{j + 1}", cases[i].x_shape, cases[i].params)
     return cases
 
 

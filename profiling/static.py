@@ -526,7 +526,8 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
     return out
 
 
-def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activation: str = "gelu") -> list[dict]:
+def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activation: str = "gelu",
+               recipe=None) -> list[dict]:
     """Per backend x arch: one training step (forward + backward of every layer) predicted for the
     Triton implementations, beside its roofline; the ops a backend leaves to eager code (cuDNN,
     ATen) are not modelled and appear as their roofline only."""
@@ -542,7 +543,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
             row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
                        per_op={}, modelled_ops=0, eager_ops=0)
             runnable = True
-            for case in network_ops(batch, activation=activation):
+            for case in network_ops(batch, activation=activation, recipe=recipe):
                 impl = names[case.op]
                 if not _runs_on(impl, arch):
                     runnable = False
@@ -567,14 +568,14 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
 
 
 def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: str, arch: str,
-                       activation: str = "gelu") -> dict:
+                       activation: str = "gelu", recipe=None) -> dict:
     """Predicted ms per training step per kernel name for ``backend`` (default configurations),
     summed over the layers: what a profiler trace of that backend reports per kernel."""
     import kernels
     from .shapes import network_ops
     names = kernels.resolve_names(backend)
     totals: dict[str, float] = {}
-    for case in network_ops(batch, activation=activation):
+    for case in network_ops(batch, activation=activation, recipe=recipe):
         impl, key = names[case.op], _case_key_str(case)
         for r in rows:
             if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
@@ -669,14 +670,14 @@ def _table(rows, columns):
 
 
 def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: str = "triton_all",
-           activation: str = "gelu", top: int = 3) -> list[dict]:
+           activation: str = "gelu", top: int = 3, recipe=None) -> list[dict]:
     """The kernels (and glue) with the largest predicted loss per training step: predicted minus
     the kernel's own roofline, summed over the layers that launch it."""
     import kernels
     from .shapes import network_ops
     names = kernels.resolve_names(backend)
     count: dict = {}
-    for case in network_ops(batch, activation=activation):
+    for case in network_ops(batch, activation=activation, recipe=recipe):
         k = (names[case.op], _case_key_str(case))
         count[k] = count.get(k, 0) + 1
     loss: dict[str, float] = {}
@@ -710,7 +711,7 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
                                                           ("launch_ms", "launch cost ms (assumed)"),
                                                           ("note", "how")]), ""]
     for arch in meta["archs"]:
-        ls = losses(ops, rows, meta["batch"], arch)
+        ls = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"))
         if ls:
             parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
                       "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
@@ -773,7 +774,7 @@ def plot(ops: list[dict], path: str, title: str) -> str | None:
 
 def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, out: str | None,
                dtype: str = "fp16", host: bool = True, reports_dir: str = "reports",
-               activation: str = "gelu") -> dict:
+               activation: str = "gelu", recipe: str | None = None) -> dict:
     import triton
 
     import kernels  # noqa: F401
@@ -781,7 +782,7 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     from .report_io import write_json
     from .shapes import network_ops, unique_ops
     from .devices import PEAKS
-    cases = [c for op in ops for c in unique_ops(batch, op, producers=True, activation=activation)]
+    cases = [c for op in ops for c in unique_ops(batch, op, producers=True, activation=activation, recipe=recipe)]
     esize = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
     rows, glue, op_rows, cache = [], [], [], {}
     for arch in archs:  # the launchers size their grids from the SM count: record per modelled GPU
@@ -798,11 +799,11 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
         op_rows += op_table(records, arch_rows, arch_glue, [arch], esize)
     rows.sort(key=lambda r: (not r["default"], r["op"], r["impl"], r["case"], r["phase"], r["launch_index"], r["arch"],
                              r["variant"]))
-    steps = step_table(op_rows, batch, archs, esize, activation) if set(ops) == {"bn_act", "maxpool", "conv"} else []
+    steps = step_table(op_rows, batch, archs, esize, activation, recipe) if set(ops) == {"bn_act", "maxpool", "conv"} else []
     host_rows = None
     if host and steps:
         from .hosttime import host_times
-        host_rows = host_times(batch)
+        host_rows = host_times(batch, recipe)
         by_backend = {h["backend"]: h for h in host_rows}
         for s in steps:
             h = by_backend.get(s["backend"])
@@ -814,11 +815,13 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
                 else:  # with eager ops only their roofline is known: the real device time is longer
                     s["host_bound"] = "yes" if not s["eager_ops"] else "possibly (host > predicted + eager roofline)"
     findings = rule_mod.check(rows) + rule_mod.check_ops(op_rows)
-    measured = measured_vs_predicted(rows, op_rows, batch, reports_dir)
-    header = (f"Static performance model of the Triton kernels ({dtype}, batch {batch}), triton {triton.__version__}, "
+    measured = measured_vs_predicted(rows, op_rows, batch, reports_dir) if recipe in (None, "airbench94_muon") else None
+    header = (f"Static performance model of the Triton kernels ({dtype}, batch {batch}"
+              + (f", recipe {recipe}" if recipe else "") + f"), triton {triton.__version__}, "
               f"{datetime.date.today().isoformat()}; compiled on a CPU for {', '.join(archs)}")
     meta = dict(header=header, triton=triton.__version__, batch=batch, dtype=dtype, archs=archs,
-                date=datetime.date.today().isoformat(), network_ops=len(network_ops(batch)))
+                date=datetime.date.today().isoformat(), network_ops=len(network_ops(batch, recipe=recipe)),
+                recipe=recipe)
     text = render(meta, rows, op_rows, steps, findings, measured, host_rows, glue)
     _print_summary(meta, steps, op_rows, findings)
     result = dict(meta=meta, rows=rows, ops=op_rows, steps=steps, host=host_rows,
@@ -870,7 +873,10 @@ def _print_summary(meta, steps, ops, findings) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", type=int, default=2000, help="batch size of the real shapes (default 2000)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size of the real shapes (default: the recipe's, 2000 for airbench94_muon)")
+    p.add_argument("--recipe", default=None,
+                   help="model the network of this recipe (model/recipes.py; default: airbench94_muon)")
     p.add_argument("--ops", default="bn_act,maxpool,conv", help="comma-separated ops")
     p.add_argument("--archs", default="sm_80,sm_90", help="comma-separated: sm_80, sm_90")
     p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
@@ -892,6 +898,13 @@ def _check_args(args) -> None:
     bad = [a for a in archs if a not in ARCHS]
     if bad or not archs:
         raise SystemExit(f"error: unknown arch(s) {', '.join(bad) or '(none)'} for --archs; known: {', '.join(ARCHS)}")
+    if args.recipe is not None:
+        from model.recipes import RECIPES
+        if args.recipe not in RECIPES:
+            raise SystemExit(f"error: unknown recipe {args.recipe!r} for --recipe; known: {', '.join(RECIPES)}")
+    if args.batch is None:
+        from model.recipes import get_recipe
+        args.batch = get_recipe(args.recipe or "airbench94_muon").batch_size
     if args.batch < 1:
         raise SystemExit(f"error: --batch must be at least 1, got {args.batch}")
 
@@ -901,7 +914,8 @@ def main(args) -> int:
                                                      os.environ.get("TRITON_INTERPRET", "") != "0"):
         # Triton picked the interpreter for already-decorated kernels: compile in a fresh process.
         env = dict(os.environ, TRITON_INTERPRET="0")
-        argv = [sys.executable, "-m", "profiling", "static", "--batch", str(args.batch), "--ops", args.ops,
+        argv = [sys.executable, "-m", "profiling", "static", "--ops", args.ops] \
+            + (["--batch", str(args.batch)] if args.batch else []) + (["--recipe", args.recipe] if args.recipe else []) + [
                 "--archs", args.archs, "--dtype", args.dtype] + (["--out", args.out] if args.out else []) \
             + (["--default-only"] if args.default_only else []) + (["--no-host"] if args.no_host else []) \
             + (["--commit"] if args.commit else [])
@@ -910,5 +924,5 @@ def main(args) -> int:
     _check_args(args)
     out = args.out or ("reports/static" if args.commit else os.path.join("runs", "static"))
     run_static(args.batch, [o for o in args.ops.split(",") if o], args.archs.split(","), not args.default_only,
-               out, args.dtype, host=not args.no_host)
+               out, args.dtype, host=not args.no_host, recipe=None if args.recipe == "airbench94_muon" else args.recipe)
     return 0

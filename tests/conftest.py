@@ -43,3 +43,41 @@ def write_cifar_dir(root: str, n_per_batch: int = 40, seed: int = 0) -> str:
 def cifar_dir(tmp_path):
     write_cifar_dir(str(tmp_path))
     return str(tmp_path)
+
+
+def write_idx(path: str, array: np.ndarray, magic: int) -> str:
+    """An IDX file (big-endian header: magic, then each dimension) as MNIST ships them."""
+    import struct
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic) + struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+    return path
+
+
+def synthetic_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A learnable toy MNIST: class k is a bright bar at a class-specific position and angle."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    yy, xx = np.mgrid[0:28, 0:28]
+    imgs = np.zeros((n, 28, 28), np.float32)
+    for i, y in enumerate(labels):
+        d = (xx * np.cos(y * 0.31) + yy * np.sin(y * 0.31)) - (6 + y)
+        imgs[i] = 230 * (np.abs(d) < 1.5) + rng.normal(0, 25, (28, 28))
+    return np.clip(imgs, 0, 255).astype(np.uint8), labels
+
+
+def write_mnist_dir(root: str, n_train: int = 300, n_test: int = 100) -> str:
+    x, y = synthetic_digits(n_train, 0)
+    xt, yt = synthetic_digits(n_test, 1)
+    write_idx(os.path.join(root, "train-images-idx3-ubyte"), x, 2051)
+    write_idx(os.path.join(root, "train-labels-idx1-ubyte"), y, 2049)
+    write_idx(os.path.join(root, "t10k-images-idx3-ubyte"), xt, 2051)
+    write_idx(os.path.join(root, "t10k-labels-idx1-ubyte"), yt, 2049)
+    return root
+
+
+@pytest.fixture
+def mnist_dir(tmp_path):
+    d = tmp_path / "mnist"
+    d.mkdir()
+    return write_mnist_dir(str(d))

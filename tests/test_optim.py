@@ -97,16 +97,18 @@ def test_recipes_registry():
 
 
 @pytest.mark.parametrize("recipe, eager_cls, tensor_cls", [
-    (AIRBENCH94_MUON, MuonSGD, TensorMuonSGD), (AIRBENCH94, SGDLookahead, TensorSGDLookahead)],
-    ids=["muon_sgd", "sgd_lookahead"])
+    (AIRBENCH94_MUON, MuonSGD, TensorMuonSGD), (AIRBENCH94, SGDLookahead, TensorSGDLookahead),
+    (get_recipe("hiverge"), MuonSGD, TensorMuonSGD), (get_recipe("airbench96"), SGDLookahead, TensorSGDLookahead),
+    (get_recipe("hlb"), SGDLookahead, TensorSGDLookahead)],
+    ids=["muon_sgd", "sgd_lookahead", "hiverge", "airbench96", "hlb"])
 def test_tensor_optimizer_matches_torch_optim(recipe, eager_cls, tensor_cls):
     """The same gradients through torch.optim (Python-float schedules) and through the
     tensor-only optimizer (schedules from a device counter): the same weights, step by step,
     across the whitening-bias switch (step 3), the lookahead (steps 4 and 9) and finish."""
     recipe = recipe.replace(batch_size=100)
     a, b = _small_net(), _small_net()
-    eager, tens = eager_cls(a, recipe, total_steps=12, whiten_steps=3), tensor_cls(b, recipe)
-    tens.reset(12, 3)
+    eager, tens = eager_cls(a, recipe, total_steps=12, whiten_steps=3, steps_per_epoch=2), tensor_cls(b, recipe)
+    tens.reset(12, 3, 2)  # hlb: the EMA starts at epoch 2 = step 4, with a snapshot at step 5
     g = torch.Generator().manual_seed(0)
     names = {id(p): n for n, p in b.named_parameters()}
     params_a = dict(a.named_parameters())

@@ -114,3 +114,35 @@ def test_time_chart_draws_points_not_bars(tmp_path, monkeypatch):
     path = plots.time_per_op(recs, str(tmp_path / "t.png"), "cpu, batch 2, float32 - CPU / Triton interpreter")
     assert path and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
     plt.close("all")
+
+
+def test_recipe_ops_traces_the_real_network():
+    """Shapes for any recipe come from tracing its network; for the default one they equal the
+    hand-written list that the static model was built on."""
+    from profiling.shapes import recipe_ops
+    strip = lambda cs: [(c.op, c.name, c.x_shape, tuple(sorted(c.params.items()))) for c in cs]  # noqa: E731
+    assert strip(recipe_ops("airbench94_muon", 2000)) == strip(network_ops(2000))
+    hlb = recipe_ops("hlb", 8)
+    assert [c.name for c in hlb[:3]] == ["whiten", "project", "group1.conv1"]
+    assert hlb[0].params == dict(cout=12, k=2, padding=0, input_grad=False, weight_grad=False)
+    assert hlb[1].params == dict(cout=32, k=1, padding=0) and hlb[-1].params["k"] == 3
+    a96 = recipe_ops("airbench96", 8)
+    assert sum(c.op == "conv" for c in a96) == 10 and a96[-1].x_shape == (8, 512, 3, 3)
+    assert [c.params["activation"] for c in a96 if c.name == "group1.norm3"] == ["identity"]
+    silu = {c.params["activation"] for c in recipe_ops("hiverge", 8) if c.op == "bn_act"}
+    assert silu == {"silu"}
+    mn = recipe_ops("mnist", 8)
+    assert mn[0].x_shape == (8, 1, 28, 28) and mn[1].name == "pool1"
+
+
+def test_bench_takes_a_recipe(tmp_path):
+    from profiling.__main__ import main
+    out = tmp_path / "b"
+    main(["bench", "--recipe", "airbench96", "--ops", "bn_act", "--impls", "eager", "--modes", "fwd", "--no-plots",
+          "--out", str(out)])
+    data = json.loads((out / "bench.json").read_text())
+    assert data["meta"]["recipe"] == "airbench96"
+    assert {r["case"] for r in data["records"]} >= {"group3.norm3 2x512x3x3"}
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--recipe", "nope", "--out", str(out)])
+    assert "unknown recipe 'nope'" in str(e.value.code)

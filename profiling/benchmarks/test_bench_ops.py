@@ -7,7 +7,8 @@ Shapes: one forward pass of the network at batch SPEEDRUN_BENCH_BATCH (default: 
 airbench94_muon batch, on a GPU; 2 on a CPU, where the Triton kernels run in the interpreter
 and the timings only prove that the suite works). SPEEDRUN_BENCH_IMPLS picks implementations
 (default: all on a GPU; eager and triton on a CPU, where inductor's C++ compile is slow) and
-SPEEDRUN_BENCH_OPS the ops. Each timed call synchronises the GPU. extra_info of every result
+SPEEDRUN_BENCH_OPS the ops, SPEEDRUN_BENCH_RECIPE the recipe whose network gives the shapes
+(default airbench94_muon). Each timed call synchronises the GPU. extra_info of every result
 holds the achieved GB/s and TFLOP/s against the roofline minimum (profiling/shapes.py) and
 their fraction of the device's peak (profiling/devices.py).
 """
@@ -29,6 +30,7 @@ OPS = os.environ.get("SPEEDRUN_BENCH_OPS", "bn_act,maxpool,conv").split(",")
 _default_impls = None if CUDA else "eager,triton"
 IMPLS = os.environ.get("SPEEDRUN_BENCH_IMPLS", _default_impls)
 PEAK = detect(torch.cuda.get_device_name()) if CUDA else None
+RECIPE = os.environ.get("SPEEDRUN_BENCH_RECIPE") or None
 
 
 def _params():
@@ -37,7 +39,7 @@ def _params():
         for impl in kernels.impls(op):
             if IMPLS and impl not in IMPLS.split(","):
                 continue
-            for case in unique_ops(BATCH, op):
+            for case in unique_ops(BATCH, op, recipe=RECIPE):
                 for mode in MODES:
                     out.append(pytest.param(case, impl, mode, id=f"{case.op}-{impl}-{mode}-{case.label()}"))
     return out

@@ -19,7 +19,7 @@ def reference(x, rm, rv, w, b, training, momentum, eps, activation):
     """fp32 eager reference on the same (possibly half-precision) input values."""
     y = F.batch_norm(x.float(), rm, rv, w if w is None else w.float(), b if b is None else b.float(),
                      training, momentum, eps)
-    return F.gelu(y) if activation == "gelu" else F.silu(y)
+    return F.gelu(y) if activation == "gelu" else F.silu(y) if activation == "silu" else y
 
 
 def make_input(shape, dtype, layout, seed=0, scale=2.0, shift=0.5):
@@ -82,7 +82,7 @@ def run_both(shape, dtype, layout, training=True, activation="gelu", affine=(Tru
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("activation", ["gelu", "silu"])
+@pytest.mark.parametrize("activation", ["gelu", "silu", "identity"])
 def test_train_forward_backward(dtype, layout, activation):
     run_both((3, 5, 7, 9), dtype, layout, activation=activation)
 
@@ -105,7 +105,7 @@ def test_weight_bias_none(affine):
     run_both((2, 4, 5, 5), torch.float32, "channels_last", affine=affine)
 
 
-@pytest.mark.parametrize("activation", ["gelu", "silu"])
+@pytest.mark.parametrize("activation", ["gelu", "silu", "identity"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_eval_mode(activation, dtype):
     run_both((3, 12, 4, 6), dtype, "channels_last", training=False, activation=activation)
@@ -186,7 +186,7 @@ def many_programs(monkeypatch):
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("activation", ["gelu", "silu"])
+@pytest.mark.parametrize("activation", ["gelu", "silu", "identity"])
 def test_several_programs_per_channel_block(many_programs, layout, activation):
     # 70 channels: three channel blocks of 32, the last partial; 6 x 5 x 7 = 210 rows over several programs
     run_both((6, 70, 5, 7), torch.float32, layout, activation=activation)

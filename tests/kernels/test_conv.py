@@ -36,6 +36,8 @@ CASES = [  # (x shape, out channels, kernel, padding)
     ((1, 3, 8, 8), 24, 2, 0),       # the whitening conv, batch 1
     ((3, 20, 5, 5), 17, 3, 1),      # channels not a multiple of any block
     ((2, 40, 3, 3), 70, 3, "same"),  # 3x3 image: every tap touches the border
+    ((2, 1, 10, 9), 8, 3, 1),       # one input channel (the MNIST recipe's first conv)
+    ((2, 12, 6, 7), 32, 1, 0),      # 1x1 (hlb's projection after its whitening conv)
 ]
 
 
