@@ -774,7 +774,7 @@ def plot(ops: list[dict], path: str, title: str) -> str | None:
 
 def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, out: str | None,
                dtype: str = "fp16", host: bool = True, reports_dir: str = "reports",
-               activation: str = "gelu", recipe: str | None = None) -> dict:
+               activation: str = "gelu", recipe: str | None = None, lean_json: bool = False) -> dict:
     import triton
 
     import kernels  # noqa: F401
@@ -829,7 +829,7 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
                   measured=measured)
     if out:
         os.makedirs(out, exist_ok=True)
-        write_json(os.path.join(out, "static.json"), _compact(result))
+        write_json(os.path.join(out, "static.json"), _compact(result, lean=lean_json))
         with open(os.path.join(out, "static.md"), "w") as f:
             f.write(text)
         if plot(op_rows, os.path.join(out, "static.png"), f"batch {batch}") is None:
@@ -842,9 +842,10 @@ _SLIM = ("notes", "bounds_ms", "loop_instrs", "async_widths", "plain_load_widths
          "launch_index", "l2_bytes", "mma_flops", "case_key")
 
 
-def _compact(obj):
+def _compact(obj, lean: bool = False):
     """The JSON as written: floats to 4 significant digits; rows of non-default configurations
-    without their detail fields (static.md lists them in full)."""
+    without their detail fields (static.md lists them in full), or (``lean``: the committed
+    report) without those rows at all."""
     def walk(v):
         if isinstance(v, float):
             return float(f"{v:.4g}")
@@ -854,7 +855,11 @@ def _compact(obj):
             return [walk(x) for x in v]
         return v
     out = dict(obj)
-    out["rows"] = [r if r["default"] else {k: v for k, v in r.items() if k not in _SLIM} for r in obj["rows"]]
+    out["rows"] = [r if r["default"] else {k: v for k, v in r.items() if k not in _SLIM} for r in obj["rows"]
+                   if r["default"] or not lean]
+    if lean:
+        out["meta"] = dict(out["meta"], rows_omitted=sum(1 for r in obj["rows"] if not r["default"]),
+                           rows_note="non-default configurations: see static.md, or run profiling static")
     return walk(out)
 
 
@@ -924,5 +929,6 @@ def main(args) -> int:
     _check_args(args)
     out = args.out or ("reports/static" if args.commit else os.path.join("runs", "static"))
     run_static(args.batch, [o for o in args.ops.split(",") if o], args.archs.split(","), not args.default_only,
-               out, args.dtype, host=not args.no_host, recipe=None if args.recipe == "airbench94_muon" else args.recipe)
+               out, args.dtype, host=not args.no_host, recipe=None if args.recipe == "airbench94_muon" else args.recipe,
+               lean_json=args.commit)
     return 0
