@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{len(outcome.failures)} run(s) failed" + (f"; every record is in {args.json}" if args.json else ""))
     if outcome.interrupted:
         code = 130
-    elif outcome.failures or getattr(outcome, "write_failed", False):
+    elif outcome.failures or outcome.write_failed:
         code = 1
     world.close()
     if code:

@@ -82,6 +82,14 @@ if HAS_TRITON:
         return first + (pid % width) % size, (pid % width) // size
 
     @triton.jit
+    def _pixels(rm, OH, OW):
+        """(image, output row, output column) of the flat output pixel indices ``rm``."""
+        n = rm // (OH * OW)
+        r = rm - n * (OH * OW)
+        oh = r // OW
+        return n, oh, r - oh * OW
+
+    @triton.jit
     def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr,
                      M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw, PAD,
                      CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
@@ -101,10 +109,7 @@ if HAS_TRITON:
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
-        n = rm // (OH * OW)
-        r = rm - n * (OH * OW)
-        oh = r // OW
-        ow = r - oh * OW
+        n, oh, ow = _pixels(rm, OH, OW)
         row_ok = rm < M
         col_ok = rn < COUT
         n_base = n.to(tl.int64) * sxn
@@ -157,10 +162,7 @@ if HAS_TRITON:
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
-        n = rm // (OH * OW)
-        r = rm - n * (OH * OW)
-        oh = r // OW
-        ow = r - oh * OW
+        n, oh, ow = _pixels(rm, OH, OW)
         row_ok = rm < M
         col_ok = rn < COUT
         K: tl.constexpr = KH * KW * CI
@@ -210,10 +212,7 @@ if HAS_TRITON:
         for p0 in range(start, start + ROWS, BLOCK_K):
             rp = p0 + tl.arange(0, BLOCK_K)
             live = rp < end
-            n = rp // (OH * OW)
-            r = rp - n * (OH * OW)
-            oh = r // OW
-            ow = r - oh * OW
+            n, oh, ow = _pixels(rp, OH, OW)
             ih = oh + kh - PAD
             iw = ow + kw - PAD
             ok = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)

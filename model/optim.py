@@ -374,10 +374,10 @@ class TensorMuonSGD(TensorOptimizer):
         lr = self.muon_lr * frac
         mu = self.muon_momentum
         r = self.recipe
-        count = s + 1
         if r.renorm == "every":
             due = None
         else:  # on the device: one graph serves every step
+            count = s + 1
             due = (count - self.last_renorm_t) >= 2 + torch.floor(15 * count / self.total_t)
             self.last_renorm_t.copy_(torch.where(due, count, self.last_renorm_t))
         live, dirs = [], []

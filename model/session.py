@@ -423,6 +423,7 @@ class Config:
 class Outcome:
     records: list       # every run's record, successes and failures, in (configuration, run) order
     interrupted: bool = False
+    write_failed: bool = False  # a record could not be written to --json
 
     @property
     def failures(self) -> list:
@@ -455,7 +456,7 @@ class Printer:
             self.progress.print(text)
 
 
-def _keep(record: dict, json_path: str | None, world: distributed.World, say) -> bool:
+def _keep(record: dict, json_path: str | None, world: distributed.World) -> bool:
     """Append a record as soon as its run finishes; on a write error keep going and say so."""
     if not json_path:
         return True
@@ -537,36 +538,25 @@ def execute(configs: list[Config], runs: int, *, world: distributed.World | None
                 out.say(f"{cfg.name + ': ' if cfg.name else ''}run {r} (seed {seed}) done: "
                         f"{100 * res['accuracy']:.2f}%  {res['time_s']:.3f} s")
         records.append(rec)
-        if not _keep(rec, json_path, world, out.say):
+        if not _keep(rec, json_path, world):
             write_failed = True
 
     interrupted = False
     try:
-        header_shown = False
-
-        def show_header():
-            nonlocal header_shown
-            if not header_shown and not quiet:
-                out.row(header())
-                header_shown = True
-
-        if interleave:
+        if mine and interleave:
             for i, cfg in enumerate(configs):
-                if mine:
-                    build(i, cfg)
+                build(i, cfg)
             for r in mine:
                 for i, cfg in enumerate(configs):
                     one(i, cfg, r)
-        else:
+        elif mine:
             for i, cfg in enumerate(configs):
-                if not mine:
-                    continue
                 build(i, cfg)
-                show_header()
+                if not quiet:  # each configuration's own table
+                    out.row(header())
                 for r in mine:
                     one(i, cfg, r)
                 sessions.pop(i, None)
-                header_shown = False if len(configs) > 1 else header_shown
     except KeyboardInterrupt:
         interrupted = True
         progress.clear()
@@ -574,8 +564,7 @@ def execute(configs: list[Config], runs: int, *, world: distributed.World | None
                  if json_path else "")
         print(f"interrupted{f' (rank {world.rank})' if world.size > 1 else ''}: {len(records)} run(s) finished"
               + where, file=sys.stderr, flush=True)
-    outcome = Outcome(records, interrupted)
-    outcome.write_failed = write_failed
+    outcome = Outcome(records, interrupted, write_failed)
     if world.size > 1 and not interrupted:
         gathered = world.gather(records)
         if world.rank == 0:
@@ -619,7 +608,6 @@ def report(outcome: Outcome, configs: list[Config], quiet: bool, live: bool) -> 
             lines += render_table(recs, quiet)
         lines += summary_lines(recs)
     if len(configs) > 1:
-        from .stats import summarize as summ
         lines.append("")
         lines.append(f"{'configuration':<40} {'runs':>5} {'failed':>6} {'acc mean %':>10} {'95% CI':>8} "
                      f"{'median s':>9}")
@@ -627,8 +615,8 @@ def report(outcome: Outcome, configs: list[Config], quiet: bool, live: bool) -> 
             ok = [r for r in by_cfg[i] if not r.get("failed")]
             bad = len(by_cfg[i]) - len(ok)
             if ok:
-                acc = summ([100 * r["accuracy"] for r in ok])
-                t = summ([r["time_s"] for r in ok])
+                acc = summarize([100 * r["accuracy"] for r in ok])
+                t = summarize([r["time_s"] for r in ok])
                 lines.append(f"{cfg.name:<40} {len(ok):>5} {bad:>6} {acc.mean:>10.2f} {'±%.2f' % acc.ci95 if acc.n > 1 else '-':>8} "
                              f"{t.median:>9.3f}")
             else:

@@ -95,14 +95,20 @@ def _stats(launch, peak, capacity: int) -> Work:
                 units=math.ceil(M / bm) * _grid(launch)[1])
 
 
-def _apply(launch, peak, capacity: int) -> Work:
+def _streaming(launch, passes: int, note: str) -> Work:
+    """An elementwise pass over [M, C]: ``passes`` activation-sized tensors moved (the last one
+    written), plus the 1-byte fp8 copy when FP8_OUT; a grid-stride loop when TILES is given."""
     a = launch.args
     x, M, C = a["x_ptr"], a["M"], a["C"]
     bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
-    nbytes = 2 * M * C * x.esize + (M * C if _cx(launch, "FP8_OUT") else 0)
+    nbytes = passes * M * C * x.esize + (M * C if _cx(launch, "FP8_OUT") else 0)
     iters = _stride_iters(launch) if "TILES" in a else 1
-    return Work("memory", iters, bm * bc, nbytes, nbytes, 2 * x.esize, notes=["reads x, writes y"],
-                units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes / 2)
+    return Work("memory", iters, bm * bc, nbytes, nbytes, passes * x.esize, notes=[note],
+                units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes * (passes - 1) / passes)
+
+
+def _apply(launch, peak, capacity: int) -> Work:
+    return _streaming(launch, 2, "reads x, writes y")
 
 
 def _bwd_reduce(launch, peak, capacity: int) -> Work:
@@ -118,13 +124,7 @@ def _bwd_reduce(launch, peak, capacity: int) -> Work:
 
 
 def _bwd_dx(launch, peak, capacity: int) -> Work:
-    a = launch.args
-    x, M, C = a["x_ptr"], a["M"], a["C"]
-    bm, bc = _cx(launch, "BLOCK_M"), _cx(launch, "BLOCK_C")
-    nbytes = 3 * M * C * x.esize + (M * C if _cx(launch, "FP8_OUT") else 0)
-    iters = _stride_iters(launch) if "TILES" in a else 1
-    return Work("memory", iters, bm * bc, nbytes, nbytes, 3 * x.esize, notes=["reads x and dy, writes dx"],
-                units=a.get("TILES", 1) * _grid(launch)[1], read_bytes=nbytes * 2 / 3)
+    return _streaming(launch, 3, "reads x and dy, writes dx")
 
 
 def _finalize(launch, peak, capacity: int) -> Work:  # the former separate finalize (kept for old reports)
