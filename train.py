@@ -5,7 +5,7 @@
     python train.py --runs 10 --json runs.jsonl   # accuracy mean/std/95% CI, time min/median/max
     python train.py --backend triton --op conv=eager
     python train.py --compile default --cuda-graph --cache-dir ~/.cache/speedrun   # compiled, graphed (GPU)
-    python train.py --data DIR --device cpu --subset 2000 --epochs 1   # smoke run on a CPU
+    python train.py --data DIR --device cpu --subset 2000 --batch-size 100 --epochs 2 --tta 0   # CPU smoke run
     python train.py --sweep sweep.toml --runs 20 --json sweep.jsonl    # a grid of configurations
     torchrun --nproc-per-node 8 train.py --runs 200 --json runs.jsonl  # runs spread over 8 GPUs
 
@@ -16,7 +16,8 @@ the JPEG stand-in in the same layout.
 This file is the command line only: the session (flags -> ops, device, data, network, step
 functions; warm-up; the runs) is model/session.py, shared with the profiling lab.
 Exit status: 0 when every run finished, 1 when a run or configuration failed (the others are
-still reported and written), 2 for a bad flag, 130 when interrupted.
+still reported and written), 2 for bad input (a flag, the data, the device: one line naming it),
+130 when interrupted.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import argparse
 import sys
 
 from model import distributed, sweep
+from model.cli import usage_error
 from model.session import Config, SessionError, build_parser, check_args, check_writable, execute, report
 from model.trainer import Progress
 
@@ -52,8 +54,9 @@ def configurations(parser: argparse.ArgumentParser, args, argv: list[str]) -> tu
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    """Train; returns the records (rank 0 of a torchrun job: all of them). Exits with a one-line
-    error for a bad flag, and with status 1 after the report when a run failed."""
+    """Train; returns the records (rank 0 of a torchrun job: all of them). Bad input (a flag, the
+    data, the device) exits with one line ``error: ...`` and status 2 before any work; a failed
+    run exits with status 1 after the report."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -65,7 +68,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if args.json:
             check_writable(args.json if world.size == 1 else distributed.partial_path(args.json, world.rank))
     except SessionError as e:
-        sys.exit(f"error: {e}")
+        raise usage_error(str(e)) from None
     progress = Progress(args.progress if world.rank == 0 else False)
     if world.size > 1 and world.rank == 0:
         print(f"# torchrun job: {world.size} ranks, {runs} run(s) x {len(configs)} configuration(s), "
@@ -76,9 +79,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                           strict=not args.sweep)
     except SessionError as e:
         world.close()
-        sys.exit(f"error: {e}")
+        raise usage_error(str(e)) from None
     code = 0
-    if world.rank == 0:
+    if world.rank == 0 and not (outcome.interrupted and not outcome.records):  # "interrupted: 0 run(s)" says it all
         for line in report(outcome, configs, args.quiet, live=world.size == 1):
             print(line)
         if outcome.failures:

@@ -17,7 +17,8 @@ A *backend* is a named default mapping (``eager``, ``triton``, ``triton_all``, `
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import difflib
+from typing import Callable, Iterable, Mapping
 
 _IMPLS: dict[str, dict[str, Callable]] = {}
 _DOCS: dict[tuple[str, str], str] = {}
@@ -74,7 +75,7 @@ def get(op: str, impl: str) -> Callable:
     table = _IMPLS[op]
     if impl not in table:
         raise UnknownNameError(
-            f"unknown implementation {impl!r} of op {op!r}; known: {', '.join(sorted(table))}")
+            f"unknown implementation {impl!r} of op {op!r}{_closest(impl, table)}; known: {', '.join(sorted(table))}")
     return table[impl]
 
 
@@ -85,7 +86,7 @@ def backends() -> list[str]:
 def resolve_names(backend: str = "eager", overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """Implementation name per op for ``backend`` with per-op ``overrides`` applied."""
     if backend not in BACKENDS:
-        raise UnknownNameError(f"unknown backend {backend!r}; known: {', '.join(backends())}")
+        raise UnknownNameError(f"unknown backend {backend!r}{_closest(backend, BACKENDS)}; known: {', '.join(backends())}")
     names = {op: BACKENDS[backend].get(op, "eager") for op in ops()}
     for op, impl in (overrides or {}).items():
         get(op, impl)  # validates both names
@@ -112,4 +113,10 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 def _check_op(op: str) -> None:
     if op not in _IMPLS:
-        raise UnknownNameError(f"unknown op {op!r}; known: {', '.join(ops())}")
+        raise UnknownNameError(f"unknown op {op!r}{_closest(op, _IMPLS)}; known: {', '.join(ops())}")
+
+
+def _closest(name: str, known: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` when a known name is close to a mistyped one, else ``""``."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -28,6 +28,7 @@ import kernels
 import kernels.conv as conv_kernels
 
 from . import distributed
+from .cli import Parser, did_you_mean
 from .compiled import (MODES as COMPILE_MODES, StepFunctions, cache_stats, check_modes, conv_choices_path,
                        use_cache_dir)
 from .data import DataError, load_dataset
@@ -39,7 +40,8 @@ from .trainer import DeviceData, Progress, train_run
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 COLUMNS = ("run", "epoch", "train_loss", "train_acc", "val_acc", "tta_acc", "time_s")
-SMOKE = "python train.py --device cpu --subset 2000 --epochs 1"
+SMOKE = "python train.py --device cpu --subset 2000 --batch-size 100 --epochs 2 --tta 0"
+# what SMOKE reaches on the stand-in (2-core CPU, 4 runs): 56.1% mean (std 1.0), chance being 10%
 CPU_ESTIMATE_AFTER_S = 60.0  # a CPU run predicted to take longer than this says so after its first steps
 DESCRIPTION = """Train the CIFAR-10 speedrun network (airbench94) and report accuracy and time.
 The published recipes reach 94% on the original CIFAR-10; the JPEG stand-in of ../shared/data
@@ -72,9 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", help="download the original CIFAR-10 if absent")
     p.add_argument("--recipe", default=DEFAULT, choices=list(RECIPES),
                    help=f"training recipe and network (default: {DEFAULT}; published figures below)")
-    p.add_argument("--target", type=float, default=None, metavar="ACC",
+    p.add_argument("--target", type=target_arg, default=None, metavar="ACC",
                    help="time to accuracy: evaluate after each epoch (untimed, with the recipe's TTA) and stop at the "
-                        "first at or above ACC (a fraction, 0.94, or a percentage, 94)")
+                        f"first at or above ACC: a fraction (0.94) or a percentage (94 or 94%%); a bare number between "
+                        f"1 and {TARGET_AMBIGUOUS_BELOW:g} is refused as a likely slip (write 1.5%% if you mean it)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override one recipe hyper-parameter, repeatable: --set lr=10 --set label_smoothing=0.1 "
                         "(fields listed below)")
@@ -95,8 +98,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", action="append", default=[], metavar="OP=IMPL",
                    help="per-op implementation, repeatable (see the list below)")
     p.add_argument("--compile", default="none", choices=COMPILE_MODES,
-                   help="torch.compile the training step (forward + loss + backward), the eval forward and "
-                        "Newton-Schulz: default, reduce-overhead (CUDA graphs), max-autotune (as published), "
+                   help="torch.compile forward + loss (one fullgraph; AOTAutograd builds the backward), the optimizer "
+                        "update with its schedules and Newton-Schulz (a second fullgraph) and the eval forward: "
+                        "default, reduce-overhead (inductor's CUDA graphs), max-autotune (as published), "
                         "max-autotune-no-cudagraphs; none = eager (default)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture each whole training step (batch gather, forward, backward, optimizer update and "
@@ -104,14 +108,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "GPU only; combines with --compile none, default or max-autotune-no-cudagraphs")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="persistent compile caches (inductor FX graphs, AOTAutograd, autotuning, Triton) under DIR")
+    p.add_argument("--allow-interpreter", action="store_true",
+                   help="on a CPU, run a Triton conv (conv=triton or fp8: --backend triton_all, fp8) in the Triton "
+                        "interpreter anyway: about a minute per step at batch 2, hours at the recipe's batch; "
+                        "refused without this flag")
     p.add_argument("--warmup-steps", type=int, default=None,
                    help="untimed warm-up run length in steps, random labels "
                         "(default: 25 on a GPU; on a CPU 4 with --compile, else 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=DESCRIPTION, epilog=ops_help(),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="train.py", description=DESCRIPTION, epilog=ops_help(),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.add_argument("--sweep", default=None, metavar="FILE.toml",
                    help="train every configuration of a TOML sweep file (see README), --runs each; the flags "
@@ -119,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, metavar="PATH", help="append one JSON record per run to PATH")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress line on stderr (default: when stderr is a terminal)")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch table: one line per run, then the summary")
     return p
 
 
@@ -133,7 +141,8 @@ def parse_recipe_sets(items: list[str]) -> dict:
         if not sep or not value.strip():
             raise SessionError(f"--set expects NAME=VALUE, got {item!r}")
         if name not in fields:
-            raise SessionError(f"--set: unknown recipe field {name!r}; known: {', '.join(fields)}")
+            raise SessionError(f"--set: unknown recipe field {name!r}{did_you_mean(name, fields)}; "
+                               f"known: {', '.join(fields)}")
         kind = type(getattr(RECIPES[DEFAULT], name))
         try:
             if kind is tuple:
@@ -166,16 +175,76 @@ def check_args(args: argparse.Namespace) -> None:
     if args.target is not None and not 0 < target_fraction(args.target) <= 1:
         raise SessionError(f"--target must be an accuracy in (0, 1] or (0, 100] percent (got {args.target:g})")
     try:
-        kernels.resolve_names(args.backend, kernels.parse_overrides(args.op))
+        names = kernels.resolve_names(args.backend, kernels.parse_overrides(args.op))
     except kernels.UnknownNameError as e:
         raise SessionError(str(e)) from None
     parse_recipe_sets(args.set)
-    device_of(args)
+    device = device_of(args)
+    if device.type == "cpu" and names["conv"] in INTERPRETED_CONVS and not getattr(args, "allow_interpreter", False):
+        raise SessionError(interpreter_refusal(args, names))
     for flag, path in (("--cache-dir", args.cache_dir),):
         if path and os.path.exists(path) and not os.path.isdir(path):
             raise SessionError(f"{flag} {path} is not a directory")
     if getattr(args, "json", None):
         check_writable(args.json)
+
+
+TARGET_AMBIGUOUS_BELOW = 20.0  # a bare --target in (1, 20) is almost surely a slip (1.5 for 0.015?): ask for "%"
+
+
+def target_arg(text: str) -> float:
+    """--target's value as a fraction: ``0.94``, ``94`` and ``94%`` all mean 94%. A bare number
+    between 1 and 20 would read as a percentage no speedrun aims at (``--target 1.5`` was reached
+    after one epoch): it is refused unless written with its percent sign."""
+    s = str(text).strip()
+    percent = s.endswith("%")
+    try:
+        v = float(s[:-1] if percent else s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an accuracy: write 0.94, 94 or 94%") from None
+    if not percent and 1 < v < TARGET_AMBIGUOUS_BELOW:
+        raise argparse.ArgumentTypeError(
+            f"{s} would mean {v:g}%, almost surely a slip: write 0.94, 94 or 94% for 94%, or {v:g}% if you mean it")
+    frac = v / 100 if percent or v > 1 else v
+    if not (0 < frac <= 1 and math.isfinite(frac)):
+        raise argparse.ArgumentTypeError(f"must be an accuracy in (0, 1] or (0, 100] percent (got {s})")
+    return frac
+
+
+INTERPRETED_CONVS = ("triton", "fp8")  # conv implementations that a CPU runs in the Triton interpreter
+# Measured on this project's CPU machine (2 cores, triton 3.8 interpreter, airbench94_muon, fp32, the
+# stand-in, one process): --backend triton_all took 25-33 s per training step at batch 2 and 54-64 s at
+# batch 6, so a step costs about INTERP_STEP_S + INTERP_IMAGE_S x batch seconds (fp8: about the same).
+INTERP_STEP_S = 15.0
+INTERP_IMAGE_S = 7.5
+# bn_act / maxpool in Triton (--backend triton, conv on ATen): 3 steps of batch 100 took 43 s (eager: 0.5 s a
+# step), about INTERP_MEMBOUND_IMAGE_S per image per step; allowed, but announced before the first step
+INTERP_MEMBOUND_IMAGE_S = 0.13
+INTERPRETED = ("triton", "triton_recompute", "fp8")  # implementations that run in the interpreter on a CPU
+INTERP_SMOKE = ("python train.py --device cpu {which} --subset 8 --batch-size 2 --epochs 1 --tta 0 "
+                "--allow-interpreter")
+
+
+def interpreter_cost_s(batch: int, names: dict | None = None) -> float:
+    """Predicted seconds per training step spent in the Triton interpreter on a CPU (from the
+    measurements above): a Triton conv's cost, plus bn_act / maxpool's when they are Triton too."""
+    names = names or {"conv": "triton"}
+    s = INTERP_STEP_S + INTERP_IMAGE_S * batch if names.get("conv") in INTERPRETED_CONVS else 0.0
+    if any(names.get(op) in INTERPRETED for op in ("bn_act", "maxpool")):
+        s += INTERP_MEMBOUND_IMAGE_S * batch
+    return s
+
+
+def interpreter_refusal(args: argparse.Namespace, names: dict) -> str:
+    """Why a Triton conv on a CPU is refused without --allow-interpreter, with a smoke command."""
+    impl = names["conv"]
+    which = f"--backend {args.backend}" if args.backend in ("triton_all", "fp8") else f"--op conv={impl}"
+    batch = args.batch_size or get_recipe(args.recipe).batch_size
+    return (f"{which} on a CPU runs the Triton conv in the Triton interpreter: about "
+            f"{fmt_duration(interpreter_cost_s(batch, names))} per training step at batch {batch} (measured on a 2-core "
+            f"CPU). "
+            f"Smoke run (a few minutes): {INTERP_SMOKE.format(which=which)}; or add --allow-interpreter to run this "
+            f"one anyway")
 
 
 def target_fraction(t: float | None) -> float | None:
@@ -231,8 +300,13 @@ def fmt_row(values: dict) -> str:
     return " ".join(out)
 
 
+# the table's own names where the record's key would mislead: the time column is cumulative (whitening,
+# training epochs so far, then the final TTA evaluation), not the epoch's own time
+SHOWN = {"time_s": "cum_time_s"}
+
+
 def header() -> str:
-    return " ".join(f"{c:>10}" for c in COLUMNS)
+    return " ".join(f"{SHOWN.get(c, c):>10}" for c in COLUMNS)
 
 
 def epoch_row(run: int, row: dict) -> str:
@@ -265,22 +339,36 @@ def summary_lines(records: list[dict]) -> list[str]:
 
 
 class CpuEstimate:
-    """On a CPU, after the first timed steps of a long run: how long it will take, and the
-    smoke-run command. Printed once per process."""
+    """On a CPU: one line when the first timed step starts (a CPU step at the recipe's batch takes
+    seconds, and nothing else would be printed meanwhile), then, as soon as one step past the
+    first (which carries one-off work) has been timed, how long the run will take and the
+    smoke-run command when that is longer than a minute. Printed once per process."""
     shown = False
+    started = False
 
-    def __init__(self, progress: Progress, runs: int = 1, what: str = "this run"):
-        self.progress, self.runs, self.what = progress, runs, what
+    def __init__(self, progress: Progress, runs: int = 1, what: str = "this run", batch: int | None = None):
+        self.progress, self.runs, self.what, self.batch = progress, runs, what, batch
         self.t0 = self.n0 = None
 
+    def start(self, total: int) -> None:
+        """Just before the first step of the first run: say that training has started."""
+        if CpuEstimate.started or CpuEstimate.shown:
+            return
+        CpuEstimate.started = True
+        batch = f" of batch {self.batch}" if self.batch else ""
+        self.progress.print(f"# training: first step started ({total} steps{batch} on this CPU); an estimate of "
+                            f"the run's length follows after the first steps")
+
     def __call__(self, step: int, total: int) -> None:
+        if step == 0:
+            return self.start(total)
         if CpuEstimate.shown:
             return
         now = time.perf_counter()
         if self.t0 is None:  # the first step includes one-off work (whitening, allocation)
             self.t0, self.n0 = now, step
             return
-        if step - self.n0 < 2 and now - self.t0 < 10:
+        if step - self.n0 < 3 and now - self.t0 < 2:  # quick steps: average a few before saying anything
             return
         per_step = (now - self.t0) / (step - self.n0)
         total_s = per_step * total * 1.05  # + evaluation
@@ -341,6 +429,11 @@ class Session:
                                  f"{conv_choices_path(args.cache_dir)}")
 
         recipe = get_recipe(args.recipe).replace(batch_size=args.batch_size, **parse_recipe_sets(args.set))
+        slow = [f"{op}={impl}" for op, impl in names.items() if impl in INTERPRETED]
+        if device.type == "cpu" and slow:  # said before the first step (a Triton conv needs --allow-interpreter)
+            notes.append(f"note: {', '.join(slow)} run{'s' if len(slow) == 1 else ''} in the Triton interpreter on "
+                         f"this CPU: about {fmt_duration(interpreter_cost_s(recipe.batch_size, names))} per training "
+                         f"step at batch {recipe.batch_size} (measured on a 2-core CPU)")
         key = (recipe.dataset, args.data, args.subset, str(device), str(dtype))
         if data_cache is not None and key in data_cache:
             data, device_data = data_cache[key]
@@ -393,7 +486,8 @@ class Session:
                       tta_level=args.tta, warmup_steps=steps, progress=progress, label="warm-up", fns=self.fns)
         dt = time.perf_counter() - t0
         what = ("compilation + " if args.compile != "none" else "") + ("CUDA graph capture + " if args.cuda_graph else "")
-        say(f"warm-up ({what}{w['steps']} steps on random labels + TTA eval): {dt:.2f} s wall (not counted below)")
+        say(f"warm-up ({what}{w['steps']} step{'' if w['steps'] == 1 else 's'} on random labels + TTA eval): "
+            f"{dt:.2f} s wall (not counted below)")
         if args.cache_dir and self.device.type == "cuda" and conv_kernels.chosen_configs():
             conv_kernels.save_choices(conv_choices_path(args.cache_dir))
         if args.compile != "none":
@@ -516,7 +610,8 @@ def execute(configs: list[Config], runs: int, *, world: distributed.World | None
         try:
             if isinstance(s, BaseException):
                 raise s
-            estimate = CpuEstimate(progress, runs=runs, what="this run") if s.device.type == "cpu" else None
+            estimate = (CpuEstimate(progress, runs=runs, what="this run", batch=s.recipe.batch_size)
+                        if s.device.type == "cpu" else None)
             res = s.train(seed, log=None if quiet or interleave else (lambda row: out.row(epoch_row(r, row))), progress=progress,
                           label=f"{cfg.name + ' ' if len(configs) > 1 else ''}run {r + 1}/{runs}", on_step=estimate)
         except KeyboardInterrupt:

@@ -95,3 +95,23 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
     df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
     p = 2 * (1 - t_cdf(abs(t), df))
     return t, df, p
+
+
+def runs_needed(a: Sequence[float], b: Sequence[float], power: float = 0.8, alpha: float = 0.05,
+                limit: int = 10_000) -> int | None:
+    """Runs per side that a two-sided t-test at ``alpha`` needs to detect the observed difference of
+    means with probability ``power``, assuming the pooled spread observed here: the smallest n with
+    |d| / (s * sqrt(2 / n)) >= t(1 - alpha/2, 2n - 2) + t(power, 2n - 2). None when the samples show
+    no difference or no spread (nothing to size), or when more than ``limit`` runs would be needed."""
+    sa, sb = summarize(a), summarize(b)
+    if sa.n < 2 or sb.n < 2:
+        return None
+    d = abs(sb.mean - sa.mean)
+    s = math.sqrt(((sa.n - 1) * sa.std ** 2 + (sb.n - 1) * sb.std ** 2) / (sa.n + sb.n - 2))
+    if d == 0 or s == 0:
+        return None
+    for n in range(2, limit + 1):
+        df = 2 * n - 2
+        if d / (s * math.sqrt(2 / n)) >= t_ppf(1 - alpha / 2, df) + t_ppf(power, df):
+            return n
+    return None

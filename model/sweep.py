@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import os
 
+from .cli import did_you_mean
 from .recipes import Recipe
 
 TOP_KEYS = ("runs", "base", "grid", "configs")
@@ -99,8 +100,8 @@ def to_flags(values: dict, parser: argparse.ArgumentParser, where: str) -> list[
         elif key == "runs":
             raise SweepError(f"{where}: runs is set once, at the top of the file")
         else:
-            raise SweepError(f"{where}: unknown key {key!r}: not a train.py flag ({', '.join(sorted(flags_of))}) "
-                             f"nor a recipe field")
+            raise SweepError(f"{where}: unknown key {key!r}{did_you_mean(dest, [*flags_of, *recipe_fields])}: "
+                             f"not a train.py flag ({', '.join(sorted(flags_of))}) nor a recipe field")
     return argv
 
 
@@ -119,7 +120,8 @@ def load(path: str, parser: argparse.ArgumentParser) -> tuple[list[tuple[str, li
     where = os.path.basename(path)
     unknown = set(doc) - set(TOP_KEYS)
     if unknown:
-        raise SweepError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}; "
+        raise SweepError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}"
+                         f"{did_you_mean(sorted(unknown)[0], TOP_KEYS) if len(unknown) == 1 else ''}; "
                          f"a sweep file has {', '.join(TOP_KEYS)}")
     runs = doc.get("runs")
     if runs is not None and (not isinstance(runs, int) or isinstance(runs, bool) or runs < 1):

@@ -157,7 +157,8 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     TTA evaluation (its results are meaningless; only its time is reported). The warm-up
     switches the whitening bias off halfway, so that both variants of a compiled step are built.
     ``fns``: compiled step functions (model/compiled.py); eager when None.
-    ``on_step(step, total_steps)``: called after each step is issued (no device sync).
+    ``on_step(step, total_steps)``: called with step 0 just before the first step, then after each
+    step is issued (no device sync).
     ``target``: after each epoch evaluate with the recipe's TTA (untimed); the first epoch at or
     above ``target`` stops the run and the clock (time to target, as hlb and fast-MNIST report).
     """
@@ -193,6 +194,8 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
 
     rows, step, reached = [], 0, None
     n_epochs = math.ceil(total_steps / len(loader))
+    if on_step is not None:
+        on_step(0, total_steps)
     for epoch in range(n_epochs):
         timer.start()
         batches = loader.next_epoch()

@@ -4,6 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+def plain(doc: str | None) -> str:
+    """A module docstring as --help shows it: reST's double backticks dropped."""
+    return (doc or "").replace("``", "")
+
+
 HELP = {
     "bench": "every op x implementation at the network's real shapes",
     "static": "compile every Triton kernel for sm_80 / sm_90 and report resources",
@@ -19,13 +24,15 @@ def main(argv=None) -> int:
         import os
         # compile for real GPUs, not for the interpreter: decide before any kernel is decorated
         os.environ.setdefault("TRITON_INTERPRET", "0")
+    from model.cli import Parser
+
     from . import ab, bench, report, static, trace
     modules = dict(bench=bench, static=static, trace=trace, ab=ab, report=report)
     run = dict(bench=bench.run, static=static.main, trace=trace.run, ab=ab.run, report=report.main)
-    p = argparse.ArgumentParser(prog="python -m profiling", description=__doc__)
+    p = Parser(prog="python -m profiling", description=plain(__doc__))
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, mod in modules.items():
-        sp = sub.add_parser(name, help=HELP[name], description=mod.__doc__,
+        sp = sub.add_parser(name, help=HELP[name], description=plain(mod.__doc__),
                             formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(sp)
     args = p.parse_args(argv)

@@ -16,8 +16,10 @@ import argparse
 import os
 import shlex
 
+from model.cli import usage_error
+from model.stats import runs_needed, summarize, welch
+
 from .report_io import markdown_table, write_json
-from model.stats import summarize, welch
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,7 +36,22 @@ def compare(a_vals, b_vals) -> dict:
     if sa.n >= 2 and sb.n >= 2:
         t, df, p = welch(b_vals, a_vals)
         out.update(t=t, df=df, p=p, significant=p < 0.05)
+        if not p < 0.05:  # "no" from a sample too small to show anything is not "no difference"
+            out["runs_needed"] = runs_needed(a_vals, b_vals)
     return out
+
+
+def verdict(c: dict) -> str:
+    """The significance column: yes, no, or why the sample cannot say."""
+    if "p" not in c:
+        return "n/a: runs < 2, no test possible"
+    if c["significant"]:
+        return "yes"
+    n, need = min(c["a"]["n"], c["b"]["n"]), c.get("runs_needed")
+    if need is not None and need > n:
+        return (f"not shown: {n} runs per side are too few to conclude; about {need} per side would detect a "
+                f"difference this size (80% power)")
+    return "no"
 
 
 def run(args) -> dict | None:
@@ -43,7 +60,7 @@ def run(args) -> dict | None:
     from model import distributed
     from model.session import Config, SessionError, build_parser, check_args, execute
     if args.runs < 1:
-        raise SystemExit(f"error: --runs must be at least 1 (got {args.runs})")
+        raise usage_error(f"--runs must be at least 1 (got {args.runs})")
     shared = [a for a in args.train_args if a != "--"]
     flags = {"A": shared + shlex.split(args.a), "B": shared + shlex.split(args.b)}
     parser = build_parser()
@@ -56,13 +73,13 @@ def run(args) -> dict | None:
             cargs.device = world.device(cargs.device)
             configs.append(Config(k, v, cargs))
     except SessionError as e:
-        raise SystemExit(f"error: configuration {k}: {e}") from None
+        raise usage_error(f"configuration {k}: {e}") from None
     for k, c in zip(flags, configs):
         print(f"{k}: {' '.join(flags[k]) or '(defaults)'}")
     try:
         outcome = execute(configs, args.runs, world=world, quiet=True, interleave=True, strict=True)
     except SessionError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise usage_error(str(e)) from None
     world.close()
     if world.rank != 0:
         return None
@@ -83,7 +100,7 @@ def run(args) -> dict | None:
     for what, c, unit in (("time", time_cmp, "s"), ("accuracy", acc_cmp, "%")):
         rows.append(dict(metric=f"{what} ({unit})", a=f"{c['a']['mean']:.4g} ± {c['a']['ci95']:.2g}",
                          b=f"{c['b']['mean']:.4g} ± {c['b']['ci95']:.2g}", diff=c["diff"], p=c.get("p"),
-                         sig=("yes" if c.get("significant") else "no") if "p" in c else "n/a (runs < 2)"))
+                         sig=verdict(c)))
     table = markdown_table(rows, [("metric", "metric"), ("a", "A: mean ± 95% CI"), ("b", "B: mean ± 95% CI"),
                                   ("diff", "B - A"), ("p", "Welch p"), ("sig", "significant (p < 0.05)")])
     env = setups["A"]["env"]

@@ -16,15 +16,16 @@ import torch
 
 import kernels
 
+from model.cli import did_you_mean, usage_error
+from model.env import environment
+
 from . import plots
 from .cases import MODES, make_callable
 from .devices import ALIASES, PEAKS, detect, lookup
-from model.env import environment
 from .report_io import markdown_table, write_json
 from .shapes import dtype_size, unique_ops
-from .timing import TIMING_NOTE_CPU, TIMING_NOTE_GPU, UNRELIABLE_SPREAD, load_average, measure
+from .timing import CPU_NOTE, TIMING_NOTE_CPU, TIMING_NOTE_GPU, UNRELIABLE_SPREAD, load_average, measure
 
-CPU_NOTE = "CPU timings say nothing about GPU speed (Triton kernels run in the interpreter there)."
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "ms"), ("gbps", "GB/s"),
            ("tflops_text", "TFLOP/s"), ("bound_ms", "bound ms"), ("frac_roofline", "of roofline"), ("reps", "reps")]
@@ -39,22 +40,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated ops (default: all on a GPU; bn_act,maxpool on a CPU, where the Triton "
                         "interpreter takes minutes per conv)")
     p.add_argument("--impls", default=None, help="comma-separated implementations (default: all; on a CPU: eager,triton)")
-    p.add_argument("--modes", default=",".join(MODES), help="fwd, fwd+bwd or both")
+    p.add_argument("--modes", default=",".join(MODES),
+                   help=f"comma-separated: {', '.join(MODES)} (default: {','.join(MODES)}, both)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on a GPU, fp32 on a CPU")
-    p.add_argument("--peak", default=None, help="device peak table entry: " + ", ".join(sorted(set(PEAKS) | set(ALIASES))))
-    p.add_argument("--device", default=None)
+    p.add_argument("--peak", default=None,
+                   help="device peak table entry, any case (default: detected from the GPU's name; none on a CPU): "
+                        + ", ".join(sorted(set(PEAKS) | set(ALIASES))))
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--out", default="runs/bench",
                    help="output directory (default: runs/bench, an ignored folder; a report keeps its own copy)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true",
+                   help="skip bench_time.png and roofline.png (default: draw them when matplotlib is installed)")
 
 
 def _names(flag: str, value: str, known, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     for v in items:
         if v not in known:
-            raise SystemExit(f"error: {flag}: unknown {what} {v!r}; known: {', '.join(known)}")
+            raise usage_error(f"{flag}: unknown {what} {v!r}{did_you_mean(v, known)}; known: {', '.join(known)}")
     if not items:
-        raise SystemExit(f"error: {flag} names nothing")
+        raise usage_error(f"{flag} names nothing")
     return items
 
 
@@ -64,13 +69,14 @@ def check_args(args):
     try:
         device = device_of(argparse.Namespace(device=args.device))
     except SessionError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise usage_error(str(e)) from None
     cuda = device.type == "cuda"
     if args.batch is not None and args.batch < 1:
-        raise SystemExit(f"error: --batch must be at least 1 (got {args.batch})")
+        raise usage_error(f"--batch must be at least 1 (got {args.batch})")
     from model.recipes import RECIPES
     if getattr(args, "recipe", None) is not None and args.recipe not in RECIPES:
-        raise SystemExit(f"error: --recipe: unknown recipe {args.recipe!r}; known: {', '.join(RECIPES)}")
+        raise usage_error(f"--recipe: unknown recipe {args.recipe!r}{did_you_mean(args.recipe, RECIPES)}; "
+                          f"known: {', '.join(RECIPES)}")
     ops = _names("--ops", args.ops, kernels.ops(), "op") if args.ops else (
         list(kernels.ops()) if cuda else ["bn_act", "maxpool"])
     known_impls = sorted({i for op in ops for i in kernels.impls(op)})
@@ -80,7 +86,7 @@ def check_args(args):
     try:
         peak = lookup(args.peak) if args.peak else (detect(torch.cuda.get_device_name(device)) if cuda else None)
     except ValueError as e:
-        raise SystemExit(f"error: --peak: {e}") from None
+        raise usage_error(f"--peak: {e}") from None
     return device, ops, impls, modes, peak
 
 

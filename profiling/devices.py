@@ -55,7 +55,9 @@ ALIASES = {"A100": "A100-SXM4-80GB", "H100": "H100-SXM", "H200": "H200"}
 
 
 def lookup(name: str) -> Peak:
-    key = ALIASES.get(name, name)
+    """A peak table entry by name or alias, in any case (``h100`` = ``H100`` = ``H100-SXM``)."""
+    by_lower = {k.lower(): v for k, v in {**{k: k for k in PEAKS}, **ALIASES}.items()}
+    key = by_lower.get(name.strip().lower())
     if key not in PEAKS:
         raise ValueError(f"unknown device {name!r}; known: {', '.join(sorted(set(PEAKS) | set(ALIASES)))}")
     return PEAKS[key]

@@ -38,6 +38,10 @@ def time_per_op(records: list[dict], path: str, title: str) -> str | None:
             pts = [(j, r["ms"]) for j, lab in enumerate(labels) for r in rs if r["case"] == lab and r["impl"] == impl]
             ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=MARKERS[i % len(MARKERS)], s=40,
                        label=impl, zorder=2)
+        shaky = [(labels.index(r["case"]), r["ms"]) for r in rs if r.get("unreliable")]
+        if shaky:  # repetitions spread > 50%: drawn, but ringed so nobody reads them as firm
+            ax.scatter([p[0] for p in shaky], [p[1] for p in shaky], marker="o", s=160, facecolors="none",
+                       edgecolors="red", linewidths=1.2, label="unreliable (repetitions disagree)", zorder=4)
         bounds = [(j, next((r.get("bound_ms") for r in rs if r["case"] == lab), None)) for j, lab in enumerate(labels)]
         bounds = [b for b in bounds if b[1] is not None]
         if bounds:
@@ -46,13 +50,14 @@ def time_per_op(records: list[dict], path: str, title: str) -> str | None:
         ax.grid(True, axis="y", which="both", alpha=0.3)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
-        ax.set_ylabel("ms")
+        ax.set_xlabel("op case (layer, shape N x C x H x W)")
+        ax.set_ylabel("ms per call, log scale")
         ax.set_yscale("log")
         ax.set_title(f"{title} [{mode}]")
         ax.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -15,9 +15,11 @@ report meant to be committed) with a README.md summary and, per step, its own fi
                  first-process compile + capture time)
      ab_graph/   eager vs --cuda-graph alone (GPU only)
      cold_start/ two train.py processes on one empty --cache-dir: warm-up of each (GPU only)
-  6. ab_triton_all/, ab_fp8/  cuDNN conv vs the Triton conv, and vs its fp8 version (GPU only)
+  6. ab_conv    cuDNN conv vs the Triton conv (folder ab_triton_all/) and vs its fp8 version
+                (folder ab_fp8/) (GPU only)
   7. static/    registers, spills, shared memory, tensor-core use of every kernel (sm_80, sm_90);
                 last, since it needs no GPU
+Each step's name (the word before its folder) is what ``--skip`` takes.
 The summary (README.md, report.json, ../LATEST.md) is rewritten after every step, so a run that
 the device's time limit cuts short still leaves what it finished.
 The whole report is time-boxed by ``--budget-s`` (default 540 s, to fit a 10-minute device
@@ -42,6 +44,8 @@ import traceback
 
 import torch
 
+from model.cli import did_you_mean, usage_error
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_TRACE_BYTES = 2_000_000
 
@@ -65,20 +69,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="wall-clock budget for all steps in seconds (default 540); later steps are skipped")
     p.add_argument("--runs", type=int, default=None, help="A/B runs per configuration (default: 10 on a GPU, 2 on a CPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes everywhere (the default on a CPU)")
-    p.add_argument("--skip", default="", help="comma-separated steps to skip: " + ",".join(STEPS))
+    p.add_argument("--skip", default="", metavar="STEP,...",
+                   help="comma-separated steps to skip (default: none): " + ", ".join(STEPS))
 
 
 def check_args(args) -> set:
     asked = {x.strip() for x in args.skip.split(",") if x.strip()}
     for step in sorted(asked):
         if step not in STEPS:
-            raise SystemExit(f"error: --skip: unknown step {step!r}; steps: {', '.join(STEPS)}")
+            raise usage_error(f"--skip: unknown step {step!r}{did_you_mean(step, STEPS)}; steps: {', '.join(STEPS)}")
     if args.runs is not None and args.runs < 1:
-        raise SystemExit(f"error: --runs must be at least 1 (got {args.runs})")
+        raise usage_error(f"--runs must be at least 1 (got {args.runs})")
     if not args.budget_s > 0:
-        raise SystemExit(f"error: --budget-s must be positive (got {args.budget_s:g})")
+        raise usage_error(f"--budget-s must be positive (got {args.budget_s:g})")
     if args.commit and args.out != "runs/reports":
-        raise SystemExit("error: --commit writes under reports/; leave out --out (or drop --commit)")
+        raise usage_error(f"--commit writes under reports/; leave out --out (or drop --commit)")
     return asked
 
 
@@ -363,6 +368,13 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
         return "\n\n".join(shown) + "\n" if shown else ("(no charts: matplotlib missing, or no peak table for a "
                                                          "roofline on this device)\n")
 
+    def static_image() -> str:
+        if not _status(r["steps"], "static").startswith("ok"):
+            return ""
+        if os.path.exists(os.path.join(out, "static", "static.png")):
+            return "![predicted vs roofline per op (static model, no GPU)](static/static.png)\n"
+        return "(no static chart: matplotlib missing)\n"
+
     lines += ["", section("ab", "ab/ab.md", "A/B: eager vs triton"),
               section("ab_compile", "ab_compile/ab.md", f"A/B: eager vs {COMPILED}"),
               section("ab_graph", "ab_graph/ab.md", "A/B: eager vs --cuda-graph"),
@@ -374,5 +386,6 @@ def render_readme(out: str, r: dict, data_flags: list[str]) -> str:
                       "torch.compile's op benchmarks run on a GPU only"),
               images(),
               section("trace", "trace/trace.md", "Profiler traces"),
-              section("static", "static/static.md", "Static analysis (default configurations)")]
+              section("static", "static/static.md", "Static analysis (default configurations)"),
+              static_image()]
     return "\n".join(lines) + "\n"

@@ -40,6 +40,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 
+from model.cli import did_you_mean, usage_error
+
 ARCHS = {"sm_80": (80, "A100-SXM4-80GB"), "sm_90": (90, "H100-SXM")}
 TC_PATTERNS = {"HMMA": r"\bHMMA\b", "HGMMA": r"\bHGMMA\b", "QGMMA": r"\bQGMMA\b", "IMMA": r"\bIMMA\b"}
 # op -> (module, list of config-list attribute names)
@@ -558,7 +560,8 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                 row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + o["predicted_ms"]
                 row["modelled_ops"] += 1
             if not runnable:
-                row.update(predicted_ms=None, note="conv=fp8 needs FP8 tensor cores (sm_89+)")
+                row.update(predicted_ms=None, roofline_ms=None, eager_roofline_ms=None,
+                           note="conv=fp8 needs FP8 tensor cores (sm_89+)")
             elif not row["modelled_ops"]:
                 row.update(predicted_ms=None, roofline_ms=None)
             row["predicted_fraction"] = (row["roofline_ms"] / row["predicted_ms"]
@@ -664,6 +667,14 @@ def _fmt_list(v):
     return v
 
 
+NOT_RUNNABLE = "n/a: needs sm_89+"
+
+
+def _step_display(steps: list[dict]) -> list[dict]:
+    """Step rows as the tables show them: a backend that cannot run on an arch says so."""
+    return [dict(r, predicted_ms=NOT_RUNNABLE) if r.get("note") else r for r in steps]
+
+
 def _table(rows, columns):
     from .report_io import markdown_table
     return markdown_table([{k: _fmt_list(v) for k, v in r.items()} for r in rows], columns)
@@ -700,7 +711,7 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
              "shared-memory and launch bounds per kernel; its assumptions: "
              + ", ".join(f"{k} = {v}" for k, v in ASSUMPTIONS.items()) + ".", "",
              "## Per training step (forward + backward of every layer)", "",
-             _table(steps, STEP_COLUMNS), "",
+             _table(_step_display(steps), STEP_COLUMNS), "",
              "The Triton column covers the ops each backend runs in Triton; the ops it leaves to cuDNN / "
              "ATen are shown by their roofline only (not modelled). Host time: the CPU time of one step's "
              "Python, dispatch and launch preparation with launches recorded (see `host` in static.json).", ""]
@@ -745,29 +756,34 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
 
 
 def plot(ops: list[dict], path: str, title: str) -> str | None:
-    """Predicted vs roofline per op (fwd+bwd), one panel per architecture."""
+    """Predicted vs roofline per op (fwd+bwd), one panel per architecture, stacked (each panel as
+    wide as the page, as tall as its rows need, labels never clipped)."""
     from .plots import _plt
     plt = _plt()
     if plt is None or not ops:
         return None
     archs = sorted({o["arch"] for o in ops})
-    fig, axes = plt.subplots(1, len(archs), figsize=(7 * len(archs), 5), squeeze=False)
-    for ax, arch in zip(axes[0], archs):
-        rs = [o for o in ops if o["arch"] == arch]
+    per_arch = {a: [o for o in ops if o["arch"] == a and o.get("predicted_ms")] for a in archs}
+    heights = [max(2.0, 0.26 * len(rs) + 1.2) for rs in per_arch.values()]
+    fig, axes = plt.subplots(len(archs), 1, figsize=(11, sum(heights)), squeeze=False,
+                             gridspec_kw=dict(height_ratios=heights))
+    for ax, (arch, rs) in zip(axes[:, 0], per_arch.items()):
         labels = [f"{o['op']}/{o['impl']} {o['case']}" for o in rs]
-        ys = range(len(rs))
+        ys = list(range(len(rs)))[::-1]  # first row on top, as in static.md
         ax.scatter([o["predicted_ms"] for o in rs], ys, marker="o", label="predicted (static model)")
         ax.scatter([o["roofline_ms"] for o in rs], ys, marker="|", s=200, c="k", label="roofline minimum")
         for y, o in zip(ys, rs):
             ax.plot([o["roofline_ms"], o["predicted_ms"]], [y, y], c="0.7", zorder=0)
-        ax.set_yticks(list(ys))
-        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_ylim(-0.7, len(rs) - 0.3)
         ax.set_xscale("log")
-        ax.set_xlabel("ms (forward + backward), log scale")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.set_xlabel("ms per op (forward + backward), log scale")
         ax.set_title(f"{title} - {arch} (predictions, no GPU)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a point
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -823,7 +839,7 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
                 date=datetime.date.today().isoformat(), network_ops=len(network_ops(batch, recipe=recipe)),
                 recipe=recipe)
     text = render(meta, rows, op_rows, steps, findings, measured, host_rows, glue)
-    _print_summary(meta, steps, op_rows, findings)
+    _print_summary(meta, steps, op_rows, findings, out)
     result = dict(meta=meta, rows=rows, ops=op_rows, steps=steps, host=host_rows,
                   glue=[g for g in glue if g["default"]], rules=rule_mod.describe(), findings=findings,
                   measured=measured)
@@ -863,18 +879,18 @@ def _compact(obj, lean: bool = False):
     return walk(out)
 
 
-def _print_summary(meta, steps, ops, findings) -> None:
+def _print_summary(meta, steps, ops, findings, out: str | None) -> None:
+    """What the terminal shows: the per-step predictions and the rules; the per-op and per-kernel
+    tables (about 80 lines) are in static.md."""
     print(meta["header"])
     print("PREDICTIONS of a static model (no GPU ran this):")
     if steps:
-        print(_table(steps, [c for c in STEP_COLUMNS]))
-    print()
-    print(_table(ops, [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"), ("fwd_ms", "fwd ms"),
-                       ("bwd_ms", "bwd ms"), ("roofline_ms", "roofline ms"),
-                       ("predicted_fraction", "of roofline"), ("slowest_kernel", "slowest kernel")]))
+        print(_table(_step_display(steps), STEP_COLUMNS))
     bad = [f for f in findings if f["status"] == "violated"]
     print(f"\nrules: {len(bad)} violated" + ("" if not bad else ": " + "; ".join(
         f"{f['rule']} {f['kernel']} {f['arch']} ({f['value']} > {f['limit']})" for f in bad[:8])))
+    if out:
+        print(f"per op ({len(ops)} rows), per kernel and per configuration: {os.path.join(out, 'static.md')}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -882,9 +898,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch size of the real shapes (default: the recipe's, 2000 for airbench94_muon)")
     p.add_argument("--recipe", default=None,
                    help="model the network of this recipe (model/recipes.py; default: airbench94_muon)")
-    p.add_argument("--ops", default="bn_act,maxpool,conv", help="comma-separated ops")
-    p.add_argument("--archs", default="sm_80,sm_90", help="comma-separated: sm_80, sm_90")
-    p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"))
+    p.add_argument("--ops", default="bn_act,maxpool,conv",
+                   help="comma-separated ops to compile (default: bn_act,maxpool,conv, all of them)")
+    p.add_argument("--archs", default="sm_80,sm_90",
+                   help="comma-separated targets: sm_80 (A100), sm_90 (H100/H200) (default: both)")
+    p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"),
+                   help="activation dtype the kernels are compiled for (default: fp16, as trained on a GPU)")
     p.add_argument("--default-only", action="store_true", help="only the configuration each launcher picks")
     p.add_argument("--no-host", action="store_true", help="skip the host-time measurement")
     p.add_argument("--out", default=None,
@@ -898,20 +917,23 @@ def _check_args(args) -> None:
     known = set(kernels.ops())
     bad = [o for o in args.ops.split(",") if o and o not in known]
     if bad:
-        raise SystemExit(f"error: unknown op(s) {', '.join(bad)} for --ops; known: {', '.join(sorted(known))}")
+        raise usage_error(f"unknown op(s) {', '.join(bad)} for --ops{did_you_mean(bad[0], known)}; "
+                          f"known: {', '.join(sorted(known))}")
     archs = [a for a in args.archs.split(",") if a]
     bad = [a for a in archs if a not in ARCHS]
     if bad or not archs:
-        raise SystemExit(f"error: unknown arch(s) {', '.join(bad) or '(none)'} for --archs; known: {', '.join(ARCHS)}")
+        raise usage_error(f"unknown arch(s) {', '.join(bad) or '(none)'} for --archs"
+                          f"{did_you_mean(bad[0], ARCHS) if bad else ''}; known: {', '.join(ARCHS)}")
     if args.recipe is not None:
         from model.recipes import RECIPES
         if args.recipe not in RECIPES:
-            raise SystemExit(f"error: unknown recipe {args.recipe!r} for --recipe; known: {', '.join(RECIPES)}")
+            raise usage_error(f"unknown recipe {args.recipe!r} for --recipe{did_you_mean(args.recipe, RECIPES)}; "
+                              f"known: {', '.join(RECIPES)}")
     if args.batch is None:
         from model.recipes import get_recipe
         args.batch = get_recipe(args.recipe or "airbench94_muon").batch_size
     if args.batch < 1:
-        raise SystemExit(f"error: --batch must be at least 1, got {args.batch}")
+        raise usage_error(f"--batch must be at least 1, got {args.batch}")
 
 
 def main(args) -> int:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+CPU_NOTE = "CPU timings say nothing about GPU speed (Triton kernels run in the interpreter there)."
 UNRELIABLE_SPREAD = 0.5   # (typical - best) / best above this: the repetitions disagree
 TIMING_NOTE_GPU = "Times: median of triton.testing.do_bench repetitions (CUDA events, L2 flushed)."
 TIMING_NOTE_CPU = ("Times: minimum of at least 5 perf_counter repetitions (at least 0.2 s in all); "

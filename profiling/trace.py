@@ -26,6 +26,8 @@ from collections import defaultdict
 
 import torch
 
+from model.cli import usage_error
+
 from .quiet import native_stderr_filtered
 from .report_io import markdown_table, write_json
 
@@ -95,12 +97,12 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     from model.data import TrainLoader
     from model.session import CPU_ESTIMATE_AFTER_S, Session, SessionError, fmt_duration, parse_args
 
-    from .timing import load_average
+    from .timing import CPU_NOTE, load_average
     try:
         args = parse_args(train_argv)
         s = Session.prepare(args, data_cache)
     except SessionError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise usage_error(str(e)) from None
     wait, warm, active = steps
     total = wait + warm + active
     s.net.reset_parameters()
@@ -119,6 +121,8 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
             runner.start_epoch(epochs[e])
         runner.step(epochs[e], i, n, ranges=ranges)
 
+    if not cuda:
+        print(f"# {label}: note: {CPU_NOTE}", flush=True)
     # one untimed step first: cuDNN autotuning, compilation and CUDA-graph capture stay out of the profile
     t0 = time.perf_counter()
     step(0, False)
@@ -126,8 +130,8 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
         first = time.perf_counter() - t0
         if first * total > CPU_ESTIMATE_AFTER_S:
             print(f"estimate: {label}'s {total} profiled steps take about {fmt_duration(first * total * 1.5)} on this "
-                  f"CPU ({first:.1f} s for the first step, profiler overhead on top); smaller: add --subset 256 "
-                  f"--batch-size 64 to the flags after --", flush=True)
+                  f"CPU ({first:.1f} s for the first step, profiler overhead on top); smaller: "
+                  f"{smaller_hint(train_argv, s.recipe.batch_size, total)}", flush=True)
     load = load_average()
     sched = torch.profiler.schedule(wait=wait, warmup=warm, active=active, repeat=1)
     with native_stderr_filtered(cuda), torch.profiler.profile(activities=acts, schedule=sched,
@@ -149,8 +153,21 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     summary.update(label=label, flags=" ".join(train_argv), ops=s.names, device=s.env["device"],
                    trace=os.path.basename(raw) + ".gz", trace_bytes=os.path.getsize(raw + ".gz"),
                    batch=s.recipe.batch_size, steps=dict(wait=wait, warmup=warm, active=active),
-                   load_average=[load, load_average()])
+                   load_average=[load, load_average()], note=None if cuda else CPU_NOTE)
     return summary
+
+
+def smaller_hint(train_argv: list[str], batch: int, steps: int) -> str:
+    """How to make a slow CPU trace smaller, suggesting only what the flags do not already say."""
+    given = {a.split("=")[0] for a in train_argv if a.startswith("--")}
+    tips = []
+    if "--subset" not in given:
+        tips.append("--subset 256")
+    if batch > 16:
+        tips.append(f"--batch-size {max(8, batch // 4) if '--batch-size' in given else 64}")
+    flags = f"add {' '.join(tips)} to the flags after --" if tips else ""
+    fewer = "--wait 0 --warmup 1 --active 1 (fewer profiled steps)" if steps > 2 else ""
+    return "; or ".join(t for t in (flags, fewer) if t) or "this is already the smallest trace"
 
 
 def side_by_side(a: dict, b: dict) -> str:
@@ -170,6 +187,7 @@ def render(summaries: list[dict]) -> str:
                      f"{s['steps']['active']} active steps, {s['unit']}; ops: "
                      + ", ".join(f"{k}={v}" for k, v in s["ops"].items())
                      + f"; trace: {s['trace']} ({s['trace_bytes'] / 1e6:.1f} MB)\n\n"
+                     + (f"**{s['note']}**\n\n" if s.get("note") else "")
                      + markdown_table([dict(op=k, ms=v) for k, v in s["per_op_ms"].items()],
                                       [("op", "op"), ("ms", "ms / step")])
                      + "\n\nTop kernels:\n\n"

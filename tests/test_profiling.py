@@ -145,4 +145,4 @@ def test_bench_takes_a_recipe(tmp_path):
     assert {r["case"] for r in data["records"]} >= {"group3.norm3 2x512x3x3"}
     with pytest.raises(SystemExit) as e:
         main(["bench", "--recipe", "nope", "--out", str(out)])
-    assert "unknown recipe 'nope'" in str(e.value.code)
+    assert "unknown recipe 'nope'" in str(e.value)

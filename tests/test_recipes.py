@@ -192,18 +192,22 @@ def test_target_stops_the_clock_at_the_first_evaluation_reaching_it():
     assert res["time_to_target_s"] == res["time_s"] == res["per_epoch"][-1]["time_s"]
     assert res["accuracy"] == res["per_epoch"][-1]["target_acc"] >= 0.3
     assert res["steps_to_target"] == res["steps"] == 6 * len(res["per_epoch"])
-    never = train_run(net, small_problem(), r, seed=0, dtype=torch.float32, epochs=2, target=1.0)
+    # a target no run can reach: the synthetic problem is easy enough that 100% on its clean test set
+    # happened on some CPUs, so the test labels are scrambled (accuracy near chance, never 100%)
+    hard = small_problem()
+    hard.test_labels = torch.randint(0, 10, hard.test_labels.shape, generator=torch.Generator().manual_seed(0))
+    never = train_run(net, hard, r, seed=0, dtype=torch.float32, epochs=2, target=1.0)
     assert not never["reached"] and never["time_to_target_s"] is None and len(never["per_epoch"]) == 2
 
 
 def test_target_flag(cifar_dir, capsys):
     recs = train.main(["--data", cifar_dir, "--device", "cpu", "--subset", "100", "--batch-size", "50",
-                       "--epochs", "2", "--target", "5", "--quiet"])
+                       "--epochs", "2", "--target", "5%", "--quiet"])
     assert recs[0]["target"] == 0.05 and recs[0]["reached"]
     assert "time to 5.00%: reached in 1/1 runs" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:
         train.main(["--data", cifar_dir, "--device", "cpu", "--target", "150"])
-    assert "--target must be an accuracy" in str(e.value.code)
+    assert "argument --target: must be an accuracy" in str(e.value) and e.value.code == 2
 
 
 # ---- the MNIST IDX loader
@@ -252,7 +256,7 @@ def test_mnist_loader_errors(mnist_dir, damage, message):
 def test_mnist_missing_data_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit) as e:
         train.main(["--data", str(tmp_path), "--device", "cpu", "--recipe", "mnist"])
-    assert "no MNIST found" in str(e.value.code) and "--download" in str(e.value.code)
+    assert "no MNIST found" in str(e.value) and "--download" in str(e.value)
 
 
 def test_read_idx_header_only(tmp_path):
