@@ -335,3 +335,36 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
             errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
             assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, "fp8", errs)
     conv._chosen.clear()
+
+
+@pytest.mark.parametrize("dtype, esize, err, kept", [
+    (torch.float16, 2, 5e-3, False),   # 2.5x the fp16 tolerance: a partly wrong tile, dropped (2e-2 kept it)
+    (torch.float16, 2, 1e-3, True),    # accumulation order and output rounding: kept
+    (torch.bfloat16, 2, 5e-3, True),   # within bf16's own rounding noise: kept
+    (torch.bfloat16, 2, 3e-2, False),
+    (torch.float16, 1, 5e-3, True),    # fp8 operands: Hopper's fp8 MMA accumulates in reduced precision
+    (torch.float16, 1, 3e-2, False),
+])
+def test_autotune_drops_a_candidate_beyond_its_dtype_tolerance(monkeypatch, dtype, esize, err, kept):
+    """Issue 25: a candidate 2e-2 away from the 4-warp reference was accepted for fp16."""
+    from kernels import conv
+
+    class Dev:
+        type = "cuda"
+    ref = torch.linspace(1, 2, 64).to(dtype)
+    out = ref.clone()
+    configs = [(64, 64, 32, 4, 3, (9,)), (128, 256, 64, 8, 3, (9,))]
+    bad = (ref.float() * (1 + err * torch.tensor([1.0, -1.0]).repeat(32))).to(dtype)  # relative error ~ err
+
+    def launch(cfg):
+        out.copy_(ref if cfg[3] == 4 else bad)
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    import triton.testing
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 1.0 if out.equal(ref) else 0.1)[1])
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_rejected", [])
+    cfg = conv._select("fwd", ("tol",), configs, 256, 64, launch, Dev(), output=lambda: out, esize=esize)
+    assert (cfg == configs[1][:5]) == kept, (cfg, conv._rejected)
+    assert conv.autotune_tolerance(torch.float16) == 2e-3 and conv.autotune_tolerance(torch.bfloat16) == 1e-2
