@@ -225,10 +225,9 @@ INTERP_SMOKE = ("python train.py --device cpu {which} --subset 8 --batch-size 2 
                 "--allow-interpreter")
 
 
-def interpreter_cost_s(batch: int, names: dict | None = None) -> float:
+def interpreter_cost_s(batch: int, names: dict) -> float:
     """Predicted seconds per training step spent in the Triton interpreter on a CPU (from the
     measurements above): a Triton conv's cost, plus bn_act / maxpool's when they are Triton too."""
-    names = names or {"conv": "triton"}
     s = INTERP_STEP_S + INTERP_IMAGE_S * batch if names.get("conv") in INTERPRETED_CONVS else 0.0
     if any(names.get(op) in INTERPRETED for op in ("bn_act", "maxpool")):
         s += INTERP_MEMBOUND_IMAGE_S * batch

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+
 def plain(doc: str | None) -> str:
     """A module docstring as --help shows it: reST's double backticks dropped."""
     return (doc or "").replace("``", "")

@@ -83,7 +83,7 @@ def check_args(args) -> set:
     if not args.budget_s > 0:
         raise usage_error(f"--budget-s must be positive (got {args.budget_s:g})")
     if args.commit and args.out != "runs/reports":
-        raise usage_error(f"--commit writes under reports/; leave out --out (or drop --commit)")
+        raise usage_error("--commit writes under reports/; leave out --out (or drop --commit)")
     return asked
 
 
