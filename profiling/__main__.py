@@ -1,4 +1,4 @@
-"""The profiling lab: ``python -m profiling {bench,static,trace,ab,report} --help``."""
+"""The profiling lab: ``python -m profiling {bench,static,trace,ab,report,predict,calibrate} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -16,20 +16,24 @@ HELP = {
     "trace": "torch.profiler over a few training steps, one or two configurations",
     "ab": "two configurations trained interleaved, with a significance test",
     "report": "everything at once: tests, static, bench, trace, A/B -> reports/<device>-<date>",
+    "predict": "predict one launch of any @triton.jit kernel on an H100 / H200 / A100, no GPU needed",
+    "calibrate": "the static model against published GPU measurements of public Triton kernels",
 }
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["static"]:
+    if argv[:1] in (["static"], ["predict"], ["calibrate"]):
         import os
         # compile for real GPUs, not for the interpreter: decide before any kernel is decorated
         os.environ.setdefault("TRITON_INTERPRET", "0")
     from model.cli import Parser
 
-    from . import ab, bench, report, static, trace
-    modules = dict(bench=bench, static=static, trace=trace, ab=ab, report=report)
-    run = dict(bench=bench.run, static=static.main, trace=trace.run, ab=ab.run, report=report.main)
+    from . import ab, bench, calibration, predict, report, static, trace
+    modules = dict(bench=bench, static=static, trace=trace, ab=ab, report=report, predict=predict,
+                   calibrate=calibration)
+    run = dict(bench=bench.run, static=static.main, trace=trace.run, ab=ab.run, report=report.main,
+               predict=predict.main, calibrate=calibration.main)
     p = Parser(prog="python -m profiling", description=plain(__doc__))
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, mod in modules.items():

@@ -7,8 +7,9 @@ The static performance model (profiling/perfmodel.py) also needs per-SM rates: t
 the one at which the data-sheet tensor-core peak holds (peak = SMs x 4 tensor cores x dense
 FMAs per clock x 2 x clock: 1.41 GHz on A100, 1.83 GHz on H100 SXM), every SM issues at most
 4 warp-instructions per clock (one per scheduler) and reads 128 bytes of shared memory per
-clock. The L2 figures (size from the data sheets; bandwidth an estimate, to be calibrated by
-the first GPU report) bound how much re-reading across output tiles costs.
+clock. The L2 figures bound how much re-reading across output tiles costs: the size from the
+data sheets, the bandwidth from published microbenchmarks (H100: about 5.5-7 TB/s; A100: about
+4-5 TB/s; the middle of each range is used, not the 9 / 7.2 TB/s this file assumed before).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class Peak:
     capability: tuple[int, int] = (9, 0)
     clock_ghz: float = 1.83        # the clock of the data-sheet tensor-core peak
     l2_mb: float = 50.0            # L2 cache size (MB)
-    l2_gbps: float = 9000.0        # L2 read bandwidth (GB/s), an estimate (published tables: H100 ~9.0, A100 ~7.2 TB/s)
+    l2_gbps: float = 6000.0        # L2 read bandwidth (GB/s): microbenchmarks give H100 ~5.5-7 TB/s
     smem_per_sm_kib: int = 228     # shared memory per SM (KiB)
     smem_bytes_per_clk: int = 128  # shared-memory bandwidth per SM
     issue_per_clk: int = 4         # warp-instructions issued per SM per clock (4 schedulers)
@@ -39,7 +40,7 @@ class Peak:
         return tflops * 1e12 / (self.sms * self.clock_ghz * 1e9)
 
 
-_A100 = dict(capability=(8, 0), clock_ghz=1.41, l2_mb=40.0, l2_gbps=7200.0, smem_per_sm_kib=164)
+_A100 = dict(capability=(8, 0), clock_ghz=1.41, l2_mb=40.0, l2_gbps=4500.0, smem_per_sm_kib=164)
 PEAKS = {
     "A100-SXM4-80GB": Peak("A100-SXM4-80GB", 2039, 312, None, 108, 163, **_A100),
     "A100-SXM4-40GB": Peak("A100-SXM4-40GB", 1555, 312, None, 108, 163, **_A100),

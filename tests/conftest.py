@@ -10,6 +10,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# Decide the Triton interpreter (kernels/_triton.py) before any test module imports triton: triton
+# builds triton.language's own @jit helpers (tl.zeros...) for the mode in force at its import, so a
+# test module that imports triton first would leave them compiled-mode under a later interpreter.
+import kernels  # noqa: E402,F401
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

@@ -149,23 +149,33 @@ def test_issue_budget_matches_the_h100_figure():
     assert 34 < issue_budget(PEAKS["H100-SXM"], 4) < 40
 
 
-def test_prediction_takes_the_largest_bound_and_quantises_waves():
+def test_prediction_is_a_fixed_cost_plus_the_largest_bound_and_quantises_waves():
+    from profiling import perfmodel as pm
     from profiling.kernel_work import Work
     from profiling.perfmodel import predict
     peak = PEAKS["H100-SXM"]
     mem = Work("memory", 1, 4096, 1e9, 1e9, 4)  # 1 GB streamed, few instructions: memory-bound
-    p = predict(_L((10000,)), _facts(instrs=60), mem, peak, "sm_90")
-    assert p["bound"] == "memory" and math.isclose(p["predicted_ms"], 1e3 * 1e9 / (peak.hbm_gbps * 1e9 * 0.9))
-    assert 0.85 < p["predicted_fraction"] < 0.95
+    p = predict(_L((10000,)), _facts(instrs=60), mem, peak, "sm_90", context="isolated")
+    stream = 1e3 * 1e9 / (peak.hbm_gbps * 1e9 * pm.MEM_EFFICIENCY)
+    assert p["bound"] == "memory" and math.isclose(p["predicted_ms"], stream + pm.FIXED_US["isolated"] * 1e-3)
+    # the fraction of roofline is the fitted streaming efficiency less the fixed cost, not a constant
+    assert p["predicted_fraction"] < pm.MEM_EFFICIENCY
+    lo, hi = p["predicted_range_ms"]
+    assert math.isclose(lo, p["predicted_ms"] * pm.RANGE[0]) and math.isclose(hi, p["predicted_ms"] * pm.RANGE[1])
+    # inside a step the fixed cost is smaller than in an isolated launch
+    step = predict(_L((10000,)), _facts(instrs=60), mem, peak, "sm_90", context="in_step")
+    assert step["predicted_ms"] < p["predicted_ms"]
     tiny = Work("memory", 1, 256, 1e3, 1e3, 4)
-    assert predict(_L((1,)), _facts(), tiny, peak, "sm_90")["bound"] == "launch"
+    t = predict(_L((1,)), _facts(), tiny, peak, "sm_90")
+    assert t["bound"] == "launch" and t["predicted_ms"] >= pm.FIXED_US["in_step"] * 1e-3
     # tensor-core bound GEMM: one more program than SMs doubles the busiest SM's work
     gemm = Work("gemm", 1000, 128 * 128 * 64, 1e6, 1e6, 2, flops=1.0)
     f = _facts(loop=10, mma=2 * 64 * 128 * 16 * 4, regs=128, shared=200 * 1024)
     whole = predict(_L((peak.sms,)), f, gemm, peak, "sm_90")
     extra = predict(_L((peak.sms + 1,)), f, gemm, peak, "sm_90")
     assert whole["bound"] == "tensor" and extra["bound"] == "tensor"
-    assert math.isclose(extra["predicted_ms"], 2 * whole["predicted_ms"], rel_tol=1e-6)
+    fixed = pm.FIXED_US["in_step"] * 1e-3
+    assert math.isclose(extra["predicted_ms"] - fixed, 2 * (whole["predicted_ms"] - fixed), rel_tol=1e-6)
     assert extra["per_sm"] == 2 and extra["sm_balance"] < 0.51
 
 
