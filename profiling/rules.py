@@ -104,8 +104,14 @@ RULES = [
 
 
 # Per op (profiling static's ops table: default configurations, training forward + backward):
-# the predicted fraction of the op's roofline, for the ops and implementations listed.
-OP_RULES = [("bn_act", "triton", 0.85), ("maxpool", "triton", 0.85)]
+# the predicted fraction of the op's roofline (the whole op's must-move bytes at full HBM bandwidth:
+# x read and y written once per pass the op needs, not each kernel's own bytes), for the ops and
+# implementations listed. Under the calibrated model (issue 20) a streaming kernel reaches at most
+# MEM_EFFICIENCY (0.75) of HBM and pays a fixed cost per launch, so a fraction is no longer a
+# constant of the model: extra passes, extra launches and glue lower it. The limits sit at today's
+# worst shape rounded down to 0.05 (bn_act 0.557 at group3 on sm_90, maxpool 0.511); tighten them
+# when a kernel gets better.
+OP_RULES = [("bn_act", "triton", 0.55), ("maxpool", "triton", 0.50)]
 
 
 def check_ops(ops: list[dict]) -> list[dict]:
@@ -114,7 +120,7 @@ def check_ops(ops: list[dict]) -> list[dict]:
         for o in ops:
             if o["op"] == op and o["impl"] == impl and o["predicted_fraction"] < limit:
                 out.append(dict(rule="op_fraction", kernel=op, impl=impl, arch=o["arch"], case=o["case"], config="",
-                                value=round(o["predicted_fraction"], 3), limit=limit, status="violated"))
+                                value=round(o["predicted_fraction"], 3), limit=limit, kind="min", status="violated"))
     return out
 
 
@@ -131,7 +137,7 @@ def check(rows: list[dict], rules: list[Rule] | None = None) -> list[dict]:
             if not rule.ok(v):
                 out.append(dict(rule=rule.name, kernel=r["kernel"], impl=r["impl"], arch=r["arch"], case=r["case"],
                                 config=r["config"], value=round(v, 3) if isinstance(v, float) else v,
-                                limit=rule.limit, status="violated"))
+                                limit=rule.limit, kind=rule.kind, status="violated"))
     return out
 
 

@@ -110,6 +110,39 @@ class OpCase:
         return f"{self.name} {'x'.join(map(str, self.x_shape))}"
 
 
+def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False) -> dict:
+    """The step's physical limit if every op were fused where the data allows: each conv reads its
+    input, weights and output gradient and writes its output, input gradient and weight gradient
+    once; the max-pool, the BatchNorm statistics and the activation live in the convs' epilogues and
+    prologues (a conv followed by a max-pool writes the pooled tensor and its 1-byte index instead
+    of its full output); the BatchNorm backward's sums in the input-grad epilogue. Per conv and
+    phase, the larger of its bytes at full HBM bandwidth and its FLOPs at the tensor-core peak.
+    Returns bytes, FLOPs and ms per training step (forward + backward)."""
+    tflops = peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops
+    total_bytes = total_flops = seconds = 0.0
+    for i, c in enumerate(cases):
+        if c.op != "conv":
+            continue
+        nxt = cases[i + 1] if i + 1 < len(cases) else None
+        x, y = c.numel(c.x_shape), c.numel(c.out_shape)
+        w = c.params["cout"] * c.x_shape[1] * c.params["k"] ** 2
+        if nxt is not None and nxt.op == "maxpool" and nxt.name != "final_pool":
+            pooled = y / nxt.params["k"] ** 2
+            out = esize * pooled + pooled  # the pooled tensor and its 1-byte window index
+        else:
+            out = esize * y
+        fwd_b = esize * (x + w) + out
+        bwd_b = ((out + esize * (w + x)) if c.params.get("input_grad", True) else 0) + \
+            ((esize * x + out + esize * w) if c.params.get("weight_grad", True) else 0)
+        fwd_f = c.flops("fwd")
+        bwd_f = c.flops("fwd+bwd") - fwd_f
+        for b, f in ((fwd_b, fwd_f), (bwd_b, bwd_f)):
+            total_bytes += b
+            total_flops += f
+            seconds += max(b / (peak.hbm_gbps * 1e9), f / (tflops * 1e12))
+    return dict(bytes=total_bytes, flops=total_flops, ms=1e3 * seconds)
+
+
 def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu", recipe=None) -> list[OpCase]:
     """Every op call of one forward pass, in order, at batch size ``batch``: of the airbench94
     network, or with ``recipe`` (a model/recipes.py Recipe or its name) of that recipe's network."""

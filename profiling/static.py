@@ -496,6 +496,7 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
     """Per op x implementation x shape x arch (default configuration, training forward + backward):
     kernels and glue predicted, the op's roofline (profiling/shapes.py) and the fraction reached."""
     from .devices import PEAKS
+    from .perfmodel import with_range
     out = []
     for rec in (r for r in records if r.default):
         for arch in archs:
@@ -513,12 +514,23 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
                 g = sum(x["predicted_ms"] for x in gl if x["phase"] == phase)
                 row[f"{phase}_kernels_ms"], row[f"{phase}_glue_ms"], row[f"{phase}_ms"] = k, g, k + g
             row["kernels"] = len([r for r in mine if r["phase"] in TRAIN_PHASES])
+            bound_ms: dict = {}
+            for r in mine:
+                if r["phase"] in TRAIN_PHASES:
+                    bound_ms[r["bound"]] = bound_ms.get(r["bound"], 0.0) + r["predicted_ms"]
+            g_ms = sum(x["predicted_ms"] for x in gl if x["phase"] in TRAIN_PHASES)
+            if g_ms:
+                bound_ms["glue"] = g_ms
+            row["bound_ms"] = bound_ms
+            row["bound"] = max(bound_ms, key=bound_ms.get) if bound_ms else None
             row["glue_ops"] = len([x for x in gl if x["phase"] in TRAIN_PHASES])
             row["predicted_ms"] = row["fwd_ms"] + row["bwd_ms"]
             row["roofline_fwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "fwd", esize, fp8=fp8)
             row["roofline_bwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "bwd", esize, fp8=fp8)
             row["roofline_ms"] = row["roofline_fwd_ms"] + row["roofline_bwd_ms"]
             row["predicted_fraction"] = row["roofline_ms"] / row["predicted_ms"] if row["predicted_ms"] else None
+            lo, hi = with_range(row["predicted_ms"])
+            row["predicted_range"] = f"{lo:.4f}-{hi:.4f}"
             for phase in TRAIN_PHASES:
                 rl = row[f"roofline_{phase}_ms"]
                 row[f"{phase}_fraction"] = rl / row[f"{phase}_ms"] if row[f"{phase}_ms"] and rl else None
@@ -535,9 +547,11 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
     ATen) are not modelled and appear as their roofline only."""
     import kernels
     from .devices import PEAKS
-    from .shapes import network_ops
+    from .shapes import fused_minimum, network_ops
     by_key = {(o["op"], o["impl"], o["key"], o["arch"]): o for o in ops}
     out = []
+    fused = {arch: fused_minimum(network_ops(batch, activation=activation, recipe=recipe), PEAKS[ARCHS[arch][1]],
+                                 esize) for arch in archs}
     for backend in kernels.backends():
         names = kernels.resolve_names(backend)
         for arch in archs:
@@ -557,6 +571,8 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                     continue
                 row["predicted_ms"] += o["predicted_ms"]
                 row["roofline_ms"] += o["roofline_ms"]
+                for b, ms in (o.get("bound_ms") or {}).items():
+                    row.setdefault("_bounds", {})[b] = row.setdefault("_bounds", {}).get(b, 0.0) + ms
                 row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + o["predicted_ms"]
                 row["modelled_ops"] += 1
             if not runnable:
@@ -566,6 +582,11 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                 row.update(predicted_ms=None, roofline_ms=None)
             row["predicted_fraction"] = (row["roofline_ms"] / row["predicted_ms"]
                                          if row.get("predicted_ms") else None)
+            row["fused_min_ms"] = fused[arch]["ms"]
+            device = (row.get("predicted_ms") or 0) + (row.get("eager_roofline_ms") or 0)
+            row["of_fused_min"] = fused[arch]["ms"] / device if row.get("predicted_ms") else None
+            if o_bounds := row.pop("_bounds", None):
+                row["bound"] = max(o_bounds, key=o_bounds.get)
             out.append(row)
     return out
 
@@ -652,11 +673,41 @@ OP_COLUMNS = [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"
               ("roofline_fwd_ms", "fwd roofline"), ("fwd_fraction", "fwd of roofline"), ("bwd_ms", "bwd ms"),
               ("roofline_bwd_ms", "bwd roofline"), ("bwd_fraction", "bwd of roofline"),
               ("fwd_glue_ms", "glue fwd ms"), ("bwd_glue_ms", "glue bwd ms"), ("kernels", "kernels"),
-              ("glue_ops", "glue ops"), ("predicted_fraction", "fwd+bwd of roofline"), ("slowest_kernel", "slowest kernel")]
+              ("glue_ops", "glue ops"), ("predicted_ms", "fwd+bwd ms"), ("predicted_range", "range ms"),
+              ("bound", "bound"),
+              ("predicted_fraction", "fwd+bwd of roofline"), ("slowest_kernel", "slowest kernel")]
 STEP_COLUMNS = [("backend", "backend"), ("arch", "arch"), ("predicted_ms", "Triton ops predicted ms"),
-                ("roofline_ms", "their roofline ms"), ("predicted_fraction", "of roofline"),
+                ("predicted_range", "range ms"), ("bound", "bound (most time)"), ("roofline_ms", "their roofline ms"),
+                ("predicted_fraction", "of roofline"), ("fused_min_ms", "fused minimum ms"),
+                ("of_fused_min", "of fused minimum"),
                 ("eager_roofline_ms", "eager ops (not modelled): roofline ms"), ("host_ms", "host ms / step"),
-                ("host_bound", "host-bound?")]
+                ("host_bound", "host-bound?"), ("run_graph_s", "run s, --cuda-graph"),
+                ("run_graph_range", "range s"), ("run_eager_s", "run s, no graph")]
+# published, measured records (A100) the whole-run predictions stand beside
+PUBLISHED_RUNS = [("airbench94_muon (KellerJordan/cifar10-airbench)", 2.59, "A100"),
+                  ("record (hiverge/cifar10-speedrun, Oct 2025)", 1.98, "A100")]
+
+
+def run_times(steps: list[dict], batch: int, recipe: str | None) -> None:
+    """Whole-run predictions per step row: steps x (predicted Triton ops + the eager ops at their
+    roofline) + evaluation (the test set's forward passes, 2 with flip TTA, at a third of a training
+    step each); with --cuda-graph the host time is hidden, without it a step costs the larger of host
+    and device time. Adds steps_per_run, run_graph_s (with its range) and run_eager_s."""
+    from model.recipes import get_recipe
+    from .perfmodel import with_range
+    r = get_recipe(recipe or "airbench94_muon")
+    n = math.ceil(50000 * r.epochs / batch)
+    evals = math.ceil(10000 / batch) * 2
+    for s in steps:
+        if s.get("note") or s.get("predicted_ms") is None:
+            continue
+        device = s["predicted_ms"] + s["eager_roofline_ms"]
+        s["steps_per_run"] = n
+        s["run_graph_s"] = (n * device + evals * device / 3) / 1e3
+        lo, hi = with_range(s["run_graph_s"])
+        s["run_graph_range"] = f"{lo:.2f}-{hi:.2f}"
+        if s.get("host_ms") is not None:
+            s["run_eager_s"] = (n * max(device, s["host_ms"]) + evals * max(device / 3, s["host_ms"] / 3)) / 1e3
 
 
 def _fmt_list(v):
@@ -671,8 +722,19 @@ NOT_RUNNABLE = "n/a: needs sm_89+"
 
 
 def _step_display(steps: list[dict]) -> list[dict]:
-    """Step rows as the tables show them: a backend that cannot run on an arch says so."""
-    return [dict(r, predicted_ms=NOT_RUNNABLE) if r.get("note") else r for r in steps]
+    """Step rows as the tables show them: a backend that cannot run on an arch says so; a prediction
+    carries its range."""
+    from .perfmodel import with_range
+    out = []
+    for r in steps:
+        if r.get("note"):
+            out.append(dict(r, predicted_ms=NOT_RUNNABLE))
+        elif r.get("predicted_ms") is not None:
+            lo, hi = with_range(r["predicted_ms"])
+            out.append(dict(r, predicted_range=f"{lo:.3f}-{hi:.3f}"))
+        else:
+            out.append(r)
+    return out
 
 
 def _table(rows, columns):
@@ -707,14 +769,19 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
     d = [r for r in rows if r["default"]]
     parts = [f"# {meta['header']}", "",
              "**Predictions of a static model, not measurements**: no GPU ran any of this. The model "
-             "(profiling/perfmodel.py) takes the largest of the memory, latency, L2, issue, tensor-core, "
-             "shared-memory and launch bounds per kernel; its assumptions: "
-             + ", ".join(f"{k} = {v}" for k, v in ASSUMPTIONS.items()) + ".", "",
+             "(profiling/perfmodel.py) gives each launch a fixed cost plus the largest of the memory, latency, "
+             "L2, issue, tensor-core and shared-memory bounds, with constants fitted to published GPU "
+             "measurements of public Triton kernels (`python -m profiling calibrate`); a range is the "
+             "prediction times the held-out part's 10th-90th percentile of measured / predicted. Its "
+             "constants: " + ", ".join(f"{k} = {v}" for k, v in ASSUMPTIONS.items()) + ".", "",
              "## Per training step (forward + backward of every layer)", "",
              _table(_step_display(steps), STEP_COLUMNS), "",
              "The Triton column covers the ops each backend runs in Triton; the ops it leaves to cuDNN / "
              "ATen are shown by their roofline only (not modelled). Host time: the CPU time of one step's "
-             "Python, dispatch and launch preparation with launches recorded (see `host` in static.json).", ""]
+             "Python, dispatch and launch preparation with launches recorded (see `host` in static.json). "
+             "Run time: steps x (Triton ops + eager ops at their roofline) + evaluation; with --cuda-graph "
+             "the host is hidden, without it a step costs the larger of host and device time. Published, "
+             "measured: " + "; ".join(f"{n} {t} s on an {g}" for n, t, g in PUBLISHED_RUNS) + ".", ""]
     if host:
         parts += ["### Host time per step", "", _table(host, [("backend", "backend"), ("host_ms", "host ms"),
                                                           ("python_ms", "Python + dispatch ms"),
@@ -830,6 +897,8 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
                     s["host_bound"] = "no"
                 else:  # with eager ops only their roofline is known: the real device time is longer
                     s["host_bound"] = "yes" if not s["eager_ops"] else "possibly (host > predicted + eager roofline)"
+    if steps:
+        run_times(steps, batch, recipe)
     findings = rule_mod.check(rows) + rule_mod.check_ops(op_rows)
     measured = measured_vs_predicted(rows, op_rows, batch, reports_dir) if recipe in (None, "airbench94_muon") else None
     header = (f"Static performance model of the Triton kernels ({dtype}, batch {batch}"
@@ -888,7 +957,8 @@ def _print_summary(meta, steps, ops, findings, out: str | None) -> None:
         print(_table(_step_display(steps), STEP_COLUMNS))
     bad = [f for f in findings if f["status"] == "violated"]
     print(f"\nrules: {len(bad)} violated" + ("" if not bad else ": " + "; ".join(
-        f"{f['rule']} {f['kernel']} {f['arch']} ({f['value']} > {f['limit']})" for f in bad[:8])))
+        f"{f['rule']} {f['kernel']} {f['arch']} ({f['value']} {'<' if f.get('kind') == 'min' else '>'} {f['limit']})"
+        for f in bad[:8])))
     if out:
         print(f"per op ({len(ops)} rows), per kernel and per configuration: {os.path.join(out, 'static.md')}")
 

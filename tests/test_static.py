@@ -57,7 +57,8 @@ def test_bn_act_is_compiled_with_the_weight_the_network_passes(rows):
 
 def test_rows_carry_the_model_fields(rows):
     need = ("predicted_ms", "predicted_fraction", "bound", "loops", "wait_depth", "instr_per_elem", "issue_budget",
-            "fadd_after_mma", "sts_u8", "waves", "programs", "resident", "dram_bytes", "min_bytes", "roofline_ms")
+            "fadd_after_mma", "sts_u8", "waves", "programs", "resident", "dram_bytes", "min_bytes", "roofline_ms",
+            "predicted_range_ms")
     for r in rows:
         if r["default"]:
             for k in need:
@@ -87,6 +88,13 @@ def test_per_op_and_per_step_predictions(static):
     for arch in ("sm_80", "sm_90"):
         t = by[("triton_all", arch)]
         assert t["predicted_ms"] > t["roofline_ms"] > 0 and t["eager_roofline_ms"] == 0
+        # the fused minimum (every op fused where data allows) lies below the per-op rooflines
+        assert 0 < t["fused_min_ms"] < t["roofline_ms"] and 0 < t["of_fused_min"] < 1
+        assert t["bound"] in ("memory", "latency", "l2", "issue", "tensor", "smem", "launch", "glue")
+        # the whole run: steps x step + evaluation, with its range
+        assert t["steps_per_run"] == 200 and t["run_graph_s"] > 200 * t["predicted_ms"] / 1e3
+        lo, hi = (float(v) for v in t["run_graph_range"].split("-"))
+        assert lo < t["run_graph_s"] < hi
         assert by[("triton", arch)]["eager_roofline_ms"] > 0  # cuDNN convs: not modelled, roofline only
         assert by[("eager", arch)]["predicted_ms"] is None
     assert by[("fp8", "sm_80")]["predicted_ms"] is None and by[("fp8", "sm_90")]["predicted_ms"] > 0

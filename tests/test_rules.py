@@ -1,0 +1,53 @@
+"""Every rule of profiling/rules.py can fail: a row that breaks it is reported, the same row
+without the break is not (no rule passes by construction). A new rule must add its break here."""
+import pytest
+
+from profiling.rules import OP_RULES, RULES, check, check_ops
+
+CONV = dict(op="conv", kernel="_conv_kernel", impl="triton", arch="sm_90", case="g2.conv1", config="BLOCK_M=128",
+            shape=[2000, 64, 16, 16], default=True, spill_bytes=0, shared=100_000, shared_limit=227 * 1024,
+            tensor_core_instrs=8, main_loops=1, drained_loops=1, wait_depth=2, plain_loads=0,
+            async_widths={"128": 4}, fadd_after_mma=0, sts_u8=0, waves=2.0, programs=264, units=264,
+            sm_balance=1.0, vector_loads=4, issue_budget=None, instr_per_elem=None)
+MEMORY = dict(CONV, op="bn_act", kernel="_apply_kernel", config="BLOCK_M=64,CHANNELS_LAST=1", tensor_core_instrs=0,
+              main_loops=1, issue_budget=37.0, instr_per_elem=20.0, vector_loads=2, waves=2.0)
+
+BREAKS = {
+    "no_spill": (CONV, dict(spill_bytes=16)),
+    "smem_fits": (CONV, dict(shared=227 * 1024 + 1)),
+    "conv_tensor_cores": (CONV, dict(tensor_core_instrs=0)),
+    "conv_main_loops": (CONV, dict(main_loops=9)),
+    "conv_drained_loops": (CONV, dict(drained_loops=9)),
+    "conv_wait_depth": (CONV, dict(wait_depth=0)),
+    "conv_plain_loads": (CONV, dict(plain_loads=4)),
+    "conv_async_16b": (CONV, dict(async_widths={"128": 2, "64": 2})),
+    "fadd_after_mma": (CONV, dict(fadd_after_mma=8)),
+    "sts_u8": (CONV, dict(sts_u8=4)),
+    "memory_vector_loads": (MEMORY, dict(vector_loads=0)),
+    "memory_issue": (MEMORY, dict(instr_per_elem=60.0)),
+    "memory_waves": (MEMORY, dict(waves=1.5)),
+    "gemm_waves": (CONV, dict(sm_balance=0.5)),
+}
+
+
+def test_every_rule_has_a_break():
+    assert {r.name for r in RULES} == set(BREAKS)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: r.name)
+def test_rule_can_fail(rule):
+    base, change = BREAKS[rule.name]
+    assert check([dict(base)], [rule]) == []
+    found = check([dict(base, **change)], [rule])
+    assert len(found) == 1 and found[0]["rule"] == rule.name and found[0]["status"] == "violated"
+
+
+@pytest.mark.parametrize("op,impl,limit", OP_RULES)
+def test_op_fraction_rule_can_fail(op, impl, limit):
+    row = dict(op=op, impl=impl, arch="sm_90", case="g1", predicted_fraction=limit + 0.05)
+    assert check_ops([row]) == []
+    low = check_ops([dict(row, predicted_fraction=limit - 0.05)])
+    assert len(low) == 1 and low[0]["kind"] == "min"
+    # the model's streaming efficiency leaves room above the limit: it is not met by construction
+    from profiling.perfmodel import MEM_EFFICIENCY
+    assert limit < MEM_EFFICIENCY
