@@ -52,6 +52,20 @@ def sm_count(device: torch.device) -> int:
     return DEFAULT_SMS
 
 
+def stream_key(device: torch.device) -> tuple:
+    """The key of the zeroed scratch (ticket counters, fp32 partial sums) that a launch's programs
+    merge through: launches queued on one stream run one after another and may share it; launches on
+    two streams may run at once and must not (their sums and tickets would mix without an error).
+    On a GPU: (device, the current stream); during CUDA-graph capture the current stream is the
+    capture stream, so a captured graph gets scratch of its own, kept alive for its replays (which
+    must not overlap each other, as for any graph's buffers). Elsewhere (CPU, interpreter): one key
+    per device."""
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return ("cuda", idx, torch.cuda.current_stream(idx).cuda_stream)
+    return (device.type, device.index, 0)
+
+
 # (kernel, launch options, SM count) -> programs one SM holds at once, learned from the compiled
 # kernel: after the first launch on a GPU (``note_launch``), or by profiling static for the GPU it models.
 _RESIDENCY: dict = {}

@@ -47,7 +47,8 @@ import torch.nn.functional as F
 
 from . import fp8
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave
+from ._triton import (HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave,
+                      stream_key)
 from .registry import register
 
 ACTIVATIONS = ("gelu", "silu", "identity")  # identity: BatchNorm alone (before a residual add)
@@ -375,10 +376,11 @@ _ACT_CODE = {"gelu": 0, "silu": 1, "identity": 2}
 
 
 def _workspace(device: torch.device, C: int, cblocks: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The per-device scratch of the atomically merged reductions: 2 x C fp32 sums and a ticket per
-    channel block, all zero between calls (the last program of each launch zeroes what it used).
-    Never freed: a captured CUDA graph keeps pointing at it."""
-    key = (device.type, device.index)
+    """The scratch of the atomically merged reductions, one per (device, stream) (``stream_key``:
+    launches on two streams never share it): 2 x C fp32 sums and a ticket per channel block, all
+    zero between calls (the last program of each launch zeroes what it used). Never freed: a
+    captured CUDA graph keeps pointing at it."""
+    key = stream_key(device)
     ws = _WORKSPACES.get(key)
     if ws is None or ws[0].numel() < 2 * C or ws[1].numel() < cblocks:
         if ws is not None:

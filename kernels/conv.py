@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from . import fp8
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count
+from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count, stream_key
 from .registry import register
 
 
@@ -533,8 +533,9 @@ _RETIRED: list = []
 
 
 def _tickets(device: torch.device, n: int) -> torch.Tensor:
-    """Per-device zeroed int32 counters (the split-K tickets; left zero by the launches)."""
-    key = (device.type, device.index)
+    """Zeroed int32 counters (the split-K tickets; left zero by the launches), one set per (device,
+    stream) (``stream_key``: weight-grads on two streams never share them)."""
+    key = stream_key(device)
     t = _WGRAD_COUNTERS.get(key)
     if t is None or t.numel() < n:
         if t is not None:

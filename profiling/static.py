@@ -657,8 +657,9 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
 
 # ------------------------------------------------------------------------------ presentation
 KERNEL_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), ("phase", "phase"), ("arch", "arch"),
-                  ("bound", "bound"), ("predicted_ms", "predicted ms"), ("roofline_ms", "roofline ms"),
-                  ("predicted_fraction", "of roofline"), ("instr_per_elem", "instr/elem"), ("issue_budget", "budget"),
+                  ("bound", "bound"), ("predicted_ms", "predicted ms"), ("predicted_range", "range ms"),
+                  ("roofline_ms", "roofline ms"), ("predicted_fraction", "of roofline"), ("instr_per_elem", "instr/elem"),
+                  ("issue_budget", "budget"),
                   ("instr_per_mma", "instr/MMA"), ("mma_budget", "MMA budget"), ("loops", "loops"),
                   ("drained_loops", "drained"), ("wait_depth", "wait depth"), ("async_copies", "async loads"),
                   ("plain_loads", "plain loads"), ("mma_shapes", "MMA"), ("fadd_after_mma", "FADD after MMA"),
@@ -668,7 +669,7 @@ CONFIG_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), (
                   ("config", "config"), ("num_warps", "warps"), ("num_stages", "stages"), ("regs", "regs"),
                   ("spill_bytes", "spill B"), ("shared", "smem B"), ("tensor_core_instrs", "TC instrs"),
                   ("vector_loads", "vector loads"), ("occupancy", "occupancy"), ("bound", "bound"),
-                  ("predicted_ms", "predicted ms"), ("predicted_fraction", "of roofline")]
+                  ("predicted_ms", "predicted ms"), ("predicted_range", "range ms"), ("predicted_fraction", "of roofline")]
 OP_COLUMNS = [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"), ("fwd_ms", "fwd ms"),
               ("roofline_fwd_ms", "fwd roofline"), ("fwd_fraction", "fwd of roofline"), ("bwd_ms", "bwd ms"),
               ("roofline_bwd_ms", "bwd roofline"), ("bwd_fraction", "bwd of roofline"),
@@ -766,6 +767,11 @@ def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: st
 def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
            measured: dict | None, host: list[dict] | None, glue: list[dict]) -> str:
     from .perfmodel import ASSUMPTIONS
+
+    def ranged(r):
+        lo, hi = r.get("predicted_range_ms") or (None, None)
+        return dict(r, predicted_range=f"{lo:.4f}-{hi:.4f}") if lo is not None else r
+    rows = [ranged(r) for r in rows]
     d = [r for r in rows if r["default"]]
     parts = [f"# {meta['header']}", "",
              "**Predictions of a static model, not measurements**: no GPU ran any of this. The model "

@@ -199,7 +199,7 @@ def test_workspace_is_left_zero_for_the_next_call(many_programs):
     for _ in range(2):  # a second call must see a clean workspace and give the same statistics
         y = bn_act_triton(x.clone().requires_grad_(), rm.clone(), rv.clone(), None, None, True, 0.4, 1e-5)
         y.backward(torch.ones_like(y))
-        ws, cnt = many_programs._WORKSPACES[(x.device.type, x.device.index)]
+        ws, cnt = many_programs._WORKSPACES[many_programs.stream_key(x.device)]
         assert not ws.any() and not cnt.any()
     a = bn_act_triton(x, rm.clone(), rv.clone(), None, None, True, 0.4, 1e-5)
     b = bn_act_triton(x, rm.clone(), rv.clone(), None, None, True, 0.4, 1e-5)
