@@ -79,7 +79,7 @@ if HAS_TRITON:
     import triton.language as tl
     from triton.language.extra import libdevice
 
-    from .fp8 import fp8_cast, fp8_rollover, fp8_scale
+    from .fp8 import fp8_amax_of, fp8_amax_update, fp8_cast, fp8_rollover, fp8_scale
 
     # Compiled kernels use the approximate (single-instruction) reciprocal and exponential: no
     # range fix-ups around MUFU.RCP / MUFU.EX2, a third fewer instructions per element. The
@@ -233,11 +233,11 @@ if HAS_TRITON:
             tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
             if FP8_OUT:
                 tl.store(q_ptr + offs, fp8_cast(y, inv_q, 448.0, False), mask=mask)
-                amax = tl.maximum(amax, tl.where(mask, tl.abs(y), 0.0))
+                amax = fp8_amax_update(amax, tl.where(mask, tl.abs(y), 0.0))
         if FP8_OUT:
             if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
                 tl.store(s_ptr, q_scale)
-            tl.atomic_max(st_ptr + 1, tl.max(tl.max(amax, axis=1), axis=0))
+            tl.atomic_max(st_ptr + 1, fp8_amax_of(amax))
             fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
     @triton.jit
@@ -308,11 +308,11 @@ if HAS_TRITON:
             tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             if FP8_OUT:
                 tl.store(q_ptr + offs, fp8_cast(dx, inv_q, FMAX, E5), mask=mask)
-                amax = tl.maximum(amax, tl.where(mask, tl.abs(dx), 0.0))
+                amax = fp8_amax_update(amax, tl.where(mask, tl.abs(dx), 0.0))
         if FP8_OUT:
             if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
                 tl.store(s_ptr, q_scale)
-            tl.atomic_max(st_ptr + 1, tl.max(tl.max(amax, axis=1), axis=0))
+            tl.atomic_max(st_ptr + 1, fp8_amax_of(amax))
             fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
 

@@ -23,9 +23,22 @@ and inside captured CUDA graphs (the decisions are taken at capture).
 Delayed scaling (as Transformer Engine and torchao do): a ``DelayedScale`` holds, on the device,
 the amax of the previous call and of the current one. A launch scales by the previous amax (over
 the format's maximum), observes the current amax (atomic max), and its last program rolls the
-amax over, unless it is not finite (an inf or NaN in the tensor): then the previous scale is kept,
-values saturate at the format's maximum, and ``nonfinite()`` counts the event. The first use
-measures the amax directly.
+amax over. The first use measures the amax directly (``DelayedScale.init``, refused during CUDA-graph
+capture: the warm-up steps run it before any capture).
+
+What happens to values the format cannot hold, decided here and tested (tests/kernels/test_fp8_safety.py):
+- NaN propagates: it stays NaN in the fp8 copy (e4m3fn and e5m2 both have a NaN), so the conv's
+  output shows it as the fp16 conv would; the launch counts it as non-finite (``nonfinite()``) and
+  keeps the previous scale.
+- +-inf saturates at the format's maximum (448 for e4m3, 57344 for e5m2) and is counted the same way.
+- A finite value beyond the delayed scale's range (|v| > the previous call's amax) saturates; a launch
+  in which any value did is counted (``saturated()``: launches, not values). The next call's scale
+  covers it. Both counts go into train.py's run record (``fp8``).
+- Accumulation: Hopper's fp8 MMA accumulates with fewer mantissa bits than fp32 (about 14, as
+  DeepSeek-V3's report measured); the conv accumulates K up to 2304 (256 channels x 9 taps) in the
+  tensor cores without promotion. tests/kernels/test_conv.py bounds the error at K = 2304 against the
+  fp32 conv of the dequantised operands on a GPU (FP8_KERNEL_TOL); on a CPU the interpreter's dot is
+  exact and cannot show it.
 """
 from __future__ import annotations
 
@@ -47,12 +60,18 @@ class DelayedScale:
     def __init__(self, device: torch.device):
         self.amax = torch.zeros(2, device=device, dtype=torch.float32)      # [previous, current]
         self.ticket = torch.zeros(1, device=device, dtype=torch.int32)
-        self.nonfinite = torch.zeros(1, device=device, dtype=torch.float32)
+        # [launches that saw a non-finite amax, launches in which a finite value saturated]
+        self.nonfinite = torch.zeros(2, device=device, dtype=torch.float32)
         self.ready = False
 
     def init(self, t: torch.Tensor) -> "DelayedScale":
-        """The first use measures the amax of ``t`` (1 where it is 0 or not finite)."""
+        """The first use measures the amax of ``t`` (1 where it is 0 or not finite). Refused while a
+        CUDA graph is being captured: the measurement would be captured too and re-run at every
+        replay, resetting the delayed scale (train.py's warm-up steps run before any capture)."""
         if not self.ready:
+            if t.is_cuda and torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("fp8: a delayed scale is being initialised during CUDA-graph capture; run at "
+                                   "least one step outside the capture first (train.py's warm-up does)")
             with torch.no_grad():
                 a = t.detach().abs().amax().float()
                 self.amax[0] = torch.where(torch.isfinite(a) & (a > 0), a, torch.ones_like(a))
@@ -76,8 +95,20 @@ def state(owner: torch.Tensor, role: str) -> DelayedScale:
 
 
 def nonfinite() -> int:
-    """How many times any layer saw a non-finite amax (its scale was kept). Reads the device."""
-    return int(sum(float(st.nonfinite.sum()) for _, st in list(_STATES.values())))
+    """How many launches saw a NaN or inf (the scale was kept), over every layer. Reads the device."""
+    return int(sum(float(st.nonfinite[0]) for _, st in list(_STATES.values())))
+
+
+def saturated() -> int:
+    """How many launches saturated a finite value beyond their delayed scale, over every layer."""
+    return int(sum(float(st.nonfinite[1]) for _, st in list(_STATES.values())))
+
+
+def counts() -> dict | None:
+    """{"nonfinite": ..., "saturated": ...} over every fp8 layer so far, or None when no fp8 layer ran."""
+    if not _STATES:
+        return None
+    return dict(nonfinite=nonfinite(), saturated=saturated())
 
 
 # ----------------------------------------------------------------------- the copy a producer hands on
@@ -125,14 +156,37 @@ if HAS_TRITON:
         """The delayed scale: the amax of the previous call over the format's maximum."""
         return tl.maximum(tl.load(st_ptr), 1e-12) / FMAX
 
+    # the interpreter converts fp32 NaN to an fp8 number (a GPU's satfinite conversion keeps NaN)
+    _INTERPRETED = tl.constexpr(interpreting())
+
     @triton.jit
     def fp8_cast(v, inv_scale, FMAX: tl.constexpr, E5: tl.constexpr):
-        """``v`` (fp32) scaled and saturated into e4m3 (E5 false) or e5m2."""
-        v = tl.clamp(v * inv_scale, -FMAX, FMAX)
+        """``v`` (fp32) scaled and saturated into e4m3 (E5 false) or e5m2; NaN stays NaN (the NaN
+        -propagating clamp is the same single instruction per bound as the plain one)."""
+        c = tl.clamp(v * inv_scale, -FMAX, FMAX, propagate_nan=tl.PropagateNan.ALL)
         if E5:
-            return v.to(tl.float8e5)
+            q = c.to(tl.float8e5)
         else:
-            return v.to(tl.float8e4nv)
+            q = c.to(tl.float8e4nv)
+        if _INTERPRETED:  # the format's NaN (0x7F in both), where the conversion lost it
+            bits = tl.where(v == v, q.to(tl.uint8, bitcast=True), tl.full(q.shape, 0x7F, tl.uint8))
+            q = bits.to(q.dtype, bitcast=True)
+        return q
+
+    @triton.jit
+    def fp8_amax_update(amax, a):
+        """The running elementwise max of |values| (``a`` >= 0), NaN-propagating: a NaN makes the
+        launch's amax NaN, so it is counted as non-finite (a plain max may drop NaN)."""
+        return tl.maximum(amax, a, propagate_nan=tl.PropagateNan.ALL)
+
+    @triton.jit
+    def _max_nan(a, b):
+        return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+    @triton.jit
+    def fp8_amax_of(amax):
+        """The program's amax of a 2-D tile of running maxima, NaN-propagating."""
+        return tl.reduce(tl.reduce(amax, 1, _max_nan), 0, _max_nan)
 
     @triton.jit
     def fp8_rollover(st_ptr, cnt_ptr, nf_ptr, n_programs):
@@ -147,6 +201,7 @@ if HAS_TRITON:
             tl.store(st_ptr, tl.where(finite & (cur > 0), cur, prev))
             tl.store(st_ptr + 1, 0.0)
             tl.store(nf_ptr, tl.load(nf_ptr) + tl.where(finite, 0.0, 1.0))
+            tl.store(nf_ptr + 1, tl.load(nf_ptr + 1) + tl.where(finite & (cur > prev), 1.0, 0.0))
             tl.store(cnt_ptr, 0)
 
     @triton.jit
@@ -168,7 +223,7 @@ if HAS_TRITON:
             tl.store(qt_ptr + rest * D0 + d0, q, mask=m)
         if tl.program_id(0) == 0:
             tl.store(s_ptr, scale)
-        tl.atomic_max(st_ptr + 1, tl.max(tl.abs(v), axis=0))
+        tl.atomic_max(st_ptr + 1, tl.reduce(tl.where(m, tl.abs(v), 0.0), 0, _max_nan))
         fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0))
 
 

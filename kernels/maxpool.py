@@ -54,7 +54,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from .fp8 import fp8_cast, fp8_rollover, fp8_scale
+    from .fp8 import fp8_amax_of, fp8_amax_update, fp8_cast, fp8_rollover, fp8_scale
 
     @triton.jit
     def _window(p, Ho, Wo, sn, sh, sw, K: tl.constexpr):
@@ -130,7 +130,7 @@ if HAS_TRITON:
             if FP8_OUT:
                 gq = fp8_cast(g.to(tl.float32), inv_q, FMAX, E5)
                 zq = fp8_cast(zero.to(tl.float32), inv_q, FMAX, E5)
-                amax = tl.maximum(amax, tl.where(fmask, tl.abs(g.to(tl.float32)), 0.0))
+                amax = fp8_amax_update(amax, tl.where(fmask, tl.abs(g.to(tl.float32)), 0.0))
             for t in tl.static_range(0, K * K):
                 h = ho * K + t // K
                 w = wo * K + t % K
@@ -143,7 +143,7 @@ if HAS_TRITON:
         if FP8_OUT:
             if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
                 tl.store(s_ptr, q_scale)
-            tl.atomic_max(st_ptr + 1, tl.max(tl.max(amax, axis=1), axis=0))
+            tl.atomic_max(st_ptr + 1, fp8_amax_of(amax))
             fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
 

@@ -523,6 +523,22 @@ class Outcome:
         return [r for r in self.records if r.get("failed")]
 
 
+def fp8_counts() -> dict | None:
+    """The fp8 layers' counts so far (kernels/fp8.py: launches that saw NaN / inf, launches that
+    saturated a value beyond their delayed scale), or None when no fp8 layer has run."""
+    from kernels import fp8
+    return fp8.counts()
+
+
+def with_fp8_counts(res: dict, before: dict | None) -> dict:
+    """``res`` with this run's fp8 counts (``fp8``: nonfinite, saturated) when an fp8 layer ran."""
+    after = fp8_counts()
+    if after is None:
+        return res
+    before = before or dict(nonfinite=0, saturated=0)
+    return dict(res, fp8={k: after[k] - before[k] for k in after})
+
+
 def failure_record(cfg_index: int, cfg: Config, run: int, seed: int, exc: BaseException, rank: int) -> dict:
     kind = "out of memory" if isinstance(exc, torch.OutOfMemoryError) else type(exc).__name__
     return dict(failed=True, sweep=dict(index=cfg_index, name=cfg.name), flags=cfg.argv, run=run, seed=seed,
@@ -611,8 +627,10 @@ def execute(configs: list[Config], runs: int, *, world: distributed.World | None
                 raise s
             estimate = (CpuEstimate(progress, runs=runs, what="this run", batch=s.recipe.batch_size)
                         if s.device.type == "cpu" else None)
+            fp8_before = fp8_counts()
             res = s.train(seed, log=None if quiet or interleave else (lambda row: out.row(epoch_row(r, row))), progress=progress,
                           label=f"{cfg.name + ' ' if len(configs) > 1 else ''}run {r + 1}/{runs}", on_step=estimate)
+            res = with_fp8_counts(res, fp8_before)
         except KeyboardInterrupt:
             raise
         except Exception as e:

@@ -133,6 +133,20 @@ def test_fp8_matches_the_conv_of_its_quantized_operands(case):
     assert rel(y, F.conv2d(x, w, padding=pad)) < FP8_FWD_TOL
 
 
+@pytest.mark.skipif(not CUDA, reason="Hopper's fp8 MMA accumulates with fewer mantissa bits than fp32 only on a GPU; "
+                                     "the interpreter's dot is exact")
+def test_fp8_accumulation_over_the_networks_longest_reduction():
+    """K = 256 channels x 9 taps = 2304, the longest reduction of the network (group2 / group3),
+    accumulated in the tensor cores without promotion to fp32: within FP8_KERNEL_TOL of the fp32 conv
+    of the same fp8 operands (kernels/fp8.py's docstring states this bound)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 256, 8, 8, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+    w = (torch.randn(256, 256, 3, 3, generator=g) * 0.05).contiguous(memory_format=torch.channels_last).to(DEV)
+    y = conv_fp8(x, w, None, 1)
+    ref_q = F.conv2d(dequantised(x, x.abs().max()), dequantised(w, w.abs().max()), padding=1)
+    assert rel(y, ref_q) < FP8_KERNEL_TOL
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_fp8_forward_backward_against_fp32(dtype):
     errs = run(conv_fp8, (2, 40, 5, 5), 33, 3, 1, dtype)

@@ -1,0 +1,87 @@
+"""FP8 says what it does with values its formats cannot hold (kernels/fp8.py's docstring): NaN
+propagates into the copy and is counted, inf saturates and is counted, a finite value beyond the
+delayed scale saturates and the launch is counted; the scale is never initialised inside a CUDA-graph
+capture; a run record carries the counts."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import kernels  # noqa: F401  (chooses the interpreter on a CPU)
+from kernels import fp8
+from kernels.conv import conv_fp8
+
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+
+
+def _layer(seed=2):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 32, 5, 5, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+    w = (torch.randn(16, 32, 3, 3, generator=g) * 0.3).contiguous(memory_format=torch.channels_last).to(DEV)
+    return x, w
+
+
+@pytest.mark.parametrize("fmt", [fp8.E4M3, fp8.E5M2], ids=["e4m3", "e5m2"])
+def test_nan_stays_nan_in_the_copy_inf_saturates_and_both_are_counted(fmt):
+    st = fp8.DelayedScale(torch.device(DEV)).init(torch.full((64,), 2.0, device=DEV))
+    t = torch.linspace(-2, 2, 64, device=DEV)
+    t[3], t[5] = float("nan"), float("inf")
+    q, s, _ = fp8.quantize(t, fmt, st)
+    back = q.float()
+    assert torch.isnan(back[3]) and back[5] == torch.finfo(fmt).max  # NaN kept, inf saturated
+    assert torch.isfinite(back[[i for i in range(64) if i not in (3, 5)]]).all()
+    assert st.nonfinite[0].item() == 1 and st.amax[0].item() == 2.0  # counted once, scale kept
+
+
+def test_nan_in_a_conv_input_is_counted_and_reaches_the_output_on_a_gpu():
+    x, w = _layer()
+    conv_fp8(x, w, None, 1)  # the first call measures the amax
+    prev = fp8.state(w, "x").amax[0].item()
+    before = fp8.nonfinite()
+    bad = x.clone()
+    bad[0, 3, 2, 2] = float("nan")
+    y = conv_fp8(bad, w, None, 1)
+    assert fp8.nonfinite() == before + 1
+    assert fp8.state(w, "x").amax[0].item() == prev  # the scale was kept
+    if CUDA:  # the interpreter's fp8 dot reads the NaN code as a number; a GPU's MMA keeps it
+        assert torch.isnan(y[0]).any() and not torch.isnan(y[1]).any()
+    assert torch.isfinite(conv_fp8(x, w, None, 1)).all()
+
+
+def test_a_value_beyond_the_delayed_scale_saturates_and_the_launch_is_counted():
+    x, w = _layer(3)
+    conv_fp8(x, w, None, 1)
+    conv_fp8(x, w, None, 1)  # the copy is written with the previous amax from here on
+    before = fp8.saturated()
+    conv_fp8(x * 0.5, w, None, 1)  # within the scale: nothing saturates
+    assert fp8.saturated() == before
+    conv_fp8(x * 4, w, None, 1)  # 4x the previous amax: values beyond 448 x scale saturate
+    assert fp8.saturated() == before + 1
+    y = conv_fp8(x * 4, w, None, 1)  # the next call's scale covers them again
+    assert fp8.saturated() == before + 1
+    assert ((y - F.conv2d(x * 4, w, padding=1)).norm() / F.conv2d(x * 4, w, padding=1).norm()).item() < 0.15
+
+
+def test_scale_initialisation_is_refused_during_capture(monkeypatch):
+    st = fp8.DelayedScale(torch.device("cpu"))
+    t = torch.ones(4)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="during CUDA-graph capture"):
+        st.init(t)
+    assert not st.ready
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert st.init(t).ready
+
+
+def test_run_record_carries_the_fp8_counts(monkeypatch):
+    from model import session
+    monkeypatch.setattr(fp8, "_STATES", {})
+    assert session.with_fp8_counts(dict(accuracy=0.5), None) == dict(accuracy=0.5)  # no fp8 layer ran
+    x, w = _layer(4)
+    before = session.fp8_counts()
+    conv_fp8(x, w, None, 1)
+    conv_fp8(x, w, None, 1)
+    conv_fp8(x * 4, w, None, 1)
+    rec = session.with_fp8_counts(dict(accuracy=0.5), before)
+    assert rec["fp8"] == dict(nonfinite=0, saturated=1)
