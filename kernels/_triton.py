@@ -21,6 +21,32 @@ try:
 except ImportError:  # pragma: no cover - triton ships with Linux torch wheels
     HAS_TRITON = False
 
+
+def _interpreter_shim_for_triton_36() -> bool:
+    """Triton < 3.7's interpreter turns a loop bound (a shape-(1,) array) into an int with ``int()``,
+    which numpy 2 refuses ("only 0-dimensional arrays can be converted"): every grid-stride loop
+    (bn_act, maxpool) stopped there. Give its tensors an ``__index__`` that takes the one element,
+    as triton 3.7+ does. Installed only for such a triton in the interpreter; True when installed."""
+    if not HAS_TRITON or os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return False
+    try:
+        major, minor = (int(v) for v in triton.__version__.split(".")[:2])
+        from triton.runtime import interpreter
+    except (ValueError, ImportError):
+        return False
+    if (major, minor) >= (3, 7) or not hasattr(interpreter, "_patch_lang_tensor"):
+        return False
+    original = interpreter._patch_lang_tensor
+
+    def patch(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+    interpreter._patch_lang_tensor = patch
+    return True
+
+
+INTERPRETER_SHIM = _interpreter_shim_for_triton_36()
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # Set by profiling/static.py while it drives the launchers on CPU tensors with every kernel launch
 # recorded instead of run: the device checks then let CPU tensors through.

@@ -109,9 +109,32 @@ RULES = [
 # implementations listed. Under the calibrated model (issue 20) a streaming kernel reaches at most
 # MEM_EFFICIENCY (0.75) of HBM and pays a fixed cost per launch, so a fraction is no longer a
 # constant of the model: extra passes, extra launches and glue lower it. The limits sit at today's
-# worst shape rounded down to 0.05 (bn_act 0.557 at group3 on sm_90, maxpool 0.511); tighten them
-# when a kernel gets better.
-OP_RULES = [("bn_act", "triton", 0.55), ("maxpool", "triton", 0.50)]
+# worst shape rounded down to 0.05 under both compilers CI runs (bn_act at group3 on sm_90: 0.557
+# under triton 3.8, 0.512 under 3.6; maxpool 0.511); tighten them when a kernel gets better.
+OP_RULES = [("bn_act", "triton", 0.50), ("maxpool", "triton", 0.50)]
+
+
+# Findings known under an older Triton, each with the issue that tracks it: ``profiling static --check``
+# lists them but does not fail on them. Remove an entry when the kernel is fixed.
+KNOWN = [
+    dict(rule="memory_issue", kernel="_apply_kernel", impl="fp8", triton_below=(3, 7),
+         why="issue 25: triton 3.6 computes the fp8 apply's activation twice, once per store (1611 instead of "
+             "939 instructions per iteration on sm_90); tried: the copy from the rounded fp16 value (worse), an "
+             "inline-asm barrier (no change)"),
+]
+
+
+def known(finding: dict, triton_version: str) -> str | None:
+    """Why ``finding`` is a known one under ``triton_version`` (KNOWN), or None."""
+    try:
+        ver = tuple(int(v) for v in triton_version.split(".")[:2])
+    except ValueError:
+        return None
+    for k in KNOWN:
+        if (finding["rule"] == k["rule"] and finding["kernel"] == k["kernel"] and finding["impl"] == k["impl"]
+                and ver < k["triton_below"]):
+            return k["why"]
+    return None
 
 
 def check_ops(ops: list[dict]) -> list[dict]:

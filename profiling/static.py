@@ -981,6 +981,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"),
                    help="activation dtype the kernels are compiled for (default: fp16, as trained on a GPU)")
     p.add_argument("--default-only", action="store_true", help="only the configuration each launcher picks")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when a rule of profiling/rules.py is violated (CI; known findings of an older "
+                        "Triton are listed, not failed)")
     p.add_argument("--no-host", action="store_true", help="skip the host-time measurement")
     p.add_argument("--out", default=None,
                    help="output directory (default: runs/static, an ignored folder; see --commit)")
@@ -1021,12 +1024,34 @@ def main(args) -> int:
             + (["--batch", str(args.batch)] if args.batch else []) + (["--recipe", args.recipe] if args.recipe else []) + [
                 "--archs", args.archs, "--dtype", args.dtype] + (["--out", args.out] if args.out else []) \
             + (["--default-only"] if args.default_only else []) + (["--no-host"] if args.no_host else []) \
-            + (["--commit"] if args.commit else [])
+            + (["--commit"] if args.commit else []) + (["--check"] if args.check else [])
         return subprocess.run(argv, env=env).returncode
     import torch  # noqa: F401
     _check_args(args)
     out = args.out or ("reports/static" if args.commit else os.path.join("runs", "static"))
-    run_static(args.batch, [o for o in args.ops.split(",") if o], args.archs.split(","), not args.default_only,
-               out, args.dtype, host=not args.no_host, recipe=None if args.recipe == "airbench94_muon" else args.recipe,
-               lean_json=args.commit)
+    result = run_static(args.batch, [o for o in args.ops.split(",") if o], args.archs.split(","), not args.default_only,
+                        out, args.dtype, host=not args.no_host,
+                        recipe=None if args.recipe == "airbench94_muon" else args.recipe, lean_json=args.commit)
+    return check_findings(result) if args.check else 0
+
+
+def check_findings(result: dict) -> int:
+    """``--check``: 1 when a rule is violated (other than a known finding of an older Triton,
+    profiling/rules.py KNOWN, which is listed with its reason), else 0."""
+    from .rules import known
+    bad, excused = [], []
+    for f in result["findings"]:
+        why = known(f, result["meta"]["triton"])
+        (excused if why else bad).append((f, why))
+    seen: dict = {}
+    for f, why in excused:
+        seen.setdefault((f["rule"], f["kernel"], f["impl"], f["arch"], why), []).append(f["case"])
+    for (rule, kernel, impl, arch, why), cases in seen.items():
+        print(f"# known under triton {result['meta']['triton']}: {rule} {kernel} ({impl}, {arch}; {len(cases)} "
+              f"launches): {why}")
+    if bad:
+        print(f"error: {len(bad)} rule(s) violated: " + "; ".join(
+            f"{f['rule']} {f['kernel']} {f['impl']} {f['arch']} {f['case']} ({f['value']} vs {f['limit']})"
+            for f, _ in bad[:10]))
+        return 1
     return 0

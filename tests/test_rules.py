@@ -51,3 +51,22 @@ def test_op_fraction_rule_can_fail(op, impl, limit):
     # the model's streaming efficiency leaves room above the limit: it is not met by construction
     from profiling.perfmodel import MEM_EFFICIENCY
     assert limit < MEM_EFFICIENCY
+
+
+def test_known_findings_excuse_only_the_older_triton():
+    from profiling.rules import known
+    f = dict(rule="memory_issue", kernel="_apply_kernel", impl="fp8")
+    assert known(f, "3.6.0") and "issue 25" in known(f, "3.6.0")
+    assert known(f, "3.8.0") is None  # under the CI's triton the rule holds and is enforced
+    assert known(dict(f, impl="triton"), "3.6.0") is None
+    assert known(dict(f, rule="no_spill"), "3.6.0") is None
+
+
+def test_static_check_fails_on_a_violation_and_lists_known_ones(capsys):
+    from profiling.static import check_findings
+    finding = dict(rule="no_spill", kernel="_conv_kernel", impl="triton", arch="sm_80", case="g1", value=16, limit=0)
+    assert check_findings(dict(findings=[finding], meta=dict(triton="3.6.0"))) == 1
+    known_one = dict(finding, rule="memory_issue", kernel="_apply_kernel", impl="fp8")
+    assert check_findings(dict(findings=[known_one], meta=dict(triton="3.6.0"))) == 0
+    assert "known under triton 3.6.0" in capsys.readouterr().out
+    assert check_findings(dict(findings=[known_one], meta=dict(triton="3.8.0"))) == 1
