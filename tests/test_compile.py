@@ -23,6 +23,7 @@ def _steps(backend: str, mode: str, n: int = 3):
     net.to_training_dtype(torch.float32)
     data = small_problem(64, 32, DEV)
     net.init_whiten(data.test_inputs.float())
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
     fns = StepFunctions(net, mode)
     runner = fns.runner(recipe)
     runner.start_run(total_steps=10, whiten_steps=2)
@@ -31,7 +32,7 @@ def _steps(backend: str, mode: str, n: int = 3):
     for step in range(n):  # crosses the whitening-bias switch at step 2: both graph variants
         _, loss, _ = runner.step(epoch, step % 2, step)
         losses.append(loss.item())
-    return losses, {k: v.detach().clone() for k, v in net.state_dict().items()}
+    return losses, {k: v.detach().clone() for k, v in net.state_dict().items()}, start
 
 
 @pytest.mark.parametrize("backend", ["eager", "triton"])
@@ -39,23 +40,30 @@ def test_compiled_step_matches_eager_without_graph_breaks(backend):
     torch._dynamo.reset()
     counters = torch._dynamo.utils.counters
     counters.clear()
-    loss_c, state_c = _steps(backend, "default")
+    loss_c, state_c, start = _steps(backend, "default")
     assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
     # forward+loss and the optimizer update, each with and without the whitening-bias grad
     assert counters["stats"]["unique_graphs"] >= 4, dict(counters["stats"])
-    loss_e, state_e = _steps(backend, "none")
+    loss_e, state_e, _ = _steps(backend, "none")
     # Losses agree to ~1e-5 relative (measured). Parameters: inductor reorders the fp32 reductions
     # of BatchNorm and conv gradients (~1e-6 relative), and Muon's Newton-Schulz pushes every
     # singular direction of the update towards 1, so the smallest, noise-dominated directions of a
-    # gradient are amplified: after 3 steps the eager backend's compiled weights differ by up to
-    # 0.5% (Frobenius, relative; measured). With the triton backend the ops are opaque custom ops and
-    # the difference stays ~1e-6.
+    # gradient are amplified: after 3 steps the eager backend's compiled weights differ from the eager
+    # ones by up to 0.5% of their norm under torch 2.14 and 3.4% (groups.0.norm1.bias) under torch
+    # 2.11, the GPU machine's (measured on a CPU twin of that stack). Measured against how far the 3
+    # steps moved each tensor instead of its norm, the difference is what the comparison is about and
+    # does not depend on the torch version's reduction order: within 10% of the move (torch 2.14:
+    # at most 0.07%, groups.2.conv1.weight; torch 2.11's 3.4% bias drift is 3.4% of a move from zero). With the triton backend the ops are opaque
+    # custom ops and the difference stays ~1e-6 of the norm.
     for a, b in zip(loss_c, loss_e):
         assert abs(a - b) < 1e-4 * abs(b), (loss_c, loss_e)
-    tol = 2e-2 if backend == "eager" else 1e-4
     for k in state_e:
-        a, b = state_c[k].float(), state_e[k].float()
-        assert (a - b).norm() <= tol * b.norm() + 1e-6, (k, ((a - b).norm() / b.norm()).item())
+        a, b, s0 = state_c[k].float(), state_e[k].float(), start[k].float()
+        if backend == "eager":
+            moved = (b - s0).norm()
+            assert (a - b).norm() <= 0.1 * moved + 1e-6, (k, ((a - b).norm() / moved.clamp_min(1e-12)).item())
+        else:
+            assert (a - b).norm() <= 1e-4 * b.norm() + 1e-6, (k, ((a - b).norm() / b.norm()).item())
 
 
 def test_unknown_mode():
