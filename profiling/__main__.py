@@ -1,4 +1,4 @@
-"""The profiling lab: ``python -m profiling {bench,static,trace,ab,report,predict,calibrate} --help``."""
+"""The profiling lab: ``python -m profiling {bench,static,trace,ab,report,predict,calibrate,accept} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,7 @@ HELP = {
     "report": "everything at once: tests, static, bench, trace, A/B -> reports/<device>-<date>",
     "predict": "predict one launch of any @triton.jit kernel on an H100 / H200 / A100, no GPU needed",
     "calibrate": "the static model against published GPU measurements of public Triton kernels",
+    "accept": "the first GPU session's acceptance run in one device call (--quick: the CPU smoke version)",
 }
 
 
@@ -29,11 +30,11 @@ def main(argv=None) -> int:
         os.environ.setdefault("TRITON_INTERPRET", "0")
     from model.cli import Parser
 
-    from . import ab, bench, calibration, predict, report, static, trace
+    from . import ab, accept, bench, calibration, predict, report, static, trace
     modules = dict(bench=bench, static=static, trace=trace, ab=ab, report=report, predict=predict,
-                   calibrate=calibration)
+                   calibrate=calibration, accept=accept)
     run = dict(bench=bench.run, static=static.main, trace=trace.run, ab=ab.run, report=report.main,
-               predict=predict.main, calibrate=calibration.main)
+               predict=predict.main, calibrate=calibration.main, accept=accept.main)
     p = Parser(prog="python -m profiling", description=plain(__doc__))
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, mod in modules.items():
