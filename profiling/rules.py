@@ -120,7 +120,9 @@ KNOWN = [
     dict(rule="memory_issue", kernel="_apply_kernel", impl="fp8", triton_below=(3, 7),
          why="issue 25: triton 3.6 computes the fp8 apply's activation twice, once per store (1611 instead of "
              "939 instructions per iteration on sm_90); tried: the copy from the rounded fp16 value (worse), an "
-             "inline-asm barrier (no change)"),
+             "inline-asm barrier (no change), max_contiguous hints on the fp8 store (no change: TTGIR shows the "
+             "tile loaded in the fp8 store's 16-per-thread layout, converted for the fp16 store, and the chain "
+             "computed in both)"),
 ]
 
 
