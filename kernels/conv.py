@@ -91,17 +91,23 @@ if HAS_TRITON:
 
     @triton.jit
     def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr,
-                     M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw, PAD,
+                     M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw, PAD, STEPS,
                      CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                      FLIP: tl.constexpr, WLAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
-                     ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr,
+                     ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
         """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
 
         WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
         weight); 1: [c][tap][j] (the same weight read by the input-grad); 2: [tap][j][c] (the fp8
         input-grad's transposed copy). HAS_SCALE: x and w are fp8 with per-tensor scales at sa_ptr and
-        sb_ptr, applied once to the accumulator."""
+        sb_ptr, applied once to the accumulator. IDX64: 64-bit element offsets (a tensor of 2^31
+        elements or more); otherwise 32-bit.
+
+        The main loop keeps its per-iteration work to the operand loads: each output row's base
+        offset is computed once, before the loop, and a tap adds one offset the whole tile shares
+        ((kh - PAD) * sxh + (kw - PAD) * sxw); which taps of a row fall inside the image is one bit
+        per tap in a mask computed once, so a tap's bounds test is a shift and an AND."""
         pid = tl.program_id(0)
         GM = tl.cdiv(M, BLOCK_M)
         GN: tl.constexpr = (COUT + BLOCK_N - 1) // BLOCK_N
@@ -112,29 +118,44 @@ if HAS_TRITON:
         n, oh, ow = _pixels(rm, OH, OW)
         row_ok = rm < M
         col_ok = rn < COUT
-        n_base = n.to(tl.int64) * sxn
+        if IDX64:
+            base = n.to(tl.int64) * sxn + oh.to(tl.int64) * sxh + ow.to(tl.int64) * sxw
+        else:
+            base = n * sxn + oh * sxh + ow * sxw
+        # bit t of taps: tap t of the row reads inside the image (and the row exists)
+        taps = tl.zeros([BLOCK_M], dtype=tl.int32)
+        for t in tl.static_range(KH * KW):
+            if FLIP:
+                ih = oh + PAD - t // KW
+                iw = ow + PAD - t % KW
+            else:
+                ih = oh + t // KW - PAD
+                iw = ow + t % KW - PAD
+            inside = row_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            taps = taps | (inside.to(tl.int32) << t)
         KCH: tl.constexpr = (CRED + BLOCK_K - 1) // BLOCK_K
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        for it in range(0, KH * KW * KCH):  # one pipelined loop over (channel block, tap)
-            # the taps of a channel block run back to back: their shifted tiles overlap, and the loads
-            # keep them in L1 (.ca) for the next tap
+        # one pipelined loop over (channel block, tap); STEPS = KH * KW * KCH, passed at run time: a
+        # constant 9-step loop with this small a body is unrolled whole by LLVM, and its prefetch lost
+        for it in range(0, STEPS):
+            # the taps of a channel block run back to back: their shifted tiles overlap in L2
             cb = it // (KH * KW)
             tap = it - cb * (KH * KW)
             c0 = cb * BLOCK_K
             kh = tap // KW
             kw = tap - kh * KW
             if FLIP:
-                ih = oh + PAD - kh
-                iw = ow + PAD - kw
+                shift = (PAD - kh) * sxh + (PAD - kw) * sxw
             else:
-                ih = oh + kh - PAD
-                iw = ow + kw - PAD
-            ok = row_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-            a_row = tl.multiple_of(n_base + ih.to(tl.int64) * sxh + iw.to(tl.int64) * sxw, ALIGN_X)
+                shift = (kh - PAD) * sxh + (kw - PAD) * sxw
+            ok = ((taps >> tap) & 1) != 0
+            if IDX64:
+                a_row = tl.multiple_of(base + shift.to(tl.int64), ALIGN_X)
+            else:
+                a_row = tl.multiple_of(base + shift, ALIGN_X)
             kk = c0 + rk
             kmask = kk < CRED
-            a = tl.load(x_ptr + a_row[:, None] + kk[None, :], mask=ok[:, None] & kmask[None, :], other=0.0,
-                        cache_modifier=".ca")
+            a = tl.load(x_ptr + a_row[:, None] + kk[None, :], mask=ok[:, None] & kmask[None, :], other=0.0)
             if WLAYOUT == 0:
                 w_off = rn[None, :] * (KH * KW * CRED) + tap * CRED + kk[:, None]
             elif WLAYOUT == 1:
@@ -147,7 +168,10 @@ if HAS_TRITON:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+        if IDX64:
+            y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+        else:
+            y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
         tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & col_ok[None, :])
 
@@ -430,6 +454,11 @@ def _out_nhwc(shape, like: torch.Tensor, dtype: torch.dtype | None = None) -> to
     return torch.empty(shape, device=like.device, dtype=dtype or like.dtype, memory_format=torch.channels_last)
 
 
+def _span(t: torch.Tensor) -> int:
+    """The largest element offset of ``t`` from its first element (strides may be padded)."""
+    return sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride()) if d > 0)
+
+
 def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wlayout, kind, scales=None):
     """y = implicit GEMM of x (pixels x cred channels, channels contiguous) with w (see WLAYOUT);
     ``scales``: (scale of x, scale of w) when both are fp8."""
@@ -442,15 +471,19 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
         raise ValueError("conv (triton): internal error: the GEMM input must have contiguous channels")
     align_x = _align(x.element_size(), sxn, sxh, sxw)
     align_y = _align(y.element_size(), y.stride(0), y.stride(2), y.stride(3))
+    # 32-bit offsets unless an offset can reach 2^31 (the last element of x or y, plus a tap's shift)
+    idx64 = max(_span(x), _span(y)) + abs(pad) * (abs(sxh) + abs(sxw)) >= 2 ** 31
 
     def launch(cfg):
         bm, bn, bk, warps, stages = cfg
         meta = dict(CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
-                    HAS_SCALE=scales is not None, ALIGN_X=align_x, ALIGN_Y=align_y, BLOCK_M=bm, BLOCK_N=bn,
+                    HAS_SCALE=scales is not None, ALIGN_X=align_x, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
         grid = (triton.cdiv(M, bm) * triton.cdiv(cout, bn),)
+        steps = KH * KW * triton.cdiv(cred, bk)
         k = _conv_kernel[grid](x, w, bias if bias is not None else y, y, sa, sb,
-                               M, H, W, OH, OW, sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, **meta)
+                               M, H, W, OH, OW, sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, steps,
+                               **meta)
         note_launch(_conv_kernel, meta, dev, k)
 
     key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip)

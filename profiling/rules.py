@@ -11,6 +11,7 @@ Kinds: ``max`` (the value must not exceed the limit) and ``min`` (must reach it)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,6 +25,11 @@ def _conv_fast_path(r) -> bool:
     every one but the whitening conv and the first 3x3 conv, whose 3 and 24 channels are padded
     or not)."""
     return _conv_gemm(r) and r["shape"][1] >= 32
+
+
+def _block_n(r) -> int:
+    m = re.search(r"BLOCK_N=(\d+)", r.get("config", ""))
+    return int(m.group(1)) if m else 0
 
 
 def _memory_bound(r) -> bool:
@@ -95,6 +101,15 @@ RULES = [
          lambda r: r["instr_per_elem"] / r["issue_budget"], 1.0),
     Rule("memory_waves", "bn_act / maxpool kernels: distance of the grid from whole waves (relative)",
          _memory_bound, _off_whole_waves, 0.10),
+    # issue 22: the forward / input-grad main loop within the instructions the SM can issue while its tensor
+    # cores run one MMA (mma_budget); 41-55 per MMA before the per-row base and tap mask, 22-34 after. A tile
+    # 32 columns wide (group1.conv1's input-grad: 24 output channels) has half the MMA work per instruction
+    # and stays over it (32 for a budget of 16).
+    Rule("conv_issue_budget", "conv forward / input-grad on sm_90, tiles >= 64 columns: instructions per MMA over "
+         "the issue budget (fraction)",
+         lambda r: r["kernel"] == "_conv_kernel" and r["arch"] == "sm_90" and r.get("mma_budget")
+         and r.get("instr_per_mma") and _block_n(r) >= 64,
+         lambda r: r["instr_per_mma"] / r["mma_budget"], 1.0),
     # 0.41: group3's 3x3 convs (18000 output rows: 282 tiles of 128x128 on 132 SMs); smaller tiles even
     # out the round but re-read more through L2, and the model predicts them slower. Every other conv
     # GEMM is within 5%.

@@ -8,7 +8,8 @@ CONV = dict(op="conv", kernel="_conv_kernel", impl="triton", arch="sm_90", case=
             shape=[2000, 64, 16, 16], default=True, spill_bytes=0, shared=100_000, shared_limit=227 * 1024,
             tensor_core_instrs=8, main_loops=1, drained_loops=1, wait_depth=2, plain_loads=0,
             async_widths={"128": 4}, fadd_after_mma=0, sts_u8=0, waves=2.0, programs=264, units=264,
-            sm_balance=1.0, vector_loads=4, issue_budget=None, instr_per_elem=None)
+            sm_balance=1.0, vector_loads=4, issue_budget=None, instr_per_elem=None, instr_per_mma=24.0,
+            mma_budget=32.0)
 MEMORY = dict(CONV, op="bn_act", kernel="_apply_kernel", config="BLOCK_M=64,CHANNELS_LAST=1", tensor_core_instrs=0,
               main_loops=1, issue_budget=37.0, instr_per_elem=20.0, vector_loads=2, waves=2.0)
 
@@ -27,6 +28,7 @@ BREAKS = {
     "memory_issue": (MEMORY, dict(instr_per_elem=60.0)),
     "memory_waves": (MEMORY, dict(waves=1.5)),
     "gemm_waves": (CONV, dict(sm_balance=0.5)),
+    "conv_issue_budget": (dict(CONV, config="BLOCK_M=128,BLOCK_N=64,BLOCK_K=64"), dict(instr_per_mma=45.0)),
 }
 
 
