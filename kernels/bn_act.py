@@ -210,6 +210,10 @@ if HAS_TRITON:
         b = tl.load(b_ptr + cols, mask=cmask, other=0.0).to(tl.float32) if HAS_B else invstd * 0.0
         return mean, invstd, w, b
 
+    # triton < 3.7 computes the whole chain from x twice when y is stored in two layouts (2 bytes for y,
+    # 1 byte for its fp8 copy): there the fp8 copy is made from y read back (just written: from L2)
+    _RELOAD_FOR_FP8 = tl.constexpr(tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 7))
+
     @triton.jit
     def _apply_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr,
                       M, C, HW, eps, TILES,
@@ -232,6 +236,9 @@ if HAS_TRITON:
             y = _act_fwd(x * scale[None, :] + shift[None, :], ACT)
             tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
             if FP8_OUT:
+                if _RELOAD_FOR_FP8:
+                    tl.debug_barrier()  # the tile's y, written by other threads, is visible to all
+                    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
                 tl.store(q_ptr + offs, fp8_cast(y, inv_q, 448.0, False), mask=mask)
                 amax = fp8_amax_update(amax, tl.where(mask, tl.abs(y), 0.0))
         if FP8_OUT:
