@@ -531,6 +531,7 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
             row["predicted_fraction"] = row["roofline_ms"] / row["predicted_ms"] if row["predicted_ms"] else None
             lo, hi = with_range(row["predicted_ms"])
             row["predicted_range"] = f"{lo:.4f}-{hi:.4f}"
+            row["predicted_range_ms"] = [lo, hi]
             for phase in TRAIN_PHASES:
                 rl = row[f"roofline_{phase}_ms"]
                 row[f"{phase}_fraction"] = rl / row[f"{phase}_ms"] if row[f"{phase}_ms"] and rl else None
@@ -547,6 +548,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
     ATen) are not modelled and appear as their roofline only."""
     import kernels
     from .devices import PEAKS
+    from .perfmodel import with_range
     from .shapes import fused_minimum, network_ops
     by_key = {(o["op"], o["impl"], o["key"], o["arch"]): o for o in ops}
     out = []
@@ -582,6 +584,8 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                 row.update(predicted_ms=None, roofline_ms=None)
             row["predicted_fraction"] = (row["roofline_ms"] / row["predicted_ms"]
                                          if row.get("predicted_ms") else None)
+            if row.get("predicted_ms") is not None:
+                row["predicted_range_ms"] = list(with_range(row["predicted_ms"]))
             row["fused_min_ms"] = fused[arch]["ms"]
             device = (row.get("predicted_ms") or 0) + (row.get("eager_roofline_ms") or 0)
             row["of_fused_min"] = fused[arch]["ms"] / device if row.get("predicted_ms") else None

@@ -95,6 +95,8 @@ def test_per_op_and_per_step_predictions(static):
         assert t["steps_per_run"] == 200 and t["run_graph_s"] > 200 * t["predicted_ms"] / 1e3
         lo, hi = (float(v) for v in t["run_graph_range"].split("-"))
         assert lo < t["run_graph_s"] < hi
+        lo, hi = t["predicted_range_ms"]  # the JSON carries every prediction's range
+        assert lo < t["predicted_ms"] < hi
         assert by[("triton", arch)]["eager_roofline_ms"] > 0  # cuDNN convs: not modelled, roofline only
         assert by[("eager", arch)]["predicted_ms"] is None
     assert by[("fp8", "sm_80")]["predicted_ms"] is None and by[("fp8", "sm_90")]["predicted_ms"] > 0
