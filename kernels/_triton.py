@@ -22,6 +22,14 @@ except ImportError:  # pragma: no cover - triton ships with Linux torch wheels
     HAS_TRITON = False
 
 
+def triton_version() -> tuple[int, int]:
+    """(major, minor) of the installed Triton; (0, 0) when it cannot be read."""
+    try:
+        return tuple(int(v) for v in triton.__version__.split(".")[:2])
+    except (NameError, ValueError):
+        return (0, 0)
+
+
 def _interpreter_shim_for_triton_36() -> bool:
     """Triton < 3.7's interpreter turns a loop bound (a shape-(1,) array) into an int with ``int()``,
     which numpy 2 refuses ("only 0-dimensional arrays can be converted"): every grid-stride loop
@@ -30,11 +38,10 @@ def _interpreter_shim_for_triton_36() -> bool:
     if not HAS_TRITON or os.environ.get("TRITON_INTERPRET", "0") != "1":
         return False
     try:
-        major, minor = (int(v) for v in triton.__version__.split(".")[:2])
         from triton.runtime import interpreter
-    except (ValueError, ImportError):
+    except ImportError:
         return False
-    if (major, minor) >= (3, 7) or not hasattr(interpreter, "_patch_lang_tensor"):
+    if triton_version() >= (3, 7) or not hasattr(interpreter, "_patch_lang_tensor"):
         return False
     original = interpreter._patch_lang_tensor
 

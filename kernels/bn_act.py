@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from . import fp8
 from ._compiled import compiled
 from ._triton import (HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave,
-                      stream_key)
+                      stream_key, triton_version)
 from .registry import register
 
 ACTIVATIONS = ("gelu", "silu", "identity")  # identity: BatchNorm alone (before a residual add)
@@ -212,7 +212,7 @@ if HAS_TRITON:
 
     # triton < 3.7 computes the whole chain from x twice when y is stored in two layouts (2 bytes for y,
     # 1 byte for its fp8 copy): there the fp8 copy is made from y read back (just written: from L2)
-    _RELOAD_FOR_FP8 = tl.constexpr(tuple(int(v) for v in triton.__version__.split(".")[:2]) < (3, 7))
+    _RELOAD_FOR_FP8 = tl.constexpr(triton_version() < (3, 7))
 
     @triton.jit
     def _apply_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr,

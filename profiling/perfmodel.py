@@ -68,12 +68,6 @@ HMMA_ON_HOPPER = 0.6      # mma.sync (HMMA) throughput on sm_90 relative to wgmm
 # the range of a prediction: measured / predicted on the held-out part, 10th and 90th percentiles
 # (python -m profiling calibrate prints them; tests/test_calibration.py keeps them in step)
 RANGE = (0.84, 1.12)
-CONTEXTS = tuple(FIXED_US)
-ASSUMPTIONS = dict(mem_efficiency=MEM_EFFICIENCY, tc_efficiency=TC_EFFICIENCY, issue_efficiency=ISSUE_EFFICIENCY,
-                   smem_efficiency=SMEM_EFFICIENCY, l2_efficiency=L2_EFFICIENCY, latency_ns=LATENCY_NS,
-                   fixed_us=FIXED_US, hmma_on_hopper=HMMA_ON_HOPPER, range=RANGE)
-
-
 def constants() -> dict:
     """The model's tunable constants by name (the calibration's fit reads and overrides these)."""
     return dict(MEM_EFFICIENCY=MEM_EFFICIENCY, TC_EFFICIENCY=TC_EFFICIENCY, ISSUE_EFFICIENCY=ISSUE_EFFICIENCY,
@@ -84,14 +78,6 @@ def constants() -> dict:
 def with_range(ms: float | None) -> tuple[float, float] | None:
     """(low, high) of a predicted time: the held-out calibration error around it."""
     return None if ms is None else (ms * RANGE[0], ms * RANGE[1])
-
-
-def fmt_range(ms: float | None, digits: int = 3) -> str:
-    """'4.60 (3.68-6.21)': a prediction with its range, for tables."""
-    if ms is None:
-        return "n/a"
-    lo, hi = with_range(ms)
-    return f"{ms:.{digits}g} ({lo:.{digits}g}-{hi:.{digits}g})"
 
 
 def resident_programs(regs: int, shared: int, num_warps: int, peak) -> int:

@@ -53,12 +53,6 @@ def _numel(t) -> int:
     return int(t.numel())
 
 
-def _esize(t) -> int:
-    if isinstance(t, TensorInfo):
-        return t.esize
-    return int(t.element_size())
-
-
 def _blocks(launch) -> int:
     """Elements one program handles per iteration, from the BLOCK* constexprs (their product)."""
     return math.prod(v for k, v in launch.cx.items() if "BLOCK" in k.upper() and isinstance(v, int)
@@ -174,9 +168,6 @@ def _tile(cx: dict, axis: str) -> int:
             return v
     raise ValueError(f"gemm: no BLOCK_{axis} / BLOCK_SIZE_{axis} / B{axis} constexpr in the launch; "
                      f"pass block_{axis.lower()}=")
-
-
-HELPERS = dict(elementwise=elementwise, rows=rows, gemm=gemm, conv2d=conv2d)
 
 
 def _mb(b: float) -> str:

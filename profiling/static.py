@@ -770,7 +770,7 @@ def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: st
 
 def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
            measured: dict | None, host: list[dict] | None, glue: list[dict]) -> str:
-    from .perfmodel import ASSUMPTIONS
+    from .perfmodel import RANGE, constants
 
     def ranged(r):
         lo, hi = r.get("predicted_range_ms") or (None, None)
@@ -783,7 +783,7 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
              "L2, issue, tensor-core and shared-memory bounds, with constants fitted to published GPU "
              "measurements of public Triton kernels (`python -m profiling calibrate`); a range is the "
              "prediction times the held-out part's 10th-90th percentile of measured / predicted. Its "
-             "constants: " + ", ".join(f"{k} = {v}" for k, v in ASSUMPTIONS.items()) + ".", "",
+             "constants: " + ", ".join(f"{k} = {v}" for k, v in dict(constants(), RANGE=RANGE).items()) + ".", "",
              "## Per training step (forward + backward of every layer)", "",
              _table(_step_display(steps), STEP_COLUMNS), "",
              "The Triton column covers the ops each backend runs in Triton; the ops it leaves to cuDNN / "
