@@ -238,9 +238,11 @@ if HAS_TRITON:
             if FP8_OUT:
                 if _RELOAD_FOR_FP8:
                     tl.debug_barrier()  # the tile's y, written by other threads, is visible to all
-                    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                    y = tl.load(y_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # 0 where masked
+                    amax = fp8_amax_update(amax, tl.abs(y))
+                else:
+                    amax = fp8_amax_update(amax, tl.where(mask, tl.abs(y), 0.0))
                 tl.store(q_ptr + offs, fp8_cast(y, inv_q, 448.0, False), mask=mask)
-                amax = fp8_amax_update(amax, tl.where(mask, tl.abs(y), 0.0))
         if FP8_OUT:
             if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
                 tl.store(s_ptr, q_scale)

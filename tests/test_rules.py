@@ -55,8 +55,14 @@ def test_op_fraction_rule_can_fail(op, impl, limit):
     assert limit < MEM_EFFICIENCY
 
 
-def test_known_findings_excuse_only_the_older_triton():
+KNOWN_ONE = dict(rule="memory_issue", kernel="_apply_kernel", impl="fp8", triton_below=(3, 7),
+                 why="issue 25: a made-up finding of triton 3.6")
+
+
+def test_known_findings_excuse_only_the_older_triton(monkeypatch):
+    from profiling import rules
     from profiling.rules import known
+    monkeypatch.setattr(rules, "KNOWN", [KNOWN_ONE])
     f = dict(rule="memory_issue", kernel="_apply_kernel", impl="fp8")
     assert known(f, "3.6.0") and "issue 25" in known(f, "3.6.0")
     assert known(f, "3.8.0") is None  # under the CI's triton the rule holds and is enforced
@@ -64,8 +70,10 @@ def test_known_findings_excuse_only_the_older_triton():
     assert known(dict(f, rule="no_spill"), "3.6.0") is None
 
 
-def test_static_check_fails_on_a_violation_and_lists_known_ones(capsys):
+def test_static_check_fails_on_a_violation_and_lists_known_ones(capsys, monkeypatch):
+    from profiling import rules
     from profiling.static import check_findings
+    monkeypatch.setattr(rules, "KNOWN", [KNOWN_ONE])
     finding = dict(rule="no_spill", kernel="_conv_kernel", impl="triton", arch="sm_80", case="g1", value=16, limit=0)
     assert check_findings(dict(findings=[finding], meta=dict(triton="3.6.0"))) == 1
     known_one = dict(finding, rule="memory_issue", kernel="_apply_kernel", impl="fp8")
