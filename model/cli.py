@@ -14,9 +14,14 @@ import re
 import sys
 from typing import Iterable
 
-__all__ = ["Parser", "UsageError", "did_you_mean", "usage_error"]
+__all__ = ["Parser", "SessionError", "UsageError", "did_you_mean", "usage_error"]
 
 USAGE_EXIT = 2
+
+
+class SessionError(ValueError):
+    """A bad flag, missing data or an unusable device found by the library (model.session, model.distributed,
+    profiling): a one-line message for the user, which the command line prints under the rule above."""
 
 
 class UsageError(SystemExit):

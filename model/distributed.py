@@ -21,6 +21,8 @@ from datetime import timedelta
 
 import torch
 
+from .cli import SessionError
+
 GATHER_TIMEOUT = timedelta(days=2)  # ranks may finish far apart: rank 0 waits in the gather
 
 
@@ -57,7 +59,6 @@ class World:
         if (asked is None and torch.cuda.is_available()) or asked == "cuda":
             n = torch.cuda.device_count()
             if self.local_rank >= n:
-                from .session import SessionError
                 raise SessionError(f"LOCAL_RANK {self.local_rank} but this machine has {n} GPU(s): "
                                    f"use --nproc-per-node {n} or less")
             torch.cuda.set_device(self.local_rank)

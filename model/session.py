@@ -28,7 +28,7 @@ import kernels
 import kernels.conv as conv_kernels
 
 from . import distributed
-from .cli import Parser, did_you_mean
+from .cli import Parser, SessionError, did_you_mean
 from .compiled import (MODES as COMPILE_MODES, StepFunctions, cache_stats, check_modes, conv_choices_path,
                        use_cache_dir)
 from .data import DataError, load_dataset
@@ -46,10 +46,6 @@ CPU_ESTIMATE_AFTER_S = 60.0  # a CPU run predicted to take longer than this says
 DESCRIPTION = """Train the CIFAR-10 speedrun network (airbench94) and report accuracy and time.
 The published recipes reach 94% on the original CIFAR-10; the JPEG stand-in of ../shared/data
 is harder (about 3 points lower): compare accuracy only with runs on the same data."""
-
-
-class SessionError(ValueError):
-    """A bad flag, missing data or an unusable device: a one-line message for the user."""
 
 
 def ops_help() -> str:
@@ -591,108 +587,149 @@ def execute(configs: list[Config], runs: int, *, world: distributed.World | None
     the gathered records on rank 0 (the local ones elsewhere)."""
     world = world or distributed.World.single()
     progress = progress or Progress(False)
-    out = Printer(world, quiet, progress)
-    mine = [r for r in range(runs) if r % world.size == world.rank]
-    records, sessions, data_cache = [], {}, {}
-    write_failed = False
+    ex = _Execution(configs, runs, world, json_path, quiet, progress, interleave, strict,
+                    Printer(world, quiet, progress))
+    interrupted = False
+    try:
+        ex.run_mine([r for r in range(runs) if r % world.size == world.rank])
+    except KeyboardInterrupt:
+        interrupted = True
+        ex.say_interrupted()
+    outcome = Outcome(ex.records, interrupted, ex.write_failed)
+    if world.size > 1 and not interrupted:
+        _gather(outcome, world, json_path)
+    return outcome
 
-    def build(i: int, cfg: Config):
-        if i in sessions:
-            return sessions[i]
+
+@dataclass
+class _Execution:
+    """The state of one ``execute``: the configurations built so far (or the error that building
+    one raised), the records kept, and whether writing one failed."""
+    configs: list[Config]
+    runs: int
+    world: distributed.World
+    json_path: str | None
+    quiet: bool
+    progress: Progress
+    interleave: bool
+    strict: bool
+    out: Printer
+    records: list = field(default_factory=list)
+    sessions: dict = field(default_factory=dict)
+    data_cache: dict = field(default_factory=dict)
+    write_failed: bool = False
+
+    def run_mine(self, mine: list[int]) -> None:
+        """This rank's runs: interleaved across configurations, or one configuration after the other."""
+        if mine and self.interleave:
+            for i, cfg in enumerate(self.configs):
+                self.build(i, cfg)
+            for r in mine:
+                for i, cfg in enumerate(self.configs):
+                    self.one(i, cfg, r)
+        elif mine:
+            for i, cfg in enumerate(self.configs):
+                self.build(i, cfg)
+                if not self.quiet:  # each configuration's own table
+                    self.out.row(header())
+                for r in mine:
+                    self.one(i, cfg, r)
+                self.sessions.pop(i, None)
+
+    def build(self, i: int, cfg: Config):
+        """Configuration i's Session, prepared and warmed up once (or the exception that stopped it)."""
+        if i in self.sessions:
+            return self.sessions[i]
+        out = self.out
         try:
-            s = Session.prepare(cfg.args, data_cache)
-            if len(configs) > 1:
+            s = Session.prepare(cfg.args, self.data_cache)
+            if len(self.configs) > 1:
                 out.say(f"## {cfg.name}")
             out.say(s.describe())
             for note in s.notes:
                 out.say(note)
             if s.device.type == "cpu" and i == 0:
                 out.say("# note: CPU timings say nothing about GPU speed")
-            s.warmup(progress, say=out.say)
+            s.warmup(self.progress, say=out.say)
         except SessionError:
-            if strict:
+            if self.strict:
                 raise
             s = sys.exc_info()[1]
         except Exception as e:  # a bad configuration: every run of it here fails, the rest goes on
             s = e
-        sessions[i] = s
+        self.sessions[i] = s
         return s
 
-    def one(i: int, cfg: Config, r: int) -> None:
-        nonlocal write_failed
+    def one(self, i: int, cfg: Config, r: int) -> None:
+        """Run r of configuration i: its record (or failure record) printed, kept and written."""
         seed = cfg.args.seed + r
-        s = build(i, cfg)
+        s = self.build(i, cfg)
         try:
             if isinstance(s, BaseException):
                 raise s
-            estimate = (CpuEstimate(progress, runs=runs, what="this run", batch=s.recipe.batch_size)
-                        if s.device.type == "cpu" else None)
-            fp8_before = fp8_counts()
-            res = s.train(seed, log=None if quiet or interleave else (lambda row: out.row(epoch_row(r, row))), progress=progress,
-                          label=f"{cfg.name + ' ' if len(configs) > 1 else ''}run {r + 1}/{runs}", on_step=estimate)
-            res = with_fp8_counts(res, fp8_before)
+            res = self.train(s, cfg, r, seed)
         except KeyboardInterrupt:
             raise
         except Exception as e:
-            rec = failure_record(i, cfg, r, seed, e, world.rank)
-            out.say(f"FAILED: {cfg.name or 'run'} run {r} (seed {seed}): {rec['error']}")
+            rec = failure_record(i, cfg, r, seed, e, self.world.rank)
+            self.out.say(f"FAILED: {cfg.name or 'run'} run {r} (seed {seed}): {rec['error']}")
             if s is not None and not isinstance(s, BaseException) and s.device.type == "cuda":
                 torch.cuda.empty_cache()
         else:
-            rec = dict(config=s.config, env=s.env, run=r, rank=world.rank, **res)
-            if len(configs) > 1 or cfg.name:
-                rec["sweep"] = dict(index=i, name=cfg.name)
-            if interleave:  # configurations alternate: one labelled line per run instead of a table
-                out.say(f"  run {r} {cfg.name}: {res['time_s']:.3f} s  {100 * res['accuracy']:.2f}%")
-            else:
-                out.row(final_row(r, res, quiet))
-            if not out.live:
-                out.say(f"{cfg.name + ': ' if cfg.name else ''}run {r} (seed {seed}) done: "
-                        f"{100 * res['accuracy']:.2f}%  {res['time_s']:.3f} s")
-        records.append(rec)
-        if not _keep(rec, json_path, world):
-            write_failed = True
+            rec = self.success(s, i, cfg, r, seed, res)
+        self.records.append(rec)
+        if not _keep(rec, self.json_path, self.world):
+            self.write_failed = True
 
-    interrupted = False
-    try:
-        if mine and interleave:
-            for i, cfg in enumerate(configs):
-                build(i, cfg)
-            for r in mine:
-                for i, cfg in enumerate(configs):
-                    one(i, cfg, r)
-        elif mine:
-            for i, cfg in enumerate(configs):
-                build(i, cfg)
-                if not quiet:  # each configuration's own table
-                    out.row(header())
-                for r in mine:
-                    one(i, cfg, r)
-                sessions.pop(i, None)
-    except KeyboardInterrupt:
-        interrupted = True
-        progress.clear()
+    def train(self, s: Session, cfg: Config, r: int, seed: int) -> dict:
+        estimate = (CpuEstimate(self.progress, runs=self.runs, what="this run", batch=s.recipe.batch_size)
+                    if s.device.type == "cpu" else None)
+        live = not (self.quiet or self.interleave)
+        fp8_before = fp8_counts()
+        res = s.train(seed, log=(lambda row: self.out.row(epoch_row(r, row))) if live else None,
+                      progress=self.progress, on_step=estimate,
+                      label=f"{cfg.name + ' ' if len(self.configs) > 1 else ''}run {r + 1}/{self.runs}")
+        return with_fp8_counts(res, fp8_before)
+
+    def success(self, s: Session, i: int, cfg: Config, r: int, seed: int, res: dict) -> dict:
+        out = self.out
+        rec = dict(config=s.config, env=s.env, run=r, rank=self.world.rank, **res)
+        if len(self.configs) > 1 or cfg.name:
+            rec["sweep"] = dict(index=i, name=cfg.name)
+        if self.interleave:  # configurations alternate: one labelled line per run instead of a table
+            out.say(f"  run {r} {cfg.name}: {res['time_s']:.3f} s  {100 * res['accuracy']:.2f}%")
+        else:
+            out.row(final_row(r, res, self.quiet))
+        if not out.live:
+            out.say(f"{cfg.name + ': ' if cfg.name else ''}run {r} (seed {seed}) done: "
+                    f"{100 * res['accuracy']:.2f}%  {res['time_s']:.3f} s")
+        return rec
+
+    def say_interrupted(self) -> None:
+        world, json_path = self.world, self.json_path
+        self.progress.clear()
         where = (f"; the records written so far are in {json_path if world.size == 1 else distributed.partial_path(json_path, world.rank)}"
                  if json_path else "")
-        print(f"interrupted{f' (rank {world.rank})' if world.size > 1 else ''}: {len(records)} run(s) finished"
+        print(f"interrupted{f' (rank {world.rank})' if world.size > 1 else ''}: {len(self.records)} run(s) finished"
               + where, file=sys.stderr, flush=True)
-    outcome = Outcome(records, interrupted, write_failed)
-    if world.size > 1 and not interrupted:
-        gathered = world.gather(records)
-        if world.rank == 0:
-            outcome.records = sorted(gathered, key=lambda r: (r.get("sweep", {}).get("index", 0), r["run"]))
-            if json_path:
-                try:
-                    for rec in outcome.records:
-                        append_record(json_path, rec)
-                except OSError as e:
-                    outcome.write_failed = True
-                    print(f"warning: could not write {json_path}: {e.strerror or e}; each rank's records are kept in "
-                          f"{distributed.partial_path(json_path, 'N')}", file=sys.stderr)
-        world.barrier()
-        if json_path and not outcome.write_failed:
-            distributed.remove_partial(json_path, world.rank)
-    return outcome
+
+
+def _gather(outcome: Outcome, world: distributed.World, json_path: str | None) -> None:
+    """Every rank's records onto rank 0, in sweep and run order, written to ``json_path`` there."""
+    gathered = world.gather(outcome.records)
+    if world.rank == 0:
+        outcome.records = sorted(gathered, key=lambda r: (r.get("sweep", {}).get("index", 0), r["run"]))
+        if json_path:
+            try:
+                for rec in outcome.records:
+                    append_record(json_path, rec)
+            except OSError as e:
+                outcome.write_failed = True
+                print(f"warning: could not write {json_path}: {e.strerror or e}; each rank's records are kept in "
+                      f"{distributed.partial_path(json_path, 'N')}", file=sys.stderr)
+    world.barrier()
+    if json_path and not outcome.write_failed:
+        distributed.remove_partial(json_path, world.rank)
 
 
 def render_table(records: list[dict], quiet: bool) -> list[str]:

@@ -10,6 +10,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -162,28 +163,16 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     ``target``: after each epoch evaluate with the recipe's TTA (untimed); the first epoch at or
     above ``target`` stops the run and the clock (time to target, as hlb and fast-MNIST report).
     """
-    device = data.train_images.device
     torch.manual_seed(seed)
     net.reset_parameters()
-    labels = data.train_labels
-    if warmup_steps is not None:
-        g = torch.Generator(device=device).manual_seed(seed)
-        labels = torch.randint(0, 10, labels.shape, device=device, generator=g)
-    epochs = recipe.epochs if epochs is None else epochs
-    loader = make_loader(data, labels, recipe, dtype, seed, epochs)
-    tta_level = recipe.tta_level if tta_level is None else tta_level
-    gate = recipe.tta_gate if tta_level == 2 else 0.0
-    total_steps = max(1, math.ceil(epochs * len(loader)))
-    whiten_steps = math.ceil(recipe.whiten_bias_epochs * len(loader))
-    if warmup_steps is not None:
-        total_steps = min(total_steps, max(1, warmup_steps))
-        whiten_steps = total_steps // 2 if total_steps > 1 else whiten_steps
-        target = None
+    plan = _plan(data, recipe, seed, dtype, epochs, tta_level, warmup_steps, target)
+    loader, total_steps, target = plan.loader, plan.total_steps, plan.target
     fns = fns or StepFunctions(net)
     runner = fns.runner(recipe)
-    runner.start_run(total_steps, whiten_steps, len(loader))
-    eval_fwd = fns.eval_forward
-    timer = Timer(device)
+    runner.start_run(total_steps, plan.whiten_steps, len(loader))
+    evaluate_tta = partial(evaluate, net, data.test_inputs, data.test_labels, plan.tta_level, fns.eval_forward,
+                           plan.gate)
+    timer = Timer(data.train_images.device)
     progress = progress or Progress(False)
 
     timer.start()
@@ -210,17 +199,10 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
         if last:
             runner.finish()
         timer.stop()
-        if targets.dim() == 2:
-            targets = targets[:, 0]
-        row = dict(epoch=epoch + 1, train_loss=loss.item() / len(targets),
-                   train_acc=(outputs.detach().argmax(1) == targets).float().mean().item(),
-                   val_acc=evaluate(net, data.test_inputs, data.test_labels, 0, eval_fwd) if warmup_steps is None
-                   else float("nan"),
-                   time_s=timer.total)
+        row = _epoch_row(net, data, fns.eval_forward, epoch, outputs, loss, targets, timer, warmup_steps is None)
         if target is not None and not last:
             # what the run would report if it stopped here: the current weights with the recipe's TTA
-            acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd, gate)
-            row["target_acc"] = acc
+            row["target_acc"] = acc = evaluate_tta()
             if acc >= target:
                 reached = dict(epoch=epoch + 1, step=step, time_s=timer.total, accuracy=acc)
         rows.append(row)
@@ -234,14 +216,60 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
         tta_acc = reached["accuracy"]
     else:
         timer.start()
-        tta_acc = evaluate(net, data.test_inputs, data.test_labels, tta_level, eval_fwd, gate)
+        tta_acc = evaluate_tta()
         timer.stop()
     progress.clear()
-    out = dict(seed=seed, accuracy=tta_acc, time_s=timer.total, steps=step, per_epoch=rows,
-               tta_level=tta_level, batch_size=recipe.batch_size,
+    return _result(plan, recipe, seed, tta_acc, timer.total, step, rows, reached)
+
+
+@dataclass
+class _Plan:
+    """What one run trains on and for how long (train_run's arguments resolved against the recipe)."""
+    loader: object
+    tta_level: int
+    gate: float
+    total_steps: int
+    whiten_steps: int
+    target: float | None
+
+
+def _plan(data: DeviceData, recipe: Recipe, seed: int, dtype: torch.dtype, epochs: float | None,
+          tta_level: int | None, warmup_steps: int | None, target: float | None) -> _Plan:
+    labels = data.train_labels
+    if warmup_steps is not None:  # random labels: a warm-up learns nothing a measured run could reuse
+        g = torch.Generator(device=data.train_images.device).manual_seed(seed)
+        labels = torch.randint(0, 10, labels.shape, device=data.train_images.device, generator=g)
+    epochs = recipe.epochs if epochs is None else epochs
+    loader = make_loader(data, labels, recipe, dtype, seed, epochs)
+    tta_level = recipe.tta_level if tta_level is None else tta_level
+    total_steps = max(1, math.ceil(epochs * len(loader)))
+    whiten_steps = math.ceil(recipe.whiten_bias_epochs * len(loader))
+    if warmup_steps is not None:
+        total_steps = min(total_steps, max(1, warmup_steps))
+        whiten_steps = total_steps // 2 if total_steps > 1 else whiten_steps
+        target = None
+    return _Plan(loader, tta_level, recipe.tta_gate if tta_level == 2 else 0.0, total_steps, whiten_steps, target)
+
+
+def _epoch_row(net: CifarNet, data: DeviceData, eval_fwd, epoch: int, outputs, loss, targets, timer: Timer,
+               measured: bool) -> dict:
+    """One row of the per-epoch table (the last batch's loss and accuracy, untimed validation accuracy)."""
+    if targets.dim() == 2:
+        targets = targets[:, 0]
+    return dict(epoch=epoch + 1, train_loss=loss.item() / len(targets),
+                train_acc=(outputs.detach().argmax(1) == targets).float().mean().item(),
+                val_acc=evaluate(net, data.test_inputs, data.test_labels, 0, eval_fwd) if measured else float("nan"),
+                time_s=timer.total)
+
+
+def _result(plan: _Plan, recipe: Recipe, seed: int, tta_acc: float, time_s: float, step: int, rows: list[dict],
+            reached: dict | None) -> dict:
+    target = plan.target
+    out = dict(seed=seed, accuracy=tta_acc, time_s=time_s, steps=step, per_epoch=rows,
+               tta_level=plan.tta_level, batch_size=recipe.batch_size,
                final_train_loss=rows[-1]["train_loss"])
     if target is not None and reached is None and tta_acc >= target:  # reached at the end: the full run's time
-        reached = dict(epoch=len(rows), step=step, time_s=timer.total, accuracy=tta_acc)
+        reached = dict(epoch=len(rows), step=step, time_s=time_s, accuracy=tta_acc)
     if target is not None:
         out.update(target=target, reached=reached is not None,
                    time_to_target_s=reached["time_s"] if reached else None,

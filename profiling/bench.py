@@ -97,7 +97,6 @@ def run(args) -> list[dict]:
     from model.recipes import get_recipe
     batch = args.batch or (get_recipe(recipe or "airbench94_muon").batch_size if cuda else 2)
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]
-    ops = ",".join(op_list)
     env = environment(device)
     load = load_average()
     print(f"# bench on {env['device']}, {recipe or 'airbench94_muon'} shapes, batch {batch}, "
@@ -106,39 +105,16 @@ def run(args) -> list[dict]:
     if not cuda:
         print(f"# {CPU_NOTE}")
     records = []
-    for op in ops.split(","):
+    for op in op_list:
         impls = [i for i in kernels.impls(op) if impls_filter is None or i in impls_filter]
         for case in unique_ops(batch, op, recipe=recipe):
             for impl in impls:
                 for mode in modes:
-                    try:
-                        fn = make_callable(case, impl, mode, dtype, device)
-                        timing = measure(fn, device)
-                        ms = timing.ms
-                    except Exception as e:  # one failing implementation must not hide the others
-                        print(f"  {case.label()} {impl} {mode}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
-                        records.append(dict(op=op, case=case.label(), impl=impl, mode=mode, error=str(e)))
-                        continue
-                    s = ms / 1e3
-                    nbytes = case.bytes_min(mode, dtype_size(dtype))
-                    r = dict(op=op, case=case.label(), shape=list(case.x_shape), impl=impl, mode=mode, ms=ms,
-                             bytes_min=nbytes, flops=case.flops(mode), gbps=nbytes / s / 1e9,
-                             tflops=case.flops(mode) / s / 1e12, reps=timing.reps, spread=timing.spread,
-                             statistic=timing.statistic, unreliable=timing.unreliable)
-                    if peak:
-                        bound = case.bound_s(peak, mode, dtype_size(dtype))
-                        r.update(bound_ms=1e3 * bound, frac_roofline=bound / s, frac_hbm=r["gbps"] / peak.hbm_gbps,
-                                 frac_fp16_peak=r["tflops"] / peak.fp16_tflops)
-                    records.append(r)
-                    print(f"  {case.label():<28} {impl:<8} {mode:<8} {ms:9.3f} ms {r['gbps']:8.1f} GB/s "
-                          f"{fmt_tflops(r):>7} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else "")
-                          + ("  (unreliable: repetitions spread %.0f%%)" % (100 * timing.spread) if timing.unreliable
-                             else ""))
+                    records.append(measure_case(op, case, impl, mode, dtype, device, peak))
     os.makedirs(args.out, exist_ok=True)
     ok = [r for r in records if "error" not in r]
     for r in ok:
         r["tflops_text"] = fmt_tflops(r)
-    load_after = load_average()
     unreliable = [r for r in ok if r["unreliable"]]
     from kernels.conv import chosen_configs
     configs = chosen_configs()
@@ -147,18 +123,57 @@ def run(args) -> list[dict]:
         for k, v in configs.items():
             print(f"#   {k}: {v}")
     meta = dict(env=env, recipe=recipe or "airbench94_muon", batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,
-                note=None if cuda else CPU_NOTE, conv_configs=configs, load_average=[load, load_after],
+                note=None if cuda else CPU_NOTE, conv_configs=configs, load_average=[load, load_average()],
                 timing=TIMING_NOTE_GPU if cuda else TIMING_NOTE_CPU, unreliable=len(unreliable))
     write_json(os.path.join(args.out, "bench.json"), dict(meta=meta, records=records))
-    with open(os.path.join(args.out, "bench.md"), "w") as f:
-        f.write(f"# Op benchmarks: {env['device']}\n\nbatch {batch}, {meta['dtype']}, torch {env['torch']}, "
+    write_markdown(os.path.join(args.out, "bench.md"), meta, records, peak, cuda)
+    charts = [] if args.no_plots or not ok else draw_charts(ok, args.out, meta, peak, cuda)
+    print(f"# wrote {args.out}/bench.json, bench.md" + "".join(f", {os.path.basename(c)}" for c in charts))
+    if unreliable:
+        print(f"# {len(unreliable)} timing(s) unreliable (repetitions spread > {int(100 * UNRELIABLE_SPREAD)}%): "
+              "rerun on a quiet machine")
+    return records
+
+
+def measure_case(op: str, case, impl: str, mode: str, dtype: torch.dtype, device: torch.device, peak) -> dict:
+    """One op x shape x implementation x mode timed: its record (or failure record), printed as a line."""
+    try:
+        fn = make_callable(case, impl, mode, dtype, device)
+        timing = measure(fn, device)
+        ms = timing.ms
+    except Exception as e:  # one failing implementation must not hide the others
+        print(f"  {case.label()} {impl} {mode}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
+        return dict(op=op, case=case.label(), impl=impl, mode=mode, error=str(e))
+    s = ms / 1e3
+    nbytes = case.bytes_min(mode, dtype_size(dtype))
+    r = dict(op=op, case=case.label(), shape=list(case.x_shape), impl=impl, mode=mode, ms=ms,
+             bytes_min=nbytes, flops=case.flops(mode), gbps=nbytes / s / 1e9,
+             tflops=case.flops(mode) / s / 1e12, reps=timing.reps, spread=timing.spread,
+             statistic=timing.statistic, unreliable=timing.unreliable)
+    if peak:
+        bound = case.bound_s(peak, mode, dtype_size(dtype))
+        r.update(bound_ms=1e3 * bound, frac_roofline=bound / s, frac_hbm=r["gbps"] / peak.hbm_gbps,
+                 frac_fp16_peak=r["tflops"] / peak.fp16_tflops)
+    print(f"  {case.label():<28} {impl:<8} {mode:<8} {ms:9.3f} ms {r['gbps']:8.1f} GB/s "
+          f"{fmt_tflops(r):>7} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else "")
+          + ("  (unreliable: repetitions spread %.0f%%)" % (100 * timing.spread) if timing.unreliable
+             else ""))
+    return r
+
+
+def write_markdown(path: str, meta: dict, records: list[dict], peak, cuda: bool) -> None:
+    """bench.md: the header (device, versions, timing method, load), the table, configurations, failures."""
+    env, (load, load_after), configs = meta["env"], meta["load_average"], meta["conv_configs"]
+    ok = [r for r in records if "error" not in r]
+    with open(path, "w") as f:
+        f.write(f"# Op benchmarks: {env['device']}\n\nbatch {meta['batch']}, {meta['dtype']}, torch {env['torch']}, "
                 f"triton {env['triton']}, commit {env['git_commit']}; peak table: {peak.name if peak else 'none'}.\n"
                 "Bytes and FLOPs are the must-move minimum of profiling/shapes.py. "
                 + (TIMING_NOTE_GPU if cuda else TIMING_NOTE_CPU)
                 + (f" Load average (1 min) {load:.2f} before, {load_after:.2f} after." if load is not None else "")
                 + "\n\n")
-        if unreliable:
-            f.write(f"**{len(unreliable)} of {len(ok)} timings are unreliable** (their repetitions spread more than "
+        if meta["unreliable"]:
+            f.write(f"**{meta['unreliable']} of {len(ok)} timings are unreliable** (their repetitions spread more than "
                     f"{int(100 * UNRELIABLE_SPREAD)}%: another process was probably running); they are marked `*`.\n\n")
         if not cuda:
             f.write(f"**{CPU_NOTE}**\n\n")
@@ -170,21 +185,19 @@ def run(args) -> list[dict]:
         failed = [r for r in records if "error" in r]
         if failed:
             f.write("\nFailed:\n\n" + "\n".join(f"- {r['case']} {r['impl']} {r['mode']}: {r['error']}" for r in failed) + "\n")
-    charts = []
-    if not args.no_plots and ok:
-        title = (f"{env['device']}, batch {batch}, {str(dtype).replace('torch.', '')}"
-                 + ("" if cuda else " - CPU / Triton interpreter: not GPU speed"))
-        charts = [c for c in (plots.time_per_op(ok, os.path.join(args.out, "bench_time.png"), title),
-                              plots.roofline(ok, os.path.join(args.out, "roofline.png"), peak, title)) if c]
-        if plots.plt_missing():
-            print("# no PNG charts: matplotlib is not installed (pip install -e .[plots])")
-        elif peak is None:
-            print("# no roofline chart: no peak table for this device (a GPU, or --peak NAME)")
-    print(f"# wrote {args.out}/bench.json, bench.md" + "".join(f", {os.path.basename(c)}" for c in charts))
-    if unreliable:
-        print(f"# {len(unreliable)} timing(s) unreliable (repetitions spread > {int(100 * UNRELIABLE_SPREAD)}%): "
-              "rerun on a quiet machine")
-    return records
+
+
+def draw_charts(ok: list[dict], out: str, meta: dict, peak, cuda: bool) -> list[str]:
+    """bench_time.png and roofline.png (where matplotlib and a peak table allow): the paths written."""
+    title = (f"{meta['env']['device']}, batch {meta['batch']}, {meta['dtype'].replace('torch.', '')}"
+             + ("" if cuda else " - CPU / Triton interpreter: not GPU speed"))
+    charts = [c for c in (plots.time_per_op(ok, os.path.join(out, "bench_time.png"), title),
+                          plots.roofline(ok, os.path.join(out, "roofline.png"), peak, title)) if c]
+    if plots.plt_missing():
+        print("# no PNG charts: matplotlib is not installed (pip install -e .[plots])")
+    elif peak is None:
+        print("# no roofline chart: no peak table for this device (a GPU, or --peak NAME)")
+    return charts
 
 
 def fmt_tflops(r: dict) -> str:

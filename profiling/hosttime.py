@@ -36,7 +36,7 @@ def _measure(backend: str, recipe_name: str | None = None) -> dict:
     from model.runner import OPTIMIZERS, loss_args
     from model.recipes import get_recipe
     from .glue import record_aten
-    from .static import record_launches
+    from .capture import record_launches
     recipe = get_recipe(recipe_name or "airbench94_muon")
     # the recipe's network at widths of 32 (hlb's and airbench96's structure kept)
     recipe = recipe.replace(widths=WIDTHS, batch_size=1)

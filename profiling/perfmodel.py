@@ -124,11 +124,8 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False, conte
     waves = programs / (peak.sms * resident)
     sass = facts["sass"]
     it = sass["per_iter"]
-    n_main = sass["main_loops"]
-    clk = peak.clock_ghz * 1e9
-
     # instructions per program (per thread): outside the loops once, the main loop per iteration
-    if n_main and it:
+    if sass["main_loops"] and it:
         per_prog = sass["outside_instrs"] + work.iters * it["instrs"]
     else:
         per_prog = sass["instrs"]
@@ -136,41 +133,11 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False, conte
     threads = warps * 32
     instr_per_elem = per_prog / (elems_per_prog / threads) if elems_per_prog else None
 
-    # issue: the busiest SM, in rounds of at most `resident` programs
-    t_issue = 0.0
-    left = per_sm
-    while left > 0:
-        r = min(resident, left)
-        t_issue += r * warps * per_prog / (min(peak.issue_per_clk * ISSUE_EFFICIENCY, r * warps) * clk)
-        left -= r
-
-    # tensor cores and shared memory (busiest SM)
-    t_tc = t_smem = 0.0
-    mma_flops_prog = 0.0
-    instr_per_mma = None
-    if it and it["mma"]:
-        wg_flops = it["mma_flops_wg"] * (warps / 4) * work.iters
-        sync_flops = it["mma_flops_warp"] * warps * work.iters
-        mma_flops_prog = wg_flops + sync_flops
-        rate = peak.tc_flops_per_clk(fp8=fp8) * clk * TC_EFFICIENCY
-        hmma_rate = rate * (HMMA_ON_HOPPER if arch == "sm_90" else 1.0)
-        t_tc = per_sm * (wg_flops / rate + sync_flops / hmma_rate)
-        smem_prog = work.iters * (it["smem_tc_bytes_wg"] * (warps / 4) + it["smem_thread_bytes"] * threads)
-        t_smem = per_sm * smem_prog / (peak.smem_bytes_per_clk * SMEM_EFFICIENCY * clk)
-        instr_per_mma = it["instrs"] / it["mma"]
-
-    # memory, L2 and latency
+    t_issue = _issue_time(per_sm, resident, warps, per_prog, peak)
+    t_tc, t_smem, mma_flops_prog, instr_per_mma = _tensor_times(it, warps, work, peak, arch, fp8, per_sm)
     t_mem = work.dram_bytes / (peak.hbm_gbps * 1e9 * MEM_EFFICIENCY)
     t_l2 = (work.l2_bytes or 0.0) / (peak.l2_gbps * 1e9 * L2_EFFICIENCY)
-    if n_main and it:
-        depth = 1 + (facts.get("wait_depth") or 0) if it["async_copies"] else 1
-        inflight_thread = it["ld_thread_bytes"] * depth
-    else:
-        inflight_thread = sass["total"]["ld_thread_bytes"]
-    active_sms = min(peak.sms, programs)
-    inflight = active_sms * min(resident, per_sm) * threads * inflight_thread
-    reads = work.dram_bytes if work.read_bytes is None else work.read_bytes
-    t_latency = reads / (inflight / (LATENCY_NS * 1e-9)) if inflight else 0.0
+    t_latency = _latency_time(facts, work, peak, programs, resident, per_sm, threads)
     t_fixed = FIXED_US[context] * 1e-6
 
     bounds = dict(memory=t_mem, latency=t_latency, l2=t_l2, issue=t_issue, tensor=t_tc, smem=t_smem)
@@ -197,6 +164,48 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False, conte
         predicted_ms=1e3 * predicted, predicted_range_ms=[lo, hi],
         roofline_ms=1e3 * roofline, predicted_fraction=roofline / predicted if predicted else None,
         work_model=work.model, notes=work.notes, units=work.units)
+
+
+def _issue_time(per_sm: int, resident: int, warps: int, per_prog: float, peak) -> float:
+    """Issue: the busiest SM runs ``per_sm`` programs in rounds of at most ``resident``."""
+    clk = peak.clock_ghz * 1e9
+    t_issue, left = 0.0, per_sm
+    while left > 0:
+        r = min(resident, left)
+        t_issue += r * warps * per_prog / (min(peak.issue_per_clk * ISSUE_EFFICIENCY, r * warps) * clk)
+        left -= r
+    return t_issue
+
+
+def _tensor_times(it: dict | None, warps: int, work, peak, arch: str, fp8: bool, per_sm: int) -> tuple:
+    """Tensor cores and shared memory on the busiest SM: (t_tc, t_smem, MMA FLOPs per program,
+    main-loop instructions per MMA); zeros and None without MMAs in the main loop."""
+    if not (it and it["mma"]):
+        return 0.0, 0.0, 0.0, None
+    clk = peak.clock_ghz * 1e9
+    wg_flops = it["mma_flops_wg"] * (warps / 4) * work.iters
+    sync_flops = it["mma_flops_warp"] * warps * work.iters
+    rate = peak.tc_flops_per_clk(fp8=fp8) * clk * TC_EFFICIENCY
+    hmma_rate = rate * (HMMA_ON_HOPPER if arch == "sm_90" else 1.0)
+    t_tc = per_sm * (wg_flops / rate + sync_flops / hmma_rate)
+    smem_prog = work.iters * (it["smem_tc_bytes_wg"] * (warps / 4) + it["smem_thread_bytes"] * warps * 32)
+    t_smem = per_sm * smem_prog / (peak.smem_bytes_per_clk * SMEM_EFFICIENCY * clk)
+    return t_tc, t_smem, wg_flops + sync_flops, it["instrs"] / it["mma"]
+
+
+def _latency_time(facts: dict, work, peak, programs: int, resident: int, per_sm: int, threads: int) -> float:
+    """Latency: the reads divided by the bytes in flight (every resident thread's loads, times the
+    pipeline depth of an async main loop) per LATENCY_NS."""
+    sass = facts["sass"]
+    it = sass["per_iter"]
+    if sass["main_loops"] and it:
+        depth = 1 + (facts.get("wait_depth") or 0) if it["async_copies"] else 1
+        inflight_thread = it["ld_thread_bytes"] * depth
+    else:
+        inflight_thread = sass["total"]["ld_thread_bytes"]
+    inflight = min(peak.sms, programs) * min(resident, per_sm) * threads * inflight_thread
+    reads = work.dram_bytes if work.read_bytes is None else work.read_bytes
+    return reads / (inflight / (LATENCY_NS * 1e-9)) if inflight else 0.0
 
 
 def glue_ms(op_bytes: float, peak, context: str = "in_step") -> float:

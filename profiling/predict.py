@@ -223,7 +223,6 @@ class Prediction:
 # ------------------------------------------------------------------------------------------ predict
 def _jit_function(kernel):
     """The JITFunction behind ``kernel`` (unwrapping the interpreter's wrapper), or a clear error."""
-    import triton
     from triton.runtime.jit import JITFunction
     if isinstance(kernel, JITFunction):
         return kernel
@@ -255,11 +254,12 @@ _FACTS_CACHE: dict = {}
 
 def compile_facts(fn, args, kwargs, num_warps: int, num_stages: int, arch: str):
     """(Launch, SASS facts) of one specialisation of ``fn``, compiled for ``arch`` (cached)."""
-    from .static import Launch, _arg_values, _specialize, kernel_facts
-    sig, ce, attrs = _specialize(fn, args, kwargs)
+    from .capture import Launch, arg_values, specialize
+    from .cubin import kernel_facts
+    sig, ce, attrs = specialize(fn, args, kwargs)
     key = (fn.fn.__module__, fn.fn.__qualname__, hash(getattr(fn, "src", "")), repr(sorted(sig.items())), repr(sorted((str(k), str(v)) for k, v in ce.items())),
            repr(sorted(str(k) for k in attrs)), num_warps, num_stages, arch)
-    ln = Launch(fn.__name__, fn, sig, ce, attrs, num_warps, num_stages, str(key), _arg_values(fn, args, kwargs),
+    ln = Launch(fn.__name__, fn, sig, ce, attrs, num_warps, num_stages, str(key), arg_values(fn, args, kwargs),
                 (1,), "fwd", dict(kwargs))
     if key not in _FACTS_CACHE:
         _FACTS_CACHE[key] = kernel_facts(ln, arch)

@@ -151,108 +151,132 @@ def run_tests(out: str, quick: bool) -> dict:
 
 
 def main(args) -> str:
-    from . import ab, bench, trace
-    from model.env import environment
     asked = check_args(args)
     if args.commit:
         args.out = os.path.join(ROOT, "reports")
-    cuda = torch.cuda.is_available()
-    quick = args.quick or not cuda
-    env = environment("cuda" if cuda else "cpu")
-    out = report_dir(args.out, f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-"
-                               f"{datetime.date.today().isoformat()}", args.resume)
-    name = os.path.basename(out)
-    os.makedirs(out, exist_ok=True)
+    rep = Report.open(args, asked)
+    for step, fn, gpu_only in rep.plan():
+        rep.results[step] = rep.steps.run(step, fn, rep.skip(step, gpu_only))
+    print(f"\nreport written to {rep.out}/README.md")
+    return rep.out
 
-    def skip(step: str, gpu_only: bool = False) -> str | None:
-        if step in asked:
+
+def command_args(mod, **values) -> argparse.Namespace:
+    """The arguments of ``python -m profiling <mod>`` as its own parser defines them (``mod.add_arguments``),
+    at their defaults, with ``values`` set: a flag added to a command reaches the report at its default, and
+    a name the report sets that the command does not have is an error here, not a silent no-op."""
+    p = argparse.ArgumentParser(add_help=False)
+    mod.add_arguments(p)
+    defaults = {a.dest: a.default for a in p._actions}
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise TypeError(f"python -m profiling {mod.__name__.rpartition('.')[2]} has no argument {', '.join(unknown)}")
+    return argparse.Namespace(**{**defaults, **values})
+
+
+class Report:
+    """One call of ``profiling report``: where it writes, what it runs (quick or full), and the results so
+    far. Each step is a method; ``plan`` lists them in order."""
+
+    def __init__(self, args, asked: set, env: dict, out: str, cuda: bool, quick: bool):
+        self.args, self.asked, self.env, self.out, self.cuda, self.quick = args, asked, env, out, cuda, quick
+        self.runs = args.runs or (10 if cuda else 2)
+        self.data_flags = ["--data", args.data] + (["--device", "cpu", "--subset", "100", "--batch-size", "50",
+                                                    "--epochs", "1", "--tta", "1"] if quick else [])
+        self.results = dict(env=env, quick=quick)
+        self.earlier = previous_call(out, env, quick)
+        self.steps = Steps(args.budget_s, after=self.write_outputs)
+
+    @classmethod
+    def open(cls, args, asked: set) -> Report:
+        from model.env import environment
+        cuda = torch.cuda.is_available()
+        env = environment("cuda" if cuda else "cpu")
+        out = report_dir(args.out, f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-"
+                                   f"{datetime.date.today().isoformat()}", args.resume)
+        os.makedirs(out, exist_ok=True)
+        return cls(args, asked, env, out, cuda, args.quick or not cuda)
+
+    def plan(self) -> list[tuple]:
+        """(step, function, GPU only) in the order they run; static last: it needs no GPU."""
+        return [("tests", lambda: run_tests(os.path.join(self.out, "tests"), self.quick), False),
+                ("bench", self.bench, False), ("trace", self.trace, False),
+                ("ab", lambda: self.ab("ab", "--backend eager", "--backend triton", self.runs), False),
+                ("ab_compile", self.ab_compile, True),
+                # what the CUDA graph alone buys over the eager step (no compilation)
+                ("ab_graph", lambda: self.ab("ab_graph", "--backend eager", "--backend eager --cuda-graph",
+                                             max(2, self.runs // 2)), True),
+                ("cold_start", lambda: cold_start(os.path.join(self.out, "cold_start"), self.data_flags), True),
+                ("ab_conv", self.ab_conv, True), ("static", self.static, False)]
+
+    def skip(self, step: str, gpu_only: bool = False) -> str | None:
+        if step in self.asked:
             return "asked"
-        return "GPU only" if gpu_only and quick else None
-    runs = args.runs or (10 if cuda else 2)
-    data_flags = ["--data", args.data] + (["--device", "cpu", "--subset", "100", "--batch-size", "50", "--epochs", "1",
-                                           "--tta", "1"] if quick else [])
-    results = dict(env=env, quick=quick)
-    earlier = previous_call(out, env, quick)
+        return "GPU only" if gpu_only and self.quick else None
 
-    def write_outputs():
-        results["steps"] = merge_steps(earlier.get("steps", []), steps.log)
-        for k, v in earlier.items():
+    def write_outputs(self) -> None:
+        results, out, env = self.results, self.out, self.env
+        results["steps"] = merge_steps(self.earlier.get("steps", []), self.steps.log)
+        for k, v in self.earlier.items():
             if k != "steps" and results.get(k) is None and _status(results["steps"], k).endswith("(earlier call)"):
                 results[k] = v
         with open(os.path.join(out, "report.json"), "w") as f:
             json.dump(results, f, indent=1, default=str)
         with open(os.path.join(out, "README.md"), "w") as f:
-            f.write(render_readme(out, results, data_flags))
-        with open(os.path.join(args.out, "LATEST.md"), "w") as f:
+            f.write(render_readme(out, results, self.data_flags))
+        name = os.path.basename(out)
+        with open(os.path.join(self.args.out, "LATEST.md"), "w") as f:
             f.write(f"# Latest report\n\n[{name}]({name}/README.md): {env['device']}, commit {env['git_commit']}"
-                    + (" (CPU smoke run: no GPU figures)" if not cuda else "") + "\n")
+                    + (" (CPU smoke run: no GPU figures)" if not self.cuda else "") + "\n")
 
-    steps = Steps(args.budget_s, after=write_outputs)
-    results["tests"] = steps.run("tests", lambda: run_tests(os.path.join(out, "tests"), quick), skip("tests"))
-
-    def do_bench():
-        ns = argparse.Namespace(batch=2 if quick else None, ops="bn_act,maxpool" if quick else "bn_act,maxpool,conv",
-                                impls="eager,triton" if quick else "eager,triton,fp8",
-                                modes="fwd,fwd+bwd", dtype=None, peak=None, device=None,
-                                out=os.path.join(out, "bench"), no_plots=False)
+    def bench(self) -> int:
+        from . import bench
+        quick = self.quick
+        ns = command_args(bench, batch=2 if quick else None, ops="bn_act,maxpool" if quick else "bn_act,maxpool,conv",
+                          impls="eager,triton" if quick else "eager,triton,fp8", modes="fwd,fwd+bwd",
+                          out=os.path.join(self.out, "bench"))
         recs = bench.run(ns)
-        if cuda:  # torch.compile of the memory-bound ops, the fusion baseline the Triton kernels must beat
-            ns2 = argparse.Namespace(**dict(vars(ns), ops="bn_act,maxpool", impls="compile",
-                                            out=os.path.join(out, "bench_compile")))
-            recs += bench.run(ns2)
+        if self.cuda:  # torch.compile of the memory-bound ops, the fusion baseline the Triton kernels must beat
+            recs += bench.run(argparse.Namespace(**dict(vars(ns), ops="bn_act,maxpool", impls="compile",
+                                                        out=os.path.join(self.out, "bench_compile"))))
         return len(recs)
-    results["bench"] = steps.run("bench", do_bench, skip("bench"))
 
-    def do_trace():
-        ns = argparse.Namespace(vs="--backend triton", wait=1, warmup=1 if quick else 2, active=1 if quick else 3,
-                                out=os.path.join(out, "trace"), train_args=data_flags)
+    def trace(self) -> list[dict]:
+        from . import trace
+        ns = command_args(trace, vs="--backend triton", wait=1, warmup=1 if self.quick else 2,
+                          active=1 if self.quick else 3, out=os.path.join(self.out, "trace"),
+                          train_args=self.data_flags)
         sums = trace.run(ns)
         for s in sums:
-            path = os.path.join(out, "trace", s["trace"])
+            path = os.path.join(self.out, "trace", s["trace"])
             if os.path.getsize(path) > MAX_TRACE_BYTES:
                 os.remove(path)
                 s["trace"] += f" (deleted: {s['trace_bytes'] / 1e6:.1f} MB > 2 MB; rerun `profiling trace` for it)"
         return sums
-    results["trace"] = steps.run("trace", do_trace, skip("trace"))
 
-    def do_ab():
-        ns = argparse.Namespace(a="--backend eager", b="--backend triton", runs=runs, out=os.path.join(out, "ab"),
-                                train_args=data_flags)
-        return ab.run(ns)
-    results["ab"] = steps.run("ab", do_ab, skip("ab"))
+    def ab(self, name: str, a: str, b: str, runs: int, extra: list[str] = ()) -> dict:
+        from . import ab
+        return ab.run(command_args(ab, a=a, b=b, runs=runs, out=os.path.join(self.out, name),
+                                   train_args=self.data_flags + list(extra)))
 
+    def ab_compile(self) -> dict:
+        """The compiled + graphed step vs eager (the issue-6 acceptance configuration)."""
+        cache = os.path.join(self.out, "compile_cache")
+        try:
+            return self.ab("ab_compile", "--backend eager", "--backend eager " + COMPILED, self.runs,
+                           ["--cache-dir", cache])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
 
-    def do_ab_compile():  # the compiled + graphed step vs eager (the issue-6 acceptance configuration)
-        ns = argparse.Namespace(a="--backend eager", b="--backend eager " + COMPILED,
-                                runs=runs, out=os.path.join(out, "ab_compile"), train_args=data_flags
-                                + ["--cache-dir", os.path.join(out, "compile_cache")])
-        return ab.run(ns)
-    results["ab_compile"] = steps.run("ab_compile", do_ab_compile, skip("ab_compile", gpu_only=True))
-    shutil.rmtree(os.path.join(out, "compile_cache"), ignore_errors=True)
+    def ab_conv(self) -> dict:
+        """The Triton convs (bf16/fp16 and fp8) against cuDNN, whole training runs."""
+        return {name: self.ab(f"ab_{name}", "--backend triton", flags, max(2, self.runs // 2))
+                for name, flags in (("triton_all", "--backend triton_all"), ("fp8", "--backend fp8"))}
 
-    def do_ab_graph():  # what the CUDA graph alone buys over the eager step (no compilation)
-        ns = argparse.Namespace(a="--backend eager", b="--backend eager --cuda-graph", runs=max(2, runs // 2),
-                                out=os.path.join(out, "ab_graph"), train_args=data_flags)
-        return ab.run(ns)
-    results["ab_graph"] = steps.run("ab_graph", do_ab_graph, skip("ab_graph", gpu_only=True))
-
-    results["cold_start"] = steps.run("cold_start", lambda: cold_start(os.path.join(out, "cold_start"), data_flags),
-                                      skip("cold_start", gpu_only=True))
-
-    def do_ab_conv():  # the Triton convs (bf16/fp16 and fp8) against cuDNN, whole training runs
-        res = {}
-        for name, flags in (("triton_all", "--backend triton_all"), ("fp8", "--backend fp8")):
-            ns = argparse.Namespace(a="--backend triton", b=flags, runs=max(2, runs // 2),
-                                    out=os.path.join(out, f"ab_{name}"), train_args=data_flags)
-            res[name] = ab.run(ns)
-        return res
-    results["ab_conv"] = steps.run("ab_conv", do_ab_conv, skip("ab_conv", gpu_only=True))
-    # last: it needs no GPU (reports/static already holds every configuration)
-    results["static"] = steps.run("static", lambda: subprocess.run(
-        [sys.executable, "-m", "profiling", "static", "--default-only", "--out", os.path.join(out, "static")],
-        cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode, skip("static"))
-    print(f"\nreport written to {out}/README.md")
-    return out
+    def static(self) -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "profiling", "static", "--default-only", "--out", os.path.join(self.out, "static")],
+            cwd=ROOT, env=dict(os.environ, TRITON_INTERPRET="0"), check=True, timeout=300).returncode
 
 
 COMPILED = "--compile default --cuda-graph"

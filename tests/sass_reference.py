@@ -132,7 +132,7 @@ def reduce_after_loop(x_ptr, out_ptr, M, C: tl.constexpr, BM: tl.constexpr):
 
 def _compile(fn, types: dict, constexprs: dict, arch: str, num_warps: int = 4, num_stages: int = 3) -> dict:
     from profiling.sass import analyse_sass, wait_depth
-    from profiling.static import compile_sass
+    from profiling.cubin import compile_sass
     names = fn.arg_names
     sig = {n: types.get(n, "constexpr") for n in names}
     ce = {(names.index(k),): v for k, v in constexprs.items()}

@@ -131,3 +131,19 @@ def test_report_never_overwrites_another(cifar_dir, tmp_path):
     assert "](bench/" not in readme  # no link to an image that was never drawn
     assert "(no output)" not in readme
     assert "## A/B: eager vs triton\n\n(not run: skipped (asked))" in readme
+
+
+def test_report_builds_each_command_from_its_own_parser():
+    """A flag added to bench, trace or ab reaches report at its default (report no longer writes their
+    Namespaces by hand), and a name report sets that the command lacks is an error."""
+    from profiling import ab, bench, trace
+    from profiling.report import STEPS, Report, command_args
+    ns = command_args(bench, ops="conv")
+    assert ns.ops == "conv" and ns.no_plots is False and ns.recipe is None and ns.modes
+    assert command_args(ab, b="--backend triton").runs == 5
+    assert command_args(trace).active == 3
+    with pytest.raises(TypeError, match="bench has no argument nonexistent"):
+        command_args(bench, nonexistent=1)
+    rep = Report.__new__(Report)
+    rep.runs, rep.out, rep.quick, rep.data_flags = 2, "x", True, []
+    assert [step for step, _, _ in rep.plan()] == list(STEPS)

@@ -2,8 +2,6 @@
 CPU refused before any work, one exit-code rule for bad input (2, one line, the closest name,
 no usage block), README's set-up and smoke run, a first-step line and an early estimate,
 --target slips, trace's CPU note, A/B samples too small to conclude, and the cosmetic items."""
-import io
-import json
 import os
 import re
 import subprocess
@@ -12,9 +10,8 @@ import sys
 import pytest
 
 import model.session as session
-import model.trainer as trainer
 import train
-from profiling import ab as ab_mod, plots, report as report_mod, static as static_mod, trace as trace_mod
+from profiling import ab as ab_mod, plots, report as report_mod, static as static_mod, static_render, trace as trace_mod
 from profiling.__main__ import main as profiling_main
 
 from conftest import ROOT
@@ -325,7 +322,7 @@ def test_trace_size_hint_suggests_only_what_is_missing():
 def test_static_step_table_says_fp8_needs_sm89():
     rows = [dict(backend="fp8", arch="sm_80", predicted_ms=None, roofline_ms=None, eager_roofline_ms=None,
                  note="conv=fp8 needs FP8 tensor cores (sm_89+)")]
-    table = static_mod._table(static_mod._step_display(rows), static_mod.STEP_COLUMNS)
+    table = static_render.markdown(static_render.step_display(rows), static_render.STEP_COLUMNS)
     assert "n/a: needs sm_89+" in table and "| 0 |" not in table
 
 
@@ -334,7 +331,7 @@ def test_static_prints_a_summary_and_points_at_the_file(capsys, tmp_path):
     steps = [dict(backend=b, arch=a, predicted_ms=1.0, roofline_ms=0.5, eager_roofline_ms=0.0,
                   predicted_fraction=0.5, host_ms=1.0, host_bound="no") for b in ("eager", "triton") for a in ("x", "y")]
     ops = [dict(op="conv", impl="triton", case=f"c{i}", arch="sm_90") for i in range(60)]
-    static_mod._print_summary(meta, steps, ops, [], str(tmp_path))
+    static_render.print_summary(meta, steps, ops, [], str(tmp_path))
     out = capsys.readouterr().out
     assert len(out.splitlines()) < 20 and str(tmp_path / "static.md") in out
 
@@ -356,7 +353,7 @@ def test_static_chart_panels_stacked_and_readable(tmp_path, monkeypatch):
     seen = _figures(monkeypatch)
     ops = [dict(op="conv", impl="triton", case=f"group{i} 2000x256x8x8", arch=a, predicted_ms=1.0 + i,
                 roofline_ms=0.5 + i) for i in range(30) for a in ("sm_80", "sm_90")]
-    assert static_mod.plot(ops, str(tmp_path / "static.png"), "batch 2000")
+    assert static_render.plot(ops, str(tmp_path / "static.png"), "batch 2000")
     fig = seen[0]
     w, h = fig.get_size_inches()
     assert len(fig.axes) == 2 and h > w  # one wide panel per arch, stacked, tall enough for 30 labels each

@@ -142,7 +142,7 @@ def test_rules_catch_a_violation():
 @pytest.mark.parametrize("arch, dtype, instr", [("sm_80", "fp16", "HMMA"), ("sm_90", "fp16", "HGMMA"),
                                                  ("sm_90", "fp8", "QGMMA")])
 def test_tensor_core_detection_on_a_reference_gemm(arch, dtype, instr):
-    r = subprocess.run([sys.executable, "-c", f"from profiling.static import probe_gemm; import json; "
+    r = subprocess.run([sys.executable, "-c", f"from profiling.cubin import probe_gemm; import json; "
                         f"print(json.dumps(probe_gemm({arch!r}, {dtype!r})['tc']))"], cwd=ROOT,
                        env=dict(os.environ, TRITON_INTERPRET="0"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -153,7 +153,7 @@ def test_tensor_core_detection_on_a_reference_gemm(arch, dtype, instr):
 def test_measured_beside_predicted_when_a_gpu_report_exists(static, tmp_path):
     """A GPU report (trace of --backend triton, op benchmarks) in the reports folder is read and
     put beside the predictions, with the ratio."""
-    from profiling.static import measured_vs_predicted
+    from profiling.assemble import measured_vs_predicted
     rep = tmp_path / "nvidia-h100-2026-12-01"
     (rep / "trace").mkdir(parents=True)
     (rep / "bench").mkdir()

@@ -4,7 +4,6 @@ never share it. Every kind of launch leaves it zero, one whose host side raises 
 streams running at once give what one stream gives."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import kernels  # noqa: F401  (chooses the interpreter on a CPU)
 import kernels.bn_act as bn

@@ -1,0 +1,309 @@
+"""The static model's tables: per launch (``build_rows``: SASS facts + work + perfmodel), per op
+and shape (``op_table``), per training step and backend (``step_table``), whole runs
+(``run_times``) and the losses that rank the work left (``losses``)."""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+
+import kernels
+import kernels._triton as kt
+from model.recipes import get_recipe
+
+from .capture import TRAIN_PHASES, Launch
+from .cubin import ARCHS, kernel_facts
+from .devices import PEAKS, detect
+from .drive import OpRecord
+from .kernel_work import work_of
+from .perfmodel import glue_ms, predict, resident_programs, with_range
+from .shapes import fused_minimum, network_ops
+
+
+# --------------------------------------------------------------------------------- the model
+def learn_residency(records: list[OpRecord], arch: str, sms: int, cache: dict) -> int:
+    """Tell the launchers how many programs of each recorded kernel one SM of ``arch`` holds (from
+    the compiled kernel), as kernels/_triton.py learns it after a first launch on a GPU; the next
+    recording then sizes its grids in whole waves. Returns how many residencies were new."""
+    peak = PEAKS[ARCHS[arch][1]]
+    new = 0
+    for rec in records:
+        if not _runs_on(rec.impl, arch):
+            continue
+        for ln in rec.launches:
+            if (ln.key, arch) not in cache:
+                cache[(ln.key, arch)] = kernel_facts(ln, arch)
+            f = cache[(ln.key, arch)]
+            key = kt.residency_key(ln.fn, ln.meta, sms)
+            res = max(1, resident_programs(f["regs"], f["shared"], ln.num_warps, peak))
+            if kt._RESIDENCY.get(key) != res:
+                kt._RESIDENCY[key] = res
+                new += 1
+    return new
+
+
+def _config_str(ln: Launch) -> str:
+    ce = {k: v for k, v in ln.cx.items() if k.isupper() or k.startswith("BLOCK")}
+    return ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
+                    for k, v in sorted(ce.items(), key=lambda kv: not kv[0].startswith("BLOCK")))
+
+
+def _runs_on(impl: str, arch: str) -> bool:
+    return not (impl == "fp8" and arch == "sm_80")  # FP8 tensor cores need sm_89+; conv=fp8 refuses an A100
+
+
+def build_rows(records: list[OpRecord], archs: list[str], facts_cache: dict | None = None) -> list[dict]:
+    """One row per recorded launch x architecture: SASS facts, work, prediction."""
+    cache = {} if facts_cache is None else facts_cache
+    rows = []
+    for rec in records:
+        for j, ln in enumerate(rec.launches):
+            for arch in archs:
+                if not _runs_on(rec.impl, arch):
+                    continue
+                peak = PEAKS[ARCHS[arch][1]]
+                if (ln.key, arch) not in cache:
+                    cache[(ln.key, arch)] = kernel_facts(ln, arch)
+                f = cache[(ln.key, arch)]
+                s = f["sass"]
+                fp8 = "QGMMA" in s["total"]["mma_kinds"]
+                capacity = peak.sms * max(1, resident_programs(f["regs"], f["shared"], ln.num_warps, peak))
+                p = predict(ln, f, work_of(ln, peak, capacity), peak, arch, fp8=fp8)
+                body = s["body"] or {}
+                rows.append(dict(
+                    kernel=ln.kernel, op=rec.op, impl=rec.impl, case=rec.case.label(), layer=rec.case.name,
+                    case_key=case_key(rec.case),
+                    shape=list(rec.case.x_shape), variant=rec.variant, default=rec.default, phase=ln.phase,
+                    launch_index=j, arch=arch, config=_config_str(ln), num_warps=ln.num_warps,
+                    num_stages=ln.num_stages, grid=list(ln.grid),
+                    regs=f["regs"], spill_bytes=f["spill_bytes"], shared=f["shared"], shared_limit=f["shared_limit"],
+                    occupancy=f["occupancy"], tc=f["tc"], tensor_core_instrs=f["tensor_core_instrs"],
+                    ld128=f["ld128"], vector_loads=f["vector_loads"], st128=f["st128"],
+                    loops=s["loops"], main_loops=s["main_loops"], drained_loops=s["drained_loops"],
+                    loop_instrs=s["loop_sizes"], wait_depth=f["wait_depth"], cp_async_wait=s["cp_async_wait"],
+                    wgmma_wait=s["wgmma_wait"], async_copies=body.get("async_copies", 0),
+                    async_widths=body.get("async_widths", {}), plain_loads=body.get("ldg", 0),
+                    plain_load_widths=body.get("ldg_widths", {}), mma_shapes=body.get("mma_shapes", []),
+                    fadd_after_mma=s["fadd_after_mma"], zero_acc_mma=s["zero_acc_mma"], sts_u8=s["sts_u8"],
+                    bar_in_loop=body.get("bar", 0), shfl_in_loop=body.get("shfl", 0),
+                    **{k: v for k, v in p.items()}))
+    return rows
+
+
+def glue_rows(records: list[OpRecord], archs: list[str]) -> list[dict]:
+    """The eager ATen ops around the kernels, with their predicted time (bytes at HBM speed)."""
+    out = []
+    for rec in records:
+        for phase, op in rec.glue:
+            for arch in archs:
+                if not _runs_on(rec.impl, arch):
+                    continue
+                out.append(dict(op=rec.op, impl=rec.impl, case=rec.case.label(), variant=rec.variant,
+                                default=rec.default, phase=phase, arch=arch, aten=op.name, kind=op.kind,
+                                bytes=op.bytes, predicted_ms=glue_ms(op.bytes, PEAKS[ARCHS[arch][1]])))
+    return out
+
+
+def case_key(case) -> str:
+    return json.dumps([case.op, list(case.x_shape), sorted(case.params.items())])
+
+
+def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs: list[str], esize: int) -> list[dict]:
+    """Per op x implementation x shape x arch (default configuration, training forward + backward):
+    kernels and glue predicted, the op's roofline (profiling/shapes.py) and the fraction reached."""
+    out = []
+    for rec in (r for r in records if r.default):
+        for arch in archs:
+            if not _runs_on(rec.impl, arch):
+                continue
+            peak = PEAKS[ARCHS[arch][1]]
+            mine = [r for r in rows if r["default"] and r["impl"] == rec.impl and r["case"] == rec.case.label()
+                    and r["arch"] == arch and r["op"] == rec.op]
+            gl = [g for g in glue if g["default"] and g["impl"] == rec.impl and g["case"] == rec.case.label()
+                  and g["arch"] == arch and g["op"] == rec.op]
+            fp8 = rec.impl == "fp8" and rec.case.x_shape[1] >= 32
+            row = dict(op=rec.op, impl=rec.impl, case=rec.case.label(), key=case_key(rec.case), arch=arch)
+            for phase in TRAIN_PHASES:
+                k = sum(r["predicted_ms"] for r in mine if r["phase"] == phase)
+                g = sum(x["predicted_ms"] for x in gl if x["phase"] == phase)
+                row[f"{phase}_kernels_ms"], row[f"{phase}_glue_ms"], row[f"{phase}_ms"] = k, g, k + g
+            row["kernels"] = len([r for r in mine if r["phase"] in TRAIN_PHASES])
+            bound_ms: dict = {}
+            for r in mine:
+                if r["phase"] in TRAIN_PHASES:
+                    bound_ms[r["bound"]] = bound_ms.get(r["bound"], 0.0) + r["predicted_ms"]
+            g_ms = sum(x["predicted_ms"] for x in gl if x["phase"] in TRAIN_PHASES)
+            if g_ms:
+                bound_ms["glue"] = g_ms
+            row["bound_ms"] = bound_ms
+            row["bound"] = max(bound_ms, key=bound_ms.get) if bound_ms else None
+            row["glue_ops"] = len([x for x in gl if x["phase"] in TRAIN_PHASES])
+            row["predicted_ms"] = row["fwd_ms"] + row["bwd_ms"]
+            row["roofline_fwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "fwd", esize, fp8=fp8)
+            row["roofline_bwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "bwd", esize, fp8=fp8)
+            row["roofline_ms"] = row["roofline_fwd_ms"] + row["roofline_bwd_ms"]
+            row["predicted_fraction"] = row["roofline_ms"] / row["predicted_ms"] if row["predicted_ms"] else None
+            lo, hi = with_range(row["predicted_ms"])
+            row["predicted_range"] = f"{lo:.4f}-{hi:.4f}"
+            row["predicted_range_ms"] = [lo, hi]
+            for phase in TRAIN_PHASES:
+                rl = row[f"roofline_{phase}_ms"]
+                row[f"{phase}_fraction"] = rl / row[f"{phase}_ms"] if row[f"{phase}_ms"] and rl else None
+            slow = max((r for r in mine if r["phase"] in TRAIN_PHASES), key=lambda r: r["predicted_ms"], default=None)
+            row["slowest_kernel"] = f"{slow['kernel']} ({slow['bound']})" if slow else None
+            out.append(row)
+    return out
+
+
+def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activation: str = "gelu",
+               recipe=None) -> list[dict]:
+    """Per backend x arch: one training step (forward + backward of every layer) predicted for the
+    Triton implementations, beside its roofline; the ops a backend leaves to eager code (cuDNN,
+    ATen) are not modelled and appear as their roofline only."""
+    by_key = {(o["op"], o["impl"], o["key"], o["arch"]): o for o in ops}
+    out = []
+    fused = {arch: fused_minimum(network_ops(batch, activation=activation, recipe=recipe), PEAKS[ARCHS[arch][1]],
+                                 esize) for arch in archs}
+    for backend in kernels.backends():
+        names = kernels.resolve_names(backend)
+        for arch in archs:
+            peak = PEAKS[ARCHS[arch][1]]
+            row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
+                       per_op={}, modelled_ops=0, eager_ops=0)
+            runnable = True
+            for case in network_ops(batch, activation=activation, recipe=recipe):
+                impl = names[case.op]
+                if not _runs_on(impl, arch):
+                    runnable = False
+                o = by_key.get((case.op, impl, case_key(case), arch))
+                if o is None:
+                    ms = 1e3 * (case.phase_bound_s(peak, "fwd", esize) + case.phase_bound_s(peak, "bwd", esize))
+                    row["eager_roofline_ms"] += ms
+                    row["eager_ops"] += 1
+                    continue
+                row["predicted_ms"] += o["predicted_ms"]
+                row["roofline_ms"] += o["roofline_ms"]
+                for b, ms in (o.get("bound_ms") or {}).items():
+                    row.setdefault("_bounds", {})[b] = row.setdefault("_bounds", {}).get(b, 0.0) + ms
+                row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + o["predicted_ms"]
+                row["modelled_ops"] += 1
+            if not runnable:
+                row.update(predicted_ms=None, roofline_ms=None, eager_roofline_ms=None,
+                           note="conv=fp8 needs FP8 tensor cores (sm_89+)")
+            elif not row["modelled_ops"]:
+                row.update(predicted_ms=None, roofline_ms=None)
+            row["predicted_fraction"] = (row["roofline_ms"] / row["predicted_ms"]
+                                         if row.get("predicted_ms") else None)
+            if row.get("predicted_ms") is not None:
+                row["predicted_range_ms"] = list(with_range(row["predicted_ms"]))
+            row["fused_min_ms"] = fused[arch]["ms"]
+            device = (row.get("predicted_ms") or 0) + (row.get("eager_roofline_ms") or 0)
+            row["of_fused_min"] = fused[arch]["ms"] / device if row.get("predicted_ms") else None
+            if o_bounds := row.pop("_bounds", None):
+                row["bound"] = max(o_bounds, key=o_bounds.get)
+            out.append(row)
+    return out
+
+
+def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: str, arch: str,
+                       activation: str = "gelu", recipe=None) -> dict:
+    """Predicted ms per training step per kernel name for ``backend`` (default configurations),
+    summed over the layers: what a profiler trace of that backend reports per kernel."""
+    names = kernels.resolve_names(backend)
+    totals: dict[str, float] = {}
+    for case in network_ops(batch, activation=activation, recipe=recipe):
+        impl, key = names[case.op], case_key(case)
+        for r in rows:
+            if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
+                    and r["phase"] in TRAIN_PHASES):
+                totals[r["kernel"]] = totals.get(r["kernel"], 0.0) + r["predicted_ms"]
+    return totals
+
+
+def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports_dir: str) -> dict | None:
+    """The newest GPU report under ``reports_dir`` with a profiler trace of ``--backend triton`` and op
+    benchmarks: measured beside predicted per kernel (ms per step) and per op (fwd+bwd), with ratios."""
+    found = []
+    for path in glob.glob(os.path.join(reports_dir, "*", "report.json")):
+        try:
+            rep = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        if rep.get("quick") or rep.get("env", {}).get("device_type") != "cuda":
+            continue
+        found.append((os.path.getmtime(path), path, rep))
+    if not found:
+        return None
+    _, path, rep = max(found, key=lambda t: t[0])
+    base = os.path.dirname(path)
+    device = rep["env"]["device"]
+    peak = detect(device)
+    arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
+    out = dict(report=os.path.relpath(base), device=device, arch=arch, kernels=[], ops=[])
+    try:
+        traces = json.load(open(os.path.join(base, "trace", "trace.json")))
+        tri = next(t for t in traces if "triton" in t.get("flags", ""))
+        predicted = kernel_step_totals(rows, ops, tri.get("batch", batch), "triton", arch)
+        for t in tri["top"]:
+            name = t["name"].split("(")[0].strip()
+            if name in predicted:
+                out["kernels"].append(dict(kernel=name, measured_ms=t["ms"], predicted_ms=predicted[name],
+                                           ratio=t["ms"] / predicted[name] if predicted[name] else None))
+    except (OSError, ValueError, StopIteration, KeyError):
+        pass
+    try:
+        bench = json.load(open(os.path.join(base, "bench", "bench.json")))
+        for b in bench["records"]:
+            if "error" in b or b.get("mode") != "fwd+bwd":
+                continue
+            o = next((o for o in ops if o["impl"] == b["impl"] and o["arch"] == arch
+                      and o["case"].split(" ")[1] == b["case"].split(" ")[1] and o["op"] == b["op"]), None)
+            if o:
+                out["ops"].append(dict(op=b["op"], case=b["case"], impl=b["impl"], measured_ms=b["ms"],
+                                       predicted_ms=o["predicted_ms"], ratio=b["ms"] / o["predicted_ms"]))
+    except (OSError, ValueError, KeyError):
+        pass
+    return out if (out["kernels"] or out["ops"]) else None
+# published, measured records (A100) the whole-run predictions stand beside
+PUBLISHED_RUNS = [("airbench94_muon (KellerJordan/cifar10-airbench)", 2.59, "A100"),
+                  ("record (hiverge/cifar10-speedrun, Oct 2025)", 1.98, "A100")]
+
+
+def run_times(steps: list[dict], batch: int, recipe: str | None) -> None:
+    """Whole-run predictions per step row: steps x (predicted Triton ops + the eager ops at their
+    roofline) + evaluation (the test set's forward passes, 2 with flip TTA, at a third of a training
+    step each); with --cuda-graph the host time is hidden, without it a step costs the larger of host
+    and device time. Adds steps_per_run, run_graph_s (with its range) and run_eager_s."""
+    r = get_recipe(recipe or "airbench94_muon")
+    n = math.ceil(50000 * r.epochs / batch)
+    evals = math.ceil(10000 / batch) * 2
+    for s in steps:
+        if s.get("note") or s.get("predicted_ms") is None:
+            continue
+        device = s["predicted_ms"] + s["eager_roofline_ms"]
+        s["steps_per_run"] = n
+        s["run_graph_s"] = (n * device + evals * device / 3) / 1e3
+        lo, hi = with_range(s["run_graph_s"])
+        s["run_graph_range"] = f"{lo:.2f}-{hi:.2f}"
+        if s.get("host_ms") is not None:
+            s["run_eager_s"] = (n * max(device, s["host_ms"]) + evals * max(device / 3, s["host_ms"] / 3)) / 1e3
+
+
+def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: str = "triton_all",
+           activation: str = "gelu", top: int = 3, recipe=None) -> list[dict]:
+    """The kernels (and glue) with the largest predicted loss per training step: predicted minus
+    the kernel's own roofline, summed over the layers that launch it."""
+    names = kernels.resolve_names(backend)
+    count: dict = {}
+    for case in network_ops(batch, activation=activation, recipe=recipe):
+        k = (names[case.op], case_key(case))
+        count[k] = count.get(k, 0) + 1
+    loss: dict[str, float] = {}
+    for r in rows:
+        if not r["default"] or r["arch"] != arch or r["phase"] not in TRAIN_PHASES:
+            continue
+        n = count.get((r["impl"], r["case_key"]), 0)
+        if n:
+            loss[r["kernel"]] = loss.get(r["kernel"], 0.0) + n * (r["predicted_ms"] - r["roofline_ms"])
+    return [dict(kernel=k, loss_ms=v) for k, v in sorted(loss.items(), key=lambda kv: -kv[1])[:top]]

@@ -1,0 +1,130 @@
+"""Recording Triton launches instead of running them (profiling static, predict, hosttime).
+
+``record_launches(out)`` makes every ``kernels._triton`` launch append a ``Launch`` (the kernel,
+its specialised signature and constexprs as Triton's JIT would see them, the grid, warps and
+stages, and each argument's value or tensor facts) to ``out`` and run nothing. ``recording_phase`` tags
+the launches with the training phase they belong to."""
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+
+from .kernel_work import TensorInfo
+
+TRAIN_PHASES = ("fwd", "bwd")
+_PHASE = ["fwd"]  # the phase the launches being recorded belong to (set by recording_phase)
+
+
+@dataclass
+class Launch:
+    kernel: str
+    fn: object = field(repr=False)
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    num_warps: int
+    num_stages: int
+    key: str = ""
+    args: dict = field(default_factory=dict, repr=False)  # name -> int / float / TensorInfo
+    grid: tuple = (1,)
+    phase: str = "fwd"
+    meta: dict = field(default_factory=dict, repr=False)  # the launch's keyword options (constexprs, num_warps)
+
+    @property
+    def cx(self) -> dict:
+        """Constexpr values by name."""
+        return {self.fn.arg_names[k[0]]: v for k, v in self.constexprs.items()}
+
+
+def _dtype_name(dt) -> str:
+    import torch
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64",
+             torch.int64: "i64", torch.int32: "i32", torch.int16: "i16", torch.int8: "i8", torch.uint8: "u8",
+             torch.bool: "i1"}
+    for attr, name in (("float8_e4m3fn", "fp8e4nv"), ("float8_e5m2", "fp8e5")):
+        if hasattr(torch, attr):
+            names[getattr(torch, attr)] = name
+    return names[dt]
+
+
+def specialize(fn, args, kwargs) -> tuple[dict, dict, dict]:
+    """signature, constexprs and attrs as Triton's JIT would build them for these arguments."""
+    import torch
+    names = fn.arg_names
+    values = dict(zip(names, args))
+    values.update({k: v for k, v in kwargs.items() if k in names})
+    signature, constexprs, attrs = {}, {}, {}
+    for i, name in enumerate(names):
+        v = values.get(name)
+        is_constexpr = i in getattr(fn, "constexprs", []) or name in kwargs
+        div16 = [["tt.divisibility", 16]]
+        if is_constexpr or v is None:
+            signature[name], constexprs[(i,)] = "constexpr", v
+        elif isinstance(v, torch.Tensor):
+            signature[name] = "*" + _dtype_name(v.dtype)
+            if v.data_ptr() % 16 == 0:
+                attrs[(i,)] = div16
+        elif isinstance(v, bool):
+            signature[name] = "i1"
+        elif isinstance(v, int):
+            if v == 1:
+                signature[name], constexprs[(i,)] = "constexpr", 1
+            else:
+                signature[name] = "i32" if -2 ** 31 <= v < 2 ** 31 else "i64"
+                if v % 16 == 0:
+                    attrs[(i,)] = div16
+        elif isinstance(v, float):
+            signature[name] = "fp32"
+        else:
+            raise TypeError(f"{fn.__name__}: cannot specialise argument {name}={v!r}")
+    return signature, constexprs, attrs
+
+
+def arg_values(fn, args, kwargs) -> dict:
+    import torch
+
+    out = {}
+    for name, v in list(zip(fn.arg_names, args)) + [(k, v) for k, v in kwargs.items() if k in fn.arg_names]:
+        if isinstance(v, torch.Tensor):
+            out[name] = TensorInfo(tuple(v.shape), tuple(v.stride()), _dtype_name(v.dtype), v.element_size())
+        else:
+            out[name] = v
+    return out
+
+
+@contextlib.contextmanager
+def record_launches(out: list, light: bool = False):
+    """Within the block, ``kernel[grid](...)`` records a Launch instead of running (``light``: only
+    the kernel's name and phase, as cheaply as possible, for timing the host code around it)."""
+    from triton.runtime.jit import JITFunction
+    original = JITFunction.run
+
+    def fake_run(self, *args, grid, warmup, **kwargs):
+        if light:
+            out.append((self.__name__, _PHASE[0]))
+            return None
+        sig, ce, attrs = specialize(self, args, kwargs)
+        warps, stages = kwargs.get("num_warps", 4), kwargs.get("num_stages", 3)
+        key = json.dumps([self.__name__, sig, sorted((str(k), str(v)) for k, v in ce.items()),
+                          sorted(str(k) for k in attrs), warps, stages])
+        g = grid(dict(kwargs)) if callable(grid) else grid
+        g = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
+        out.append(Launch(self.__name__, self, sig, ce, attrs, warps, stages, key,
+                          arg_values(self, args, kwargs), g, _PHASE[0], dict(kwargs)))
+        return None
+
+    JITFunction.run = fake_run
+    try:
+        yield out
+    finally:
+        JITFunction.run = original
+
+
+@contextlib.contextmanager
+def recording_phase(name: str):
+    old, _PHASE[0] = _PHASE[0], name
+    try:
+        yield
+    finally:
+        _PHASE[0] = old

@@ -1,0 +1,206 @@
+"""Rendering ``profiling static``'s result: static.md's tables, static.png, the JSON's compact
+form and the summary printed at the end."""
+from __future__ import annotations
+
+import os
+
+from .assemble import PUBLISHED_RUNS, losses
+from .capture import TRAIN_PHASES
+from .perfmodel import RANGE, constants, with_range
+from .report_io import markdown_table
+
+# ------------------------------------------------------------------------------ presentation
+KERNEL_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), ("phase", "phase"), ("arch", "arch"),
+                  ("bound", "bound"), ("predicted_ms", "predicted ms"), ("predicted_range", "range ms"),
+                  ("roofline_ms", "roofline ms"), ("predicted_fraction", "of roofline"), ("instr_per_elem", "instr/elem"),
+                  ("issue_budget", "budget"),
+                  ("instr_per_mma", "instr/MMA"), ("mma_budget", "MMA budget"), ("loops", "loops"),
+                  ("drained_loops", "drained"), ("wait_depth", "wait depth"), ("async_copies", "async loads"),
+                  ("plain_loads", "plain loads"), ("mma_shapes", "MMA"), ("fadd_after_mma", "FADD after MMA"),
+                  ("sts_u8", "STS.U8"), ("programs", "programs"), ("resident", "per SM"), ("waves", "waves"),
+                  ("regs", "regs"), ("spill_bytes", "spill B"), ("occupancy", "occupancy")]
+CONFIG_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), ("arch", "arch"), ("variant", "variant"),
+                  ("config", "config"), ("num_warps", "warps"), ("num_stages", "stages"), ("regs", "regs"),
+                  ("spill_bytes", "spill B"), ("shared", "smem B"), ("tensor_core_instrs", "TC instrs"),
+                  ("vector_loads", "vector loads"), ("occupancy", "occupancy"), ("bound", "bound"),
+                  ("predicted_ms", "predicted ms"), ("predicted_range", "range ms"), ("predicted_fraction", "of roofline")]
+OP_COLUMNS = [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"), ("fwd_ms", "fwd ms"),
+              ("roofline_fwd_ms", "fwd roofline"), ("fwd_fraction", "fwd of roofline"), ("bwd_ms", "bwd ms"),
+              ("roofline_bwd_ms", "bwd roofline"), ("bwd_fraction", "bwd of roofline"),
+              ("fwd_glue_ms", "glue fwd ms"), ("bwd_glue_ms", "glue bwd ms"), ("kernels", "kernels"),
+              ("glue_ops", "glue ops"), ("predicted_ms", "fwd+bwd ms"), ("predicted_range", "range ms"),
+              ("bound", "bound"),
+              ("predicted_fraction", "fwd+bwd of roofline"), ("slowest_kernel", "slowest kernel")]
+STEP_COLUMNS = [("backend", "backend"), ("arch", "arch"), ("predicted_ms", "Triton ops predicted ms"),
+                ("predicted_range", "range ms"), ("bound", "bound (most time)"), ("roofline_ms", "their roofline ms"),
+                ("predicted_fraction", "of roofline"), ("fused_min_ms", "fused minimum ms"),
+                ("of_fused_min", "of fused minimum"),
+                ("eager_roofline_ms", "eager ops (not modelled): roofline ms"), ("host_ms", "host ms / step"),
+                ("host_bound", "host-bound?"), ("run_graph_s", "run s, --cuda-graph"),
+                ("run_graph_range", "range s"), ("run_eager_s", "run s, no graph")]
+
+
+def _fmt_list(v):
+    if isinstance(v, list):
+        return " ".join(map(str, v)) or "-"
+    if isinstance(v, dict):
+        return " ".join(f"{k}:{n}" for k, n in v.items()) or "-"
+    return v
+
+
+NOT_RUNNABLE = "n/a: needs sm_89+"
+
+
+def step_display(steps: list[dict]) -> list[dict]:
+    """Step rows as the tables show them: a backend that cannot run on an arch says so; a prediction
+    carries its range."""
+    out = []
+    for r in steps:
+        if r.get("note"):
+            out.append(dict(r, predicted_ms=NOT_RUNNABLE))
+        elif r.get("predicted_ms") is not None:
+            lo, hi = with_range(r["predicted_ms"])
+            out.append(dict(r, predicted_range=f"{lo:.3f}-{hi:.3f}"))
+        else:
+            out.append(r)
+    return out
+
+
+def markdown(rows, columns):
+    return markdown_table([{k: _fmt_list(v) for k, v in r.items()} for r in rows], columns)
+
+
+def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
+           measured: dict | None, host: list[dict] | None, glue: list[dict]) -> str:
+
+    def ranged(r):
+        lo, hi = r.get("predicted_range_ms") or (None, None)
+        return dict(r, predicted_range=f"{lo:.4f}-{hi:.4f}") if lo is not None else r
+    rows = [ranged(r) for r in rows]
+    d = [r for r in rows if r["default"]]
+    parts = [f"# {meta['header']}", "",
+             "**Predictions of a static model, not measurements**: no GPU ran any of this. The model "
+             "(profiling/perfmodel.py) gives each launch a fixed cost plus the largest of the memory, latency, "
+             "L2, issue, tensor-core and shared-memory bounds, with constants fitted to published GPU "
+             "measurements of public Triton kernels (`python -m profiling calibrate`); a range is the "
+             "prediction times the held-out part's 10th-90th percentile of measured / predicted. Its "
+             "constants: " + ", ".join(f"{k} = {v}" for k, v in dict(constants(), RANGE=RANGE).items()) + ".", "",
+             "## Per training step (forward + backward of every layer)", "",
+             markdown(step_display(steps), STEP_COLUMNS), "",
+             "The Triton column covers the ops each backend runs in Triton; the ops it leaves to cuDNN / "
+             "ATen are shown by their roofline only (not modelled). Host time: the CPU time of one step's "
+             "Python, dispatch and launch preparation with launches recorded (see `host` in static.json). "
+             "Run time: steps x (Triton ops + eager ops at their roofline) + evaluation; with --cuda-graph "
+             "the host is hidden, without it a step costs the larger of host and device time. Published, "
+             "measured: " + "; ".join(f"{n} {t} s on an {g}" for n, t, g in PUBLISHED_RUNS) + ".", ""]
+    if host:
+        parts += ["### Host time per step", "", markdown(host, [("backend", "backend"), ("host_ms", "host ms"),
+                                                          ("python_ms", "Python + dispatch ms"),
+                                                          ("launches", "kernel launches"),
+                                                          ("launch_ms", "launch cost ms (assumed)"),
+                                                          ("note", "how")]), ""]
+    for arch in meta["archs"]:
+        ls = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"))
+        if ls:
+            parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
+                      "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
+    parts += ["## Per op (default configurations, training forward + backward)", "", markdown(ops, OP_COLUMNS), "",
+              "## Per kernel launch (default configurations)", "", markdown(d, KERNEL_COLUMNS), ""]
+    if measured:
+        parts += [f"## Measured vs predicted ({measured['device']}, report {measured['report']})", ""]
+        if measured["kernels"]:
+            parts += [markdown(measured["kernels"], [("kernel", "kernel"), ("measured_ms", "measured ms / step"),
+                                                   ("predicted_ms", "predicted ms / step"), ("ratio", "measured / predicted")]), ""]
+        if measured["ops"]:
+            parts += [markdown(measured["ops"], [("op", "op"), ("case", "shape"), ("impl", "impl"),
+                                               ("measured_ms", "measured fwd+bwd ms"), ("predicted_ms", "predicted ms"),
+                                               ("ratio", "measured / predicted")]), ""]
+    else:
+        parts += ["## Measured vs predicted", "", "No GPU report with a profiler trace exists in reports/ yet: the "
+                  "first GPU session's `profiling report` calibrates the model.", ""]
+    gl = [g for g in glue if g["default"] and g["phase"] in TRAIN_PHASES and g["bytes"] > 1e6]
+    if gl:
+        parts += ["## Eager glue around the kernels (ops over 1 MB)", "",
+                  markdown(gl, [("op", "op"), ("impl", "impl"), ("case", "shape"), ("phase", "phase"), ("arch", "arch"),
+                              ("aten", "ATen op"), ("bytes", "bytes"), ("predicted_ms", "predicted ms")]), ""]
+    parts += ["## Findings (rules, profiling/rules.py)", "",
+              markdown(findings, [("rule", "rule"), ("kernel", "kernel"), ("impl", "impl"), ("arch", "arch"),
+                                ("case", "used at"), ("value", "value"), ("limit", "limit"), ("status", "status")])
+              if findings else "No rule is violated.", ""]
+    other = [r for r in rows if not r["default"]]
+    if other:
+        parts += ["## Every configuration", "", markdown(other, CONFIG_COLUMNS), ""]
+    return "\n".join(parts)
+
+
+def plot(ops: list[dict], path: str, title: str) -> str | None:
+    """Predicted vs roofline per op (fwd+bwd), one panel per architecture, stacked (each panel as
+    wide as the page, as tall as its rows need, labels never clipped)."""
+    from .plots import _plt
+    plt = _plt()
+    if plt is None or not ops:
+        return None
+    archs = sorted({o["arch"] for o in ops})
+    per_arch = {a: [o for o in ops if o["arch"] == a and o.get("predicted_ms")] for a in archs}
+    heights = [max(2.0, 0.26 * len(rs) + 1.2) for rs in per_arch.values()]
+    fig, axes = plt.subplots(len(archs), 1, figsize=(11, sum(heights)), squeeze=False,
+                             gridspec_kw=dict(height_ratios=heights))
+    for ax, (arch, rs) in zip(axes[:, 0], per_arch.items()):
+        labels = [f"{o['op']}/{o['impl']} {o['case']}" for o in rs]
+        ys = list(range(len(rs)))[::-1]  # first row on top, as in static.md
+        ax.scatter([o["predicted_ms"] for o in rs], ys, marker="o", label="predicted (static model)")
+        ax.scatter([o["roofline_ms"] for o in rs], ys, marker="|", s=200, c="k", label="roofline minimum")
+        for y, o in zip(ys, rs):
+            ax.plot([o["roofline_ms"], o["predicted_ms"]], [y, y], c="0.7", zorder=0)
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=8)
+        ax.set_ylim(-0.7, len(rs) - 0.3)
+        ax.set_xscale("log")
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.set_xlabel("ms per op (forward + backward), log scale")
+        ax.set_title(f"{title} - {arch} (predictions, no GPU)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never over a point
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+_SLIM = ("notes", "bounds_ms", "loop_instrs", "async_widths", "plain_load_widths", "tc", "grid", "layer",
+         "launch_index", "l2_bytes", "mma_flops", "case_key")
+
+
+def compact(obj, lean: bool = False):
+    """The JSON as written: floats to 4 significant digits; rows of non-default configurations
+    without their detail fields (static.md lists them in full), or (``lean``: the committed
+    report) without those rows at all."""
+    def walk(v):
+        if isinstance(v, float):
+            return float(f"{v:.4g}")
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return v
+    out = dict(obj)
+    out["rows"] = [r if r["default"] else {k: v for k, v in r.items() if k not in _SLIM} for r in obj["rows"]
+                   if r["default"] or not lean]
+    if lean:
+        out["meta"] = dict(out["meta"], rows_omitted=sum(1 for r in obj["rows"] if not r["default"]),
+                           rows_note="non-default configurations: see static.md, or run profiling static")
+    return walk(out)
+
+
+def print_summary(meta, steps, ops, findings, out: str | None) -> None:
+    """What the terminal shows: the per-step predictions and the rules; the per-op and per-kernel
+    tables (about 80 lines) are in static.md."""
+    print(meta["header"])
+    print("PREDICTIONS of a static model (no GPU ran this):")
+    if steps:
+        print(markdown(step_display(steps), STEP_COLUMNS))
+    bad = [f for f in findings if f["status"] == "violated"]
+    print(f"\nrules: {len(bad)} violated" + ("" if not bad else ": " + "; ".join(
+        f"{f['rule']} {f['kernel']} {f['arch']} ({f['value']} {'<' if f.get('kind') == 'min' else '>'} {f['limit']})"
+        for f in bad[:8])))
+    if out:
+        print(f"per op ({len(ops)} rows), per kernel and per configuration: {os.path.join(out, 'static.md')}")
