@@ -7,7 +7,9 @@ interpreter at ``@triton.jit`` time), so ``--backend triton`` works on a CPU out
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Callable, Iterator
 
 import torch
 
@@ -55,15 +57,51 @@ def _interpreter_shim_for_triton_36() -> bool:
 INTERPRETER_SHIM = _interpreter_shim_for_triton_36()
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Set by profiling/static.py while it drives the launchers on CPU tensors with every kernel launch
-# recorded instead of run: the device checks then let CPU tensors through.
-RECORDING = False
-
-
-# Set by profiling/static.py to the SM count of the GPU it models (108 for an A100, 132 for an
-# H100): the launchers size their grids from it instead of from the local device.
-TARGET_SMS: int | None = None
 DEFAULT_SMS = 132  # a launch recorded on a CPU with no target given: an H100
+
+
+class _Recording:
+    """The launch hook profiling installs (``recording``): while set, ``launch`` hands each launch
+    to ``hook`` instead of running it, the input checks let CPU tensors through, and the launchers
+    size their grids for a GPU of ``sms`` SMs."""
+    hook = None
+    sms: int | None = None
+
+
+@contextlib.contextmanager
+def recording(hook: Callable, sms: int | None = None) -> Iterator[None]:
+    """Within the block every kernel launch of the lab calls ``hook(kernel, grid, args, meta)``
+    (the kernel object, the grid, its positional arguments and keyword options) and runs nothing.
+    ``sms``: the SM count of the GPU being modelled (108 for an A100, 132 for an H100), from which
+    the launchers size their grids and pick their configurations (``target_sms``)."""
+    saved = (_Recording.hook, _Recording.sms)
+    _Recording.hook, _Recording.sms = hook, sms
+    try:
+        yield
+    finally:
+        _Recording.hook, _Recording.sms = saved
+
+
+def is_recording() -> bool:
+    return _Recording.hook is not None
+
+
+def target_sms() -> int | None:
+    """The SM count of the GPU a recording models (None: the local device's)."""
+    return _Recording.sms if _Recording.hook is not None else None
+
+
+def launch(kernel, grid, args: tuple, meta: dict, device: torch.device, note_meta: dict | None = None):
+    """Launch a Triton kernel: ``kernel[grid](*args, **meta)``, its residency learned (note_launch);
+    the compiled kernel is returned. Under ``recording`` the hook gets the launch instead, and None
+    is returned. Every launcher of the lab launches through here. ``note_meta``: the options that key
+    the kernel's residency, where they differ from ``meta`` (a grid-sizing option left out)."""
+    if _Recording.hook is not None:
+        _Recording.hook(kernel, grid, args, meta)
+        return None
+    compiled = kernel[grid](*args, **meta)
+    note_launch(kernel, meta if note_meta is None else note_meta, device, compiled)
+    return compiled
 
 
 def interpreting() -> bool:
@@ -75,8 +113,8 @@ _SMS: dict = {}
 
 def sm_count(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (the modelled GPU's under profiling static)."""
-    if TARGET_SMS:
-        return TARGET_SMS
+    if target_sms():
+        return target_sms()
     if device.type == "cuda":
         idx = device.index if device.index is not None else torch.cuda.current_device()
         if idx not in _SMS:
@@ -162,7 +200,7 @@ def check_tensor(op: str, name: str, t: torch.Tensor, dtypes=FLOAT_DTYPES, dim: 
         raise ValueError(f"{op} (triton): {name} must be {dim}-D, got shape {list(t.shape)}")
     if t.device.type in ("cuda", "meta"):  # meta: shape inference only (the ops' fake implementations)
         return
-    if t.device.type == "cpu" and (interpreting() or RECORDING):
+    if t.device.type == "cpu" and (interpreting() or is_recording()):
         return
     if t.device.type == "cpu":
         raise RuntimeError(f"{op} (triton): {name} is on the CPU; Triton kernels need a CUDA tensor "

@@ -42,14 +42,18 @@ run-to-run difference of about 1e-7 relative on a GPU); the interpreter is deter
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import torch
 import torch.nn.functional as F
 
 from . import fp8
 from ._compiled import compiled
-from ._triton import (HAS_TRITON, check_tensor, interpreting, memory_layout, note_launch, programs_per_wave,
+from ._triton import (HAS_TRITON, check_tensor, interpreting, launch, memory_layout, programs_per_wave,
                       stream_key, triton_version)
 from .registry import register
+from .spec import (ConfigList, OpSpec, SampleCall, Sampler, Work, grid_of, register_spec, rows_iters,
+                   stride_iters)
 
 ACTIVATIONS = ("gelu", "silu", "identity")  # identity: BatchNorm alone (before a residual add)
 
@@ -88,6 +92,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _rcp(x, FAST: tl.constexpr):
+        """1/x: libdevice fast_dividef when FAST (a GPU), else a division without IEEE rounding."""
         if FAST:
             return libdevice.fast_dividef(1.0, x)
         else:
@@ -95,6 +100,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _exp(x, FAST: tl.constexpr):
+        """exp(x): libdevice fast_expf when FAST (a GPU), else tl.exp."""
         if FAST:
             return libdevice.fast_expf(x)
         else:
@@ -132,10 +138,12 @@ if HAS_TRITON:
 
     @triton.jit
     def _sigmoid(z, FAST: tl.constexpr):
+        """1 / (1 + exp(-z)), with _exp and _rcp (FAST as there)."""
         return _rcp(1.0 + _exp(-z, FAST), FAST)
 
     @triton.jit
     def _act_fwd(z, ACT: tl.constexpr, FAST: tl.constexpr = FAST_MATH):
+        """The activation of z: ACT 0 GELU (erf form), 1 SiLU, 2 identity (FAST as _exp)."""
         if ACT == 0:  # GELU (erf form, as F.gelu)
             cdf, _ = _gelu_cdf(z, FAST)
             return z * cdf
@@ -146,6 +154,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _act_grad(z, ACT: tl.constexpr, FAST: tl.constexpr = FAST_MATH):
+        """d act(z) / dz for ACT as in _act_fwd."""
         if ACT == 0:
             cdf, e = _gelu_cdf(z, FAST)
             return cdf + z * e * 0.3989422804014327
@@ -159,6 +168,17 @@ if HAS_TRITON:
     def _stats_kernel(x_ptr, ws_ptr, cnt_ptr, mean_ptr, var_ptr, rm_ptr, rv_ptr, M, C, HW, ROWS, momentum, unbias,
                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                       UPDATE_RUNNING: tl.constexpr):
+        """Batch statistics of x per channel: mean and biased variance, from sums of (x - shift)
+        shifted by each channel's first element (no cancellation), and the running statistics updated.
+
+        x_ptr     x, read as M rows of C channels: [M][C] when CHANNELS_LAST (an NHWC tensor, M = N*H*W),
+                  else NCHW, [N][C][HW] (M = N*HW); see _offsets
+        ws_ptr    fp32 workspace [2][C] (sum, sum of squares), all zero between launches
+        cnt_ptr   int32 tickets, one per channel block (program_id 1), all zero between launches
+        mean_ptr, var_ptr   fp32 [C] outputs (written by the last program of each channel block)
+        rm_ptr, rv_ptr      running mean and variance [C], updated in place when UPDATE_RUNNING
+        M, C, HW  rows, channels, pixels per image; ROWS: rows per program (program_id 0)
+        momentum, unbias    the running update: r = (1 - momentum) r + momentum * stat (var * unbias)"""
         pid_m = tl.program_id(0)
         pid_c = tl.program_id(1)
         cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -203,6 +223,8 @@ if HAS_TRITON:
     @triton.jit
     def _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps,
                         HAS_W: tl.constexpr, HAS_B: tl.constexpr):
+        """Per-channel (mean, 1/sqrt(var + eps), weight, bias) of the channels ``cols``, as fp32 [BLOCK_C];
+        weight 1 without HAS_W, bias 0 without HAS_B. mean_ptr, var_ptr, w_ptr, b_ptr: [C] tensors."""
         cmask = cols < C
         mean = tl.load(mean_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
         invstd = 1.0 / tl.sqrt(tl.load(var_ptr + cols, mask=cmask, other=1.0).to(tl.float32) + eps)
@@ -220,7 +242,13 @@ if HAS_TRITON:
                       BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                       HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, FP8_OUT: tl.constexpr):
         """y = act(x * scale + shift); FP8_OUT: also y's e4m3 copy (delayed scale at st_ptr), the
-        scale used (s_ptr) and y's amax for the next call (kernels/fp8.py)."""
+        scale used (s_ptr) and y's amax for the next call (kernels/fp8.py).
+
+        x_ptr, y_ptr  [M][C] (CHANNELS_LAST) or NCHW, both in the same layout (see _offsets)
+        mean_ptr, var_ptr  fp32 [C] batch (or running) statistics; w_ptr, b_ptr: [C] (HAS_W, HAS_B)
+        q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr  FP8_OUT: y's e4m3 copy (y's layout) and the delayed
+                 scale's state, scale used, ticket and counts (kernels/fp8.py fp8_rollover)
+        M, C, HW, eps  as in _stats_kernel; TILES: row tiles, walked grid-stride by program_id 0"""
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
         scale = w * invstd
@@ -254,6 +282,14 @@ if HAS_TRITON:
                            M, C, HW, ROWS, eps,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                            HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr):
+        """The two per-channel sums the training backward needs: sum(dz) and sum(dz * xhat), where
+        dz = dy * act'(w * xhat + b) and xhat = (x - mean) / sqrt(var + eps).
+
+        dy_ptr, x_ptr      [M][C] (CHANNELS_LAST) or NCHW, as x of _stats_kernel; the same layout
+        mean_ptr, var_ptr  fp32 [C], the forward's batch statistics; w_ptr, b_ptr: [C] (HAS_W, HAS_B)
+        ws_ptr   fp32 workspace [2][C]; cnt_ptr: int32 tickets per channel block (both zero between launches)
+        sdz_ptr, sdzx_ptr  fp32 [C] outputs: sum(dz), sum(dz * xhat) (the last program of a channel block)
+        M, C, HW, ROWS, eps  as in _stats_kernel"""
         pid_m = tl.program_id(0)
         pid_c = tl.program_id(1)
         cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -291,6 +327,16 @@ if HAS_TRITON:
                        BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
                        HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr, TRAINING: tl.constexpr,
                        FP8_OUT: tl.constexpr, E5: tl.constexpr):
+        """dx = w / sqrt(var + eps) * (dz - mean(dz) - xhat * mean(dz * xhat)) in training (TRAINING),
+        dz * w / sqrt(var + eps) in eval; FP8_OUT: also dx's fp8 copy for the conv=fp8 that produced x.
+
+        dy_ptr, x_ptr, dx_ptr  [M][C] (CHANNELS_LAST) or NCHW, all three in the same layout
+        mean_ptr, var_ptr, w_ptr, b_ptr  [C] as in _bwd_reduce_kernel; sdz_ptr, sdzx_ptr: its two sums
+        q_ptr    dx's fp8 copy (e5m2 when E5, else e4m3), dx's layout      } FP8_OUT only:
+        st_ptr   the delayed scale's fp32 state [2] (previous amax, current) } kernels/fp8.py
+        s_ptr    fp32 [1]: the scale used; cnt_ptr: int32 ticket [1]; nf_ptr: fp32 counts [2]
+                 (non-finite launches, saturated launches)
+        M, C, HW, eps  as in _stats_kernel; TILES: row tiles, walked grid-stride by program_id 0"""
         cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = cols < C
         mean, invstd, w, b = _channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
@@ -330,8 +376,12 @@ if HAS_TRITON:
 # block is not wider than the channels (rounded up to a power of two) is used. The grids are sized
 # from the SM count in whole waves: programs per SM is the residency the kernel reaches (read off
 # the compiled kernel on a GPU; the listed value, checked by `profiling static`, elsewhere).
-APPLY_CONFIGS = [(64, 64, 4, 4), (128, 32, 4, 4), (32, 128, 4, 4), (128, 64, 8, 2)]
-REDUCE_CONFIGS = [(64, 64, 4, 4), (128, 32, 4, 4), (32, 128, 4, 4)]
+# profiling static compiles each entry (pinned with ``APPLY_CONFIGS.pinned(entry)``).
+RowConfig = namedtuple("RowConfig", "block_m block_c num_warps per_sm")  # per_sm: programs per SM
+APPLY_CONFIGS = ConfigList("APPLY_CONFIGS", [RowConfig(64, 64, 4, 4), RowConfig(128, 32, 4, 4),
+                                             RowConfig(32, 128, 4, 4), RowConfig(128, 64, 8, 2)])
+REDUCE_CONFIGS = ConfigList("REDUCE_CONFIGS", [RowConfig(64, 64, 4, 4), RowConfig(128, 32, 4, 4),
+                                               RowConfig(32, 128, 4, 4)])
 # The Triton interpreter (CPU) pays per program, not per element: there, launch few tall tiles.
 INTERPRETER_PROGRAMS, INTERPRETER_BLOCK_M = 4, 512
 
@@ -376,7 +426,7 @@ def _stream_grid(kernel, M: int, C: int, flags: dict, device):
 
 
 def _launch(kernel, grid, args, meta, device) -> None:
-    note_launch(kernel, meta, device, kernel[grid](*args, **meta))
+    launch(kernel, grid, args, meta, device)
 
 
 _WORKSPACES: dict = {}
@@ -570,3 +620,99 @@ def _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps,
     if fp8_copy:  # the layer's identity for its delayed scale: a buffer or parameter that lives with it
         owner = next((t for t in (running_mean, bias, weight) if t is not None), None)
     return bn_act_apply(x, mean, var, weight, bias, training, eps, activation, owner)
+
+
+# ------------------------------------------------------------------------------------------ spec
+class BnActSpec(OpSpec):
+    """bn_act's shapes, must-move bytes, sample inputs, configurations and work models (kernels/spec.py).
+
+    Bytes (training, standalone): the batch statistics need one pass over x before y can be
+    written, so forward = read x twice + write y (3 passes), backward = read x and dy for the
+    gradient sums, then read x and dy and write dx (5 passes); eval forward = 2 passes. The
+    parameters and statistics (C floats) are ignored."""
+    name = "bn_act"
+    tracks_producer = True
+    config_lists = (APPLY_CONFIGS, REDUCE_CONFIGS)
+
+    def phase_bytes(self, case, phase, esize=2):
+        x = case.numel(case.x_shape)
+        return esize * (3 * x if phase == "fwd" else 5 * x)
+
+    def bytes_min(self, case, mode="fwd", esize=2):
+        if mode == "fwd" and not case.params.get("training", True):
+            return esize * 2 * case.numel(case.x_shape)
+        return super().bytes_min(case, mode, esize)
+
+    def sample_call(self, case, device, dtype, *, grad=True, fill="randn", seed=0):
+        """As the network calls it (model/net.py BatchNormAct): fp32 running statistics, the weight a
+        frozen tensor of ones passed as is, the bias trained; momentum 0.4, eps 1e-12 (airbench's)."""
+        t = Sampler(device, dtype, fill, seed)
+        C = case.x_shape[1]
+        x = t(case.x_shape, requires_grad=grad)
+        dy = t(case.x_shape) if grad else None
+        rm = torch.zeros(C, device=t.device)
+        rv = torch.ones(C, device=t.device)
+        w = torch.ones(C, device=t.device)
+        b = torch.zeros(C, device=t.device, requires_grad=grad)
+        act = case.params.get("activation", "gelu")
+        training = case.params.get("training", True)
+        return SampleCall((x, rm, rv, w, b, training, 0.4, 1e-12, act), dy,
+                          eval_args=(x.detach(), rm, rv, w, b, False, 0.4, 1e-12, act))
+
+    def fp8_ready(self, call, case, phase):
+        if phase == "fwd":  # the fp8 copy of y has its delayed scale (a step past the first)
+            fp8.state(call.args[1], "y").ready = True
+
+    def trace(self, x, args, kwargs):
+        activation = args[7] if len(args) > 7 else kwargs.get("activation", "gelu")
+        return dict(activation=activation), tuple(x.shape), "norm", ""
+
+
+def _work_stats(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x = a["x_ptr"]
+    M, C, rows = a["M"], a["C"], a["ROWS"]
+    bm, bc = cx["BLOCK_M"], cx["BLOCK_C"]
+    P = grid_of(launch)[0]
+    return Work("memory", rows_iters(M, rows, bm, P), bm * bc, x.nbytes + 6 * C * 4, x.nbytes, x.esize,
+                notes=[f"reads x once; {P} programs per channel block merge their sums with atomics, the last "
+                       "one finalises (mean, var, running statistics)"],
+                units=triton.cdiv(M, bm) * grid_of(launch)[1])
+
+
+def _work_streaming(launch, passes: int, note: str) -> Work:
+    """An elementwise pass over [M, C]: ``passes`` activation-sized tensors moved (the last one
+    written), plus the 1-byte fp8 copy when FP8_OUT; a grid-stride loop when TILES is given."""
+    a, cx = launch.args, launch.cx
+    x, M, C = a["x_ptr"], a["M"], a["C"]
+    bm, bc = cx["BLOCK_M"], cx["BLOCK_C"]
+    nbytes = passes * M * C * x.esize + (M * C if cx.get("FP8_OUT") else 0)
+    iters = stride_iters(launch) if "TILES" in a else 1
+    return Work("memory", iters, bm * bc, nbytes, nbytes, passes * x.esize, notes=[note],
+                units=a.get("TILES", 1) * grid_of(launch)[1], read_bytes=nbytes * (passes - 1) / passes)
+
+
+def _work_apply(launch, peak, capacity: int) -> Work:
+    return _work_streaming(launch, 2, "reads x, writes y")
+
+
+def _work_bwd_reduce(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x = a["x_ptr"]
+    M, C, rows = a["M"], a["C"], a["ROWS"]
+    bm, bc = cx["BLOCK_M"], cx["BLOCK_C"]
+    P = grid_of(launch)[0]
+    main = 2 * M * C * x.esize
+    return Work("memory", rows_iters(M, rows, bm, P), bm * bc, main + 4 * C * 4, main, 2 * x.esize,
+                notes=[f"reads x and dy once; {P} programs per channel block merge with atomics"],
+                units=triton.cdiv(M, bm) * grid_of(launch)[1])
+
+
+def _work_bwd_dx(launch, peak, capacity: int) -> Work:
+    return _work_streaming(launch, 3, "reads x and dy, writes dx")
+
+
+SPEC = register_spec(BnActSpec())
+if HAS_TRITON:
+    SPEC.work = {_stats_kernel: _work_stats, _apply_kernel: _work_apply, _bwd_reduce_kernel: _work_bwd_reduce,
+                 _bwd_dx_kernel: _work_bwd_dx}

@@ -43,13 +43,18 @@ input's dtype (an FP8 weight-grad would need pixel-major FP8 copies of x and dy)
 """
 from __future__ import annotations
 
+import math
+from collections import namedtuple
+
 import torch
 import torch.nn.functional as F
 
 from . import fp8
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count, stream_key
+from . import _triton
+from ._triton import HAS_TRITON, check_tensor, interpreting, programs_per_wave, sm_count, stream_key
 from .registry import register
+from .spec import L2_FIT, ConfigList, OpSpec, SampleCall, Sampler, Work, grid_of, programs_of, register_spec, rows_iters
 
 
 @register("conv", "eager")
@@ -107,7 +112,19 @@ if HAS_TRITON:
         The main loop keeps its per-iteration work to the operand loads: each output row's base
         offset is computed once, before the loop, and a tap adds one offset the whole tile shares
         ((kh - PAD) * sxh + (kw - PAD) * sxw); which taps of a row fall inside the image is one bit
-        per tap in a mask computed once, so a tap's bounds test is a shift and an AND."""
+        per tap in a mask computed once, so a tap's bounds test is a shift and an AND.
+        Arguments (the launcher, ``_launch_conv``, passes them; every activation is channels_last):
+        x_ptr    input [N][H][W][CRED] (channel stride 1); sxn, sxh, sxw its strides in elements
+        w_ptr    weight in the layout WLAYOUT names; b_ptr: bias [COUT] when HAS_BIAS
+        y_ptr    output [N][OH][OW][COUT] (channel stride 1); syn, syh, syw its strides
+        sa_ptr, sb_ptr  fp32 [1] scales of x and w (HAS_SCALE: fp8 operands), else unused
+        M        output pixels, N * OH * OW (the GEMM's rows); COUT: output channels (its columns)
+        CRED     channels reduced per tap (the GEMM's K is KH * KW * CRED); KH, KW: the filter size
+        PAD      zero padding on every side; FLIP: the input-grad's form (taps mirrored, the
+                 shift added instead of subtracted), which reads dy as x and the weight transposed
+        STEPS    KH * KW * cdiv(CRED, BLOCK_K): the main loop's trip count, a run-time value
+        ALIGN_X, ALIGN_Y  the element alignment of a pixel's row in x and y (tl.multiple_of)
+        GROUP_M  row tiles per group of the launch order (_grouped)"""
         pid = tl.program_id(0)
         GM = tl.cdiv(M, BLOCK_M)
         GN: tl.constexpr = (COUT + BLOCK_N - 1) // BLOCK_N
@@ -133,9 +150,8 @@ if HAS_TRITON:
                 iw = ow + t % KW - PAD
             inside = row_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             taps = taps | (inside.to(tl.int32) << t)
-        KCH: tl.constexpr = (CRED + BLOCK_K - 1) // BLOCK_K
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        # one pipelined loop over (channel block, tap); STEPS = KH * KW * KCH, passed at run time: a
+        # one pipelined loop over (channel block, tap); STEPS = KH * KW * cdiv(CRED, BLOCK_K), passed at run time: a
         # constant 9-step loop with this small a body is unrolled whole by LLVM, and its prefetch lost
         for it in range(0, STEPS):
             # the taps of a channel block run back to back: their shifted tiles overlap in L2
@@ -181,7 +197,11 @@ if HAS_TRITON:
                            HAS_BIAS: tl.constexpr, ALIGN_Y: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """A valid conv whose whole reduction (KH*KW*CI <= BLOCK_K: the whitening conv's 12) is one
-        MMA step: k = (kh, kw, c), the channels_last order of the weight."""
+        MMA step: k = (kh, kw, c), the channels_last order of the weight.
+        x_ptr    input [N][H][W][CI] (channel stride 1), strides sxn, sxh, sxw in elements
+        w_ptr    weight [COUT][KH][KW][CI] (channels_last, contiguous); b_ptr: bias [COUT] (HAS_BIAS)
+        y_ptr    output [N][OH][OW][COUT] (channel stride 1), strides syn, syh, syw; ALIGN_Y as in
+                 _conv_kernel; M = N * OH * OW output pixels"""
         pid_m = tl.program_id(0)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -216,7 +236,15 @@ if HAS_TRITON:
 
         Column tiles stay within one tap (the channels of a tap padded to a whole number of tiles),
         so the shift is per program and the x loads are rows of contiguous channels; the image
-        sizes are compile-time constants, so the pixel decomposition is multiply-shifts."""
+        sizes are compile-time constants, so the pixel decomposition is multiply-shifts.
+        x_ptr    the forward's input [N][H][W][CI] (channel stride 1), strides sxn, sxh, sxw
+        dy_ptr   the output gradient [N][OH][OW][CO] (channel stride 1), strides sdn, sdh, sdw
+        dw_ptr   the weight gradient, [CO][KH][KW][CI] contiguous (the weight's channels_last layout)
+        part_ptr fp32 [SPLIT][CO][KH*KW*CI]: each pixel chunk's partial sum (SPLIT > 1 only)
+        cnt_ptr  int32 tickets, one per output tile, all zero between launches (SPLIT > 1 only)
+        P        pixels, N * OH * OW (the GEMM's K); ROWS: pixels per program (program_id 1)
+        PAD      zero padding; ALIGN_X, ALIGN_D: element alignment of a pixel's row in x and dy
+        SPLIT    programs along the pixels; IDX64: 64-bit offsets (a tensor of 2^31 elements or more)"""
         CIP: tl.constexpr = ((CI + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
         GN: tl.constexpr = KH * KW * (CIP // BLOCK_N)
         NCOL: tl.constexpr = KH * KW * CI
@@ -268,23 +296,25 @@ if HAS_TRITON:
 # ---------------------------------------------------------------------------------- configs
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, archs): the launchers pick the first that fits
 # the shape and the GPU (archs: compute capabilities' major versions it is meant for) unless
-# autotuning on a GPU timed a better one. Listed here so that `profiling static` compiles each.
+# autotuning on a GPU timed a better one. Listed here so that `profiling static` compiles each
+# (pinned with ``FWD_CONFIGS.pinned(entry)``, which also forgets the choices made per shape).
 # Flattened-loop conv kernels are capped at 4 warps by default: PyTorch's Triton conv template
 # with the same loop was miscompiled at 8 warps (pytorch issue 173068); the 8-warp entries are
 # only autotuning candidates, and the autotuner drops any whose output differs from a 4-warp one.
 # sm_80's 128x64x64 tile runs 8 warps: with 4 it needs 242 registers under triton 3.8 and spills (255 + 16-72 B)
 # under triton 3.6, the GPU machine's compiler; 8 warps need 128 under both (predicted 9% slower, no spill)
-FWD_CONFIGS = [
+GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_stages archs")
+FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in (
     (128, 128, 64, 4, 4, (9,)), (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
     (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
     (64, 64, 32, 4, 4, (8, 9)),
     (128, 256, 64, 8, 3, (9,)),
-]
-WGRAD_CONFIGS = [
+)], forget=lambda: forget_choices())
+WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [GemmConfig(*c) for c in (
     (128, 128, 64, 4, 3, (9,)), (128, 64, 64, 4, 4, (8, 9)), (64, 128, 64, 4, 4, (9,)), (64, 64, 64, 4, 4, (8, 9)),
     (64, 32, 64, 4, 4, (8, 9)),
     (128, 256, 64, 8, 3, (9,)),
-]
+)], forget=lambda: forget_choices())
 SMALL_CONFIG = (128, 32, 16, 4)   # the whitening conv: BLOCK_M, BLOCK_N, BLOCK_K (>= KH*KW*CI), warps
 GROUP_M = 8
 AUTOTUNE = True                # on a GPU, time each config once per shape (chosen_configs() shows them)
@@ -307,6 +337,11 @@ def autotune_tolerance(out_dtype: torch.dtype, esize: int = 2) -> float:
     return max(tol, AUTOTUNE_REL_TOL_FP8) if esize == 1 else tol
 _chosen: dict[tuple, tuple] = {}
 _rejected: list = []
+
+
+def forget_choices() -> None:
+    """Forget the configurations chosen per shape (the next launch of each shape chooses again)."""
+    _chosen.clear()
 
 
 def chosen_configs() -> dict:
@@ -353,9 +388,8 @@ def load_choices(path: str) -> int:
 
 def _arch(device: torch.device) -> int:
     """The compute capability's major version the launch is for (the modelled GPU under profiling static)."""
-    from . import _triton
-    if _triton.TARGET_SMS:
-        return 8 if _triton.TARGET_SMS == 108 else 9
+    if _triton.target_sms():
+        return 8 if _triton.target_sms() == 108 else 9
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device)[0]
     return 9
@@ -375,16 +409,6 @@ def _candidates(configs, n_cols: int, k_chans: int, min_k: int, arch: int) -> li
         c = min(mine, key=lambda c: c[1] * c[2])
         cands = [(c[0], min(c[1], max(16, triton.next_power_of_2(n_cols))), max(c[2], min_k), c[3], c[4])]
     return cands
-
-
-def _resident_estimate(cfg, esize: int, arch: int) -> int:
-    """Programs of a GEMM configuration one SM holds, before it is compiled: shared memory of its
-    pipeline stages and registers of its accumulator (the compiled kernel's count replaces it)."""
-    bm, bn, bk, warps, stages = cfg
-    smem = stages * (bm * bk + bk * bn) * esize
-    regs = min(255, bm * bn // (warps * 32) + 64)
-    return max(1, min((228 if arch >= 9 else 164) * 1024 // max(smem, 1), 65536 // (regs * warps * 32),
-                      2048 // (warps * 32)))
 
 
 def _wave_loss(programs: int, sms: int) -> float:
@@ -481,10 +505,9 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
         grid = (triton.cdiv(M, bm) * triton.cdiv(cout, bn),)
         steps = KH * KW * triton.cdiv(cred, bk)
-        k = _conv_kernel[grid](x, w, bias if bias is not None else y, y, sa, sb,
-                               M, H, W, OH, OW, sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, steps,
-                               **meta)
-        note_launch(_conv_kernel, meta, dev, k)
+        _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, M, H, W, OH, OW,
+                                            sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, steps),
+                       meta, dev)
 
     key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip)
     cfg = _select(kind, key, FWD_CONFIGS, cout, cred, launch, dev, 32 if x.element_size() == 1 else 16,
@@ -504,10 +527,9 @@ def _launch_small(x, w, bias, y, KH, KW):
                 ALIGN_Y=_align(y.element_size(), y.stride(0), y.stride(2), y.stride(3)),
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
     M = N * OH * OW
-    k = _conv_small_kernel[(triton.cdiv(M, bm), triton.cdiv(CO, bn))](
-        x, w, bias if bias is not None else y, y, M, H, W, OH, OW, x.stride(0), x.stride(2), x.stride(3),
-        y.stride(0), y.stride(2), y.stride(3), **meta)
-    note_launch(_conv_small_kernel, meta, x.device, k)
+    _triton.launch(_conv_small_kernel, (triton.cdiv(M, bm), triton.cdiv(CO, bn)),
+                   (x, w, bias if bias is not None else y, y, M, H, W, OH, OW, x.stride(0), x.stride(2), x.stride(3),
+                    y.stride(0), y.stride(2), y.stride(3)), meta, x.device)
 
 
 def _small_ok(x: torch.Tensor, w: torch.Tensor, padding: int) -> bool:
@@ -625,10 +647,9 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
         if split > 1 and (cfg, split) not in parts:
             parts[(cfg, split)] = torch.empty((split, CO, ncol), device=x.device, dtype=torch.float32)
         part = parts.get((cfg, split), dw)
-        k = _wgrad_kernel[(tiles, split)](x, dy, part, _tickets(x.device, tiles), dw, P, rows,
-                                          x.stride(0), x.stride(2), x.stride(3), dy.stride(0), dy.stride(2),
-                                          dy.stride(3), **meta)
-        note_launch(_wgrad_kernel, meta0, x.device, k)
+        _triton.launch(_wgrad_kernel, (tiles, split),
+                       (x, dy, part, _tickets(x.device, tiles), dw, P, rows, x.stride(0), x.stride(2), x.stride(3),
+                        dy.stride(0), dy.stride(2), dy.stride(3)), meta, x.device, note_meta=meta0)
 
     arch = _arch(x.device)
     mine = [c for c in WGRAD_CONFIGS if arch in c[5]] or list(WGRAD_CONFIGS)
@@ -828,3 +849,157 @@ def opcheck_samples(x: torch.Tensor, w: torch.Tensor) -> list:
     y, wqt, s_w = conv2d_fp8_fwd(x, w, None, 1)
     dy = torch.randn(y.shape, device=y.device, dtype=y.dtype).contiguous(memory_format=torch.channels_last)
     return [(conv2d_fp8_fwd, (x, w, None, 1)), (conv2d_fp8_dgrad, (dy, wqt, s_w, w, list(x.shape), 1))]
+
+
+# ------------------------------------------------------------------------------------------ spec
+class ConvSpec(OpSpec):
+    """conv's shapes, must-move bytes and FLOPs, sample inputs, configurations and work models
+    (kernels/spec.py).
+
+    FLOPs = 2 * N * Ho * Wo * Cout * Cin * k * k per GEMM (forward, input-grad and weight-grad each);
+    bytes = each GEMM's two operands and its result, once each. ``input_grad`` / ``weight_grad``
+    false (the whitening conv: frozen, on the images) drop that GEMM; ``bias``: the conv has one."""
+    name = "conv"
+    config_lists = (FWD_CONFIGS, WGRAD_CONFIGS)
+
+    def out_shape(self, case):
+        n, c, h, w = case.x_shape
+        cout, k, pad = case.params["cout"], case.params["k"], case.params["padding"]
+        return (n, cout, h + 2 * pad - k + 1, w + 2 * pad - k + 1)
+
+    def flops(self, case, mode="fwd"):
+        n, cin, _, _ = case.x_shape
+        _, cout, ho, wo = self.out_shape(case)
+        gemm = 2.0 * n * ho * wo * cout * cin * case.params["k"] ** 2
+        if mode == "fwd":
+            return gemm
+        return gemm * (1 + case.params.get("input_grad", True) + case.params.get("weight_grad", True))
+
+    def phase_bytes(self, case, phase, esize=2):
+        x, y = case.numel(case.x_shape), case.numel(self.out_shape(case))
+        w = case.params["cout"] * case.x_shape[1] * case.params["k"] ** 2
+        if phase == "fwd":
+            return esize * (x + w + y)
+        return esize * ((y + w + x if case.params.get("input_grad", True) else 0)
+                        + (x + y + w if case.params.get("weight_grad", True) else 0))
+
+    def sample_call(self, case, device, dtype, *, grad=True, fill="randn", seed=0):
+        t = Sampler(device, dtype, fill, seed)
+        p = case.params
+        cin, k = case.x_shape[1], p["k"]
+        x = t(case.x_shape, requires_grad=grad and p.get("input_grad", True))
+        dy = t(self.out_shape(case)) if grad else None
+        w = t((p["cout"], cin, k, k), scale=0.1, requires_grad=grad and p.get("weight_grad", True))
+        # the whitening conv is frozen but its bias trains: its backward is the bias gradient alone
+        b = t((p["cout"],), scale=0.1, requires_grad=grad) if p.get("bias") else None
+        if grad and not (x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)):
+            raise ValueError(f"{case.label()}: nothing takes a gradient, so fwd+bwd has no backward")
+        return SampleCall((x, w, b, p["padding"]), dy)
+
+    def fp8_ready(self, call, case, phase):
+        """A conv=fp8 past its first step: every delayed scale measured, its input's e4m3 copy written
+        by the producer (bn_act=fp8), its output gradient's e5m2 copy by the consumer's backward."""
+        x, w = call.args[0], call.args[1]
+        if x.shape[1] < FP8_MIN_CHANNELS:
+            return
+        if phase == "fwd":
+            for role in ("w", "x", "dy"):
+                fp8.state(w, role).ready = True
+            fp8.attach(x, torch.empty(x.shape, dtype=FP8_FWD, device=x.device, memory_format=torch.channels_last),
+                       torch.ones(1, device=x.device))
+        elif call.dy is not None:
+            dy = call.dy
+            fp8.attach(dy, torch.empty(dy.shape, dtype=fp8.GRAD, device=dy.device, memory_format=torch.channels_last),
+                       torch.ones(1, device=dy.device))
+
+    def trace(self, x, args, kwargs):
+        w = args[0]
+        b = args[1] if len(args) > 1 else kwargs.get("bias")
+        padding = args[2] if len(args) > 2 else kwargs.get("padding", 0)
+        n, cin, h, wd = x.shape
+        k = w.shape[-1]
+        params = dict(cout=w.shape[0], k=k, padding=padding)
+        if b is not None:
+            params["bias"] = True
+        if not w.requires_grad:
+            params["weight_grad"] = False
+        out = (n, w.shape[0], h + 2 * padding - k + 1, wd + 2 * padding - k + 1)
+        return params, out, "whiten" if k == 2 else "conv", ""
+
+    def produces(self, case):
+        return case.x_shape[1]
+
+    def forget_choices(self):
+        forget_choices()
+
+
+def _work_conv(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x, w, y = a["x_ptr"], a["w_ptr"], a["y_ptr"]
+    M = a["M"]
+    CI, CO, KH, KW = cx["CRED"], cx["COUT"], cx["KH"], cx["KW"]
+    bm, bn, bk = cx["BLOCK_M"], cx["BLOCK_N"], cx["BLOCK_K"]
+    programs = programs_of(launch)
+    col_blocks = math.ceil(CO / bn)
+    grouped = (cx.get("GROUP_M") or 1) > 1
+    fits = x.nbytes <= L2_FIT * peak.l2_mb * 1e6
+    reread = 1 if (col_blocks == 1 or grouped or fits) else col_blocks
+    iters = KH * KW * math.ceil(CI / bk)
+    flops = 2.0 * M * CO * CI * KH * KW
+    dram = x.nbytes * reread + w.nbytes + M * CO * y.esize
+    l2 = programs * iters * (bm * bk * x.esize + bk * bn * w.esize)
+    notes = [f"A (activation, {x.nbytes / 1e6:.1f} MB) read {reread}x from DRAM"
+             + ("" if reread == 1 else f" (once per column block: {col_blocks} blocks, too big for L2, no grouped order)"),
+             f"{programs} programs" + (", grouped by %d row tiles" % cx["GROUP_M"] if grouped else "")]
+    if cx.get("HAS_SCALE"):
+        notes.append("fp8 operands written by their producers (or one quantisation pass)")
+    return Work("gemm", iters, bm * bn * bk, dram, x.nbytes + w.nbytes + M * CO * y.esize, x.esize,
+                flops=flops, l2_bytes=l2, notes=notes, units=programs, read_bytes=x.nbytes * reread + w.nbytes)
+
+
+def _work_conv_small(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x, y = a["x_ptr"], a["y_ptr"]
+    M = a["M"]
+    CI, CO, KH, KW = cx["CI"], cx["COUT"], cx["KH"], cx["KW"]
+    bm, bn, bk = cx["BLOCK_M"], cx["BLOCK_N"], cx["BLOCK_K"]
+    out = M * CO * y.esize
+    return Work("gemm", 1, bm * bn * bk, x.nbytes + out, x.nbytes + out, x.esize, flops=2.0 * M * CO * CI * KH * KW,
+                l2_bytes=programs_of(launch) * bm * bk * x.esize, notes=["the whole reduction in one MMA step"],
+                units=programs_of(launch), read_bytes=x.nbytes)
+
+
+def _work_wgrad(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x, dy = a["x_ptr"], a["dy_ptr"]
+    P, rows = a["P"], a["ROWS"]
+    CI, CO, KH, KW = cx["CI"], cx["CO"], cx["KH"], cx["KW"]
+    bm, bn, bk = cx["BLOCK_M"], cx["BLOCK_N"], cx["BLOCK_K"]
+    cip = math.ceil(CI / bn) * bn
+    g = grid_of(launch)
+    tiles, split = g[0], g[1]
+    iters = rows_iters(P, rows, bk, split)
+    flops = 2.0 * CO * CI * KH * KW * P
+    ncol = KH * KW * CI
+    dw = CO * ncol * 2
+    part = split * CO * ncol * 4 * 2 if split > 1 else 0  # fp32 partials written, then read by the last program
+    # the programs of one split chunk (every tile of it) are neighbours in the launch order: when they
+    # fit on the GPU at once they stream the chunk together and DRAM serves it once
+    reread = 1 if tiles <= capacity else math.ceil(tiles / capacity)
+    dram = (dy.nbytes + x.nbytes) * reread + part + dw
+    l2 = programs_of(launch) * iters * (bm * bk + bk * bn) * x.esize
+    return Work("gemm", iters, bm * bn * bk, dram, dy.nbytes + x.nbytes + dw, x.esize,
+                flops=flops, l2_bytes=l2,
+                notes=[f"one GEMM {CO}x{ncol}x{P}" + (f" (each tap's {CI} channels padded to {cip})" if cip != CI else "")
+                       + f", split-K {split}" + (
+                    f": fp32 partials {part / 2e6:.1f} MB, summed by the last program of each tile" if split > 1 else ""),
+                    f"grid {tiles}x{split}"], units=tiles * split, read_bytes=(dy.nbytes + x.nbytes) * reread + part / 2)
+
+
+SPEC = register_spec(ConvSpec())
+if HAS_TRITON:
+    SPEC.work = {_conv_kernel: _work_conv, _conv_small_kernel: _work_conv_small, _wgrad_kernel: _work_wgrad,
+                 fp8._quantize_kernel: fp8.work_quantize}
+    # the pipelined GEMM main loops the conv rules check (profiling/rules.py); _conv_kernel's is the
+    # implicit GEMM of the forward and input-grad, whose issue budget per MMA is a rule of its own
+    SPEC.tags = {_conv_kernel: ("pipelined_gemm", "implicit_gemm_loop"), _wgrad_kernel: ("pipelined_gemm",)}

@@ -46,7 +46,7 @@ import weakref
 
 import torch
 
-from ._triton import HAS_TRITON, interpreting, note_launch
+from ._triton import HAS_TRITON, interpreting, launch
 
 E4M3 = torch.float8_e4m3fn   # activations and weights: 3 mantissa bits, max 448
 E5M2 = torch.float8_e5m2     # gradients: 2 mantissa bits, max 57344
@@ -153,7 +153,8 @@ if HAS_TRITON:
 
     @triton.jit
     def fp8_scale(st_ptr, FMAX: tl.constexpr):
-        """The delayed scale: the amax of the previous call over the format's maximum."""
+        """The delayed scale: the amax of the previous call (st_ptr[0], the fp32 state of fp8_rollover)
+        over the format's maximum FMAX."""
         return tl.maximum(tl.load(st_ptr), 1e-12) / FMAX
 
     # the interpreter converts fp32 NaN to an fp8 number (a GPU's satfinite conversion keeps NaN)
@@ -181,6 +182,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _max_nan(a, b):
+        """max(a, b), NaN if either is NaN (tl.maximum drops NaN): the amax keeps a NaN to count it."""
         return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
 
     @triton.jit
@@ -191,7 +193,10 @@ if HAS_TRITON:
     @triton.jit
     def fp8_rollover(st_ptr, cnt_ptr, nf_ptr, n_programs):
         """Called by every program after its atomic max into st_ptr[1]: the last one rolls the amax
-        over (previous <- current when finite and positive), zeroes the current and the ticket."""
+        over (previous <- current when finite and positive), zeroes the current and the ticket.
+        st_ptr   fp32 [2]: the previous call's amax (the scale's source) and the current one (atomic max)
+        cnt_ptr  int32 [1]: the ticket, zero between launches; n_programs: the launch's programs
+        nf_ptr   fp32 [2]: running counts of launches with a non-finite amax and with a saturated value"""
         tl.debug_barrier()
         ticket = tl.atomic_add(cnt_ptr, 1)
         if ticket == n_programs - 1:
@@ -210,7 +215,11 @@ if HAS_TRITON:
                          D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, BLOCK: tl.constexpr):
         """q = fp8(x / delayed scale) over N elements in x's memory order; with TRANSPOSED also
         qt[d1][d0] for x viewed as [d0][d1] (d1 = D1 * D2 elements): the input-grad's copy of a
-        [co][tap][ci] weight as [tap][ci][co]. Writes the scale used; observes the amax."""
+        [co][tap][ci] weight as [tap][ci][co]. Writes the scale used; observes the amax.
+        x_ptr    the tensor, N elements dense in its memory order; q_ptr: its fp8 copy, same order
+        qt_ptr   the transposed copy [D1*D2][D0] (TRANSPOSED only)
+        st_ptr, s_ptr, cnt_ptr, nf_ptr  the delayed scale's state, the scale used, the ticket and
+                 the counts, as in fp8_rollover; FMAX: the format's maximum (E5: e5m2, else e4m3)"""
         i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         m = i < N
         v = tl.load(x_ptr + i, mask=m, other=0.0).to(tl.float32)
@@ -227,6 +236,18 @@ if HAS_TRITON:
         fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0))
 
 
+def work_quantize(launch, peak, capacity: int):
+    """The work of one ``_quantize_kernel`` launch (kernels/spec.py Work): x read, each fp8 copy written."""
+    from .spec import Work, programs_of
+    a, cx = launch.args, launch.cx
+    x, n = a["x_ptr"], a["N"]
+    copies = 2 if cx.get("TRANSPOSED") else 1
+    nbytes = n * x.esize + copies * n
+    return Work("memory", 1, cx["BLOCK"], nbytes, nbytes, x.esize + copies,
+                notes=[f"{n} elements to fp8 ({copies} layout(s)), delayed scale, amax for the next call"],
+                read_bytes=n * x.esize, units=programs_of(launch))
+
+
 def quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: tuple | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(fp8 copy of ``t`` with t's strides, the scale used [1], the transposed copy or None) in one
@@ -240,9 +261,9 @@ def quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: 
     if transposed:
         qt = torch.empty(t.numel(), device=t.device, dtype=dtype)
     block = 1024 if not interpreting() else 4096
-    k = _quantize_kernel[(triton.cdiv(t.numel(), block),)](
-        t, q, qt if qt is not None else q, st.amax, s, st.ticket, st.nonfinite, t.numel(),
-        FMAX=FMAX[dtype], E5=dtype == E5M2, TRANSPOSED=transposed is not None, D0=d0, D1=d1, D2=d2,
-        BLOCK=block, num_warps=4)
-    note_launch(_quantize_kernel, dict(BLOCK=block), t.device, k)
+    meta = dict(FMAX=FMAX[dtype], E5=dtype == E5M2, TRANSPOSED=transposed is not None, D0=d0, D1=d1, D2=d2,
+                BLOCK=block, num_warps=4)
+    launch(_quantize_kernel, (triton.cdiv(t.numel(), block),),
+           (t, q, qt if qt is not None else q, st.amax, s, st.ticket, st.nonfinite, t.numel()), meta, t.device,
+           note_meta=dict(BLOCK=block))
     return q, s, qt

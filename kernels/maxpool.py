@@ -29,13 +29,17 @@ grid-stride loop over its tiles on a grid of whole waves (kernels/_triton.py).
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import torch
 import torch.nn.functional as F
 
 from . import fp8
 from ._compiled import compiled
-from ._triton import HAS_TRITON, check_tensor, interpreting, note_launch, programs_per_wave, sm_count
+from ._triton import HAS_TRITON, check_tensor, interpreting, launch, programs_per_wave, sm_count
 from .registry import register
+from .spec import (ConfigList, OpSpec, SampleCall, Sampler, Work, grid_of, register_spec,
+                   stride_iters)
 
 KERNEL_SIZES = (2, 3)
 
@@ -58,6 +62,8 @@ if HAS_TRITON:
 
     @triton.jit
     def _window(p, Ho, Wo, sn, sh, sw, K: tl.constexpr):
+        """Offset of the first element of the KxK window of output pixels ``p`` (flat over N, Ho, Wo)
+        in a tensor with strides sn, sh, sw (K = 1: the output pixel itself), and (ho, wo)."""
         n = p // (Ho * Wo)
         r = p - n * (Ho * Wo)
         ho = r // Wo
@@ -67,7 +73,8 @@ if HAS_TRITON:
     @triton.jit
     def _winner(x_ptr, xoff, mask, sxh, sxw, K: tl.constexpr):
         """(max, index of the winning window element): first strict maximum in scan order, last NaN.
-        Compared in fp32: exact for every input dtype (and bf16-safe in the interpreter)."""
+        Compared in fp32: exact for every input dtype (and bf16-safe in the interpreter). x_ptr + xoff:
+        each window's first element (mask: the live ones); sxh, sxw: x's row and column strides."""
         best = tl.load(x_ptr + xoff, mask=mask, other=0.0).to(tl.float32)
         arg = tl.zeros(xoff.shape, dtype=tl.int32)
         for t in tl.static_range(1, K * K):
@@ -81,6 +88,13 @@ if HAS_TRITON:
     def _maxpool_fwd_kernel(x_ptr, y_ptr, idx_ptr, P, C, Ho, Wo, TILES,
                             sxn, sxc, sxh, sxw, syn, syc, syh, syw,
                             K: tl.constexpr, SAVE_INDEX: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+        """y = the maximum of each KxK window (stride K, no padding), and its 1-byte index (SAVE_INDEX).
+
+        x_ptr    input, any strides: sxn, sxc, sxh, sxw in elements
+        y_ptr    output [N][C][Ho][Wo] with strides syn, syc, syh, syw; idx_ptr: uint8 window index
+                 (0 .. K*K-1, scan order) with y's strides (SAVE_INDEX)
+        P        output pixels N * Ho * Wo; C channels (program_id 1, BLOCK_C each)
+        TILES    pixel tiles of BLOCK_P, walked grid-stride by program_id 0"""
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):  # grid-stride over output tiles
             p = tile * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -101,6 +115,17 @@ if HAS_TRITON:
                             FP8_OUT: tl.constexpr, E5: tl.constexpr):
         # programs walk [BLOCK_P windows of the ceil-mode grid, BLOCK_C channels] tiles; dx has x's strides.
         # FP8_OUT: also dx's fp8 copy (same strides) for the conv=fp8 whose output x was (kernels/fp8.py)
+        """dx: each window's gradient to its winner, zero elsewhere (every element of x written once, so
+        dx needs no zeroing pass); FP8_OUT: also dx's fp8 copy.
+
+        dy_ptr   the output gradient, strides syn, syc, syh, syw (the forward's y)
+        x_ptr    the forward's input (FROM_INDEX false: the winner recomputed); strides sxn, sxc, sxh, sxw
+        idx_ptr  the forward's uint8 window index, y's strides (FROM_INDEX)
+        dx_ptr   the input gradient, x's strides; H, W: x's size, Ho, Wo: y's
+        He, We   the ceil-mode window grid (covers a last partial row / column, whose dx is zero)
+        PE       windows of that grid, N * He * We; TILES: tiles of BLOCK_P windows (grid-stride)
+        q_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr  FP8_OUT: dx's fp8 copy (x's strides; e5m2 when E5)
+                 and the delayed scale's state, as in _bwd_dx_kernel of bn_act"""
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
         cmask = c < C
         FMAX: tl.constexpr = 57344.0 if E5 else 448.0
@@ -147,8 +172,10 @@ if HAS_TRITON:
             fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
 
-# (BLOCK_P, BLOCK_C, num_warps, programs per SM), listed for the static checks; _pick chooses per shape.
-CONFIGS = [(64, 64, 4, 4), (256, 16, 4, 4), (128, 32, 4, 4)]
+# Listed for the static checks (profiling static compiles each, pinned with CONFIGS.pinned); _pick
+# chooses per shape: the first whose channel block is not wider than the channels.
+PoolConfig = namedtuple("PoolConfig", "block_p block_c num_warps per_sm")  # per_sm: programs per SM
+CONFIGS = ConfigList("CONFIGS", [PoolConfig(64, 64, 4, 4), PoolConfig(256, 16, 4, 4), PoolConfig(128, 32, 4, 4)])
 
 
 def _pick(C: int, P: int):
@@ -176,7 +203,7 @@ def _launch(kernel, P: int, C: int, head: tuple, tail: tuple, flags: dict, devic
             meta["num_warps"] = max(1, min(warps, meta["BLOCK_P"] * meta["BLOCK_C"] // 256))
             tiles = triton.cdiv(P, meta["BLOCK_P"])
         grid = (max(1, min(tiles, programs_per_wave(kernel, meta, per_sm, device) // cblocks)), cblocks)
-    note_launch(kernel, meta, device, kernel[grid](*head, tiles, *tail, **meta))
+    launch(kernel, grid, (*head, tiles, *tail), meta, device)
 
 
 def _out_like(x: torch.Tensor, shape, dtype=None) -> torch.Tensor:
@@ -337,3 +364,84 @@ def maxpool_triton_recompute(x: torch.Tensor, kernel_size: int, stride: int | No
     index tensor, but x is kept and read again)."""
     _check(x, kernel_size, stride)
     return maxpool_fwd(x, kernel_size)
+
+
+# ------------------------------------------------------------------------------------------ spec
+class MaxPoolSpec(OpSpec):
+    """maxpool's shapes, must-move bytes, sample inputs, configurations and work models (kernels/spec.py).
+
+    Bytes: the forward reads x and writes y. Training must also tell the backward which window
+    element won: the cheapest way is one byte per output (uint8 index), written by the forward and
+    read by the backward, which then reads dy and writes dx; so forward + backward = x + y + idx
+    (forward) + idx + dy + dx (backward). (Recomputing the winner instead reads x again, 4x the
+    index's bytes; the eager reference reads an int64 index.)"""
+    name = "maxpool"
+    tracks_producer = True
+
+    def out_shape(self, case):
+        n, c, h, w = case.x_shape
+        k = case.params["k"]
+        return (n, c, h // k, w // k)
+
+    def phase_bytes(self, case, phase, esize=2):
+        x, y, k = case.numel(case.x_shape), case.numel(self.out_shape(case)), case.params["k"]
+        read = y * k * k  # floor mode: the forward reads only the pooled windows
+        idx = y  # one byte per output
+        return esize * (read + y) + idx if phase == "fwd" else idx + esize * (y + x)
+
+    def bytes_min(self, case, mode="fwd", esize=2):
+        if mode == "fwd":  # inference: no index
+            y = case.numel(self.out_shape(case))
+            return esize * (y * case.params["k"] ** 2 + y)
+        return super().bytes_min(case, mode, esize)
+
+    def sample_call(self, case, device, dtype, *, grad=True, fill="randn", seed=0):
+        t = Sampler(device, dtype, fill, seed)
+        x = t(case.x_shape, requires_grad=grad)
+        dy = t(self.out_shape(case)) if grad else None
+        return SampleCall((x, case.params["k"], case.params["k"]), dy)
+
+    def trace(self, x, args, kwargs):
+        k = args[0] if args else kwargs["kernel_size"]
+        n, c, h, w = x.shape
+        return dict(k=k), (n, c, h // k, w // k), "final_pool", ".pool"
+
+
+def _work_fwd(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x, P, C = a["x_ptr"], a["P"], a["C"]
+    K, bp, bc = cx["K"], cx["BLOCK_P"], cx["BLOCK_C"]
+    es = x.esize
+    index = bool(cx.get("SAVE_INDEX"))
+    read = P * C * K * K * es
+    write = P * C * (es + (1 if index else 0))
+    iters = stride_iters(launch) if "TILES" in a else 1
+    return Work("memory", iters, bp * bc, read + write, read + write, K * K * es + es + (1 if index else 0),
+                notes=["reads the pooled windows of x, writes y" + (" and a 1-byte window index" if index else "")
+                       + " (elements = outputs)"], units=a.get("TILES", 1) * grid_of(launch)[1], read_bytes=read)
+
+
+def _work_bwd(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    C, P = a["C"], a["PE"]
+    K, bp, bc = cx["K"], cx["BLOCK_P"], cx["BLOCK_C"]
+    dy, dx = a["dy_ptr"], a["dx_ptr"]
+    es = dy.esize
+    from_index = bool(cx.get("FROM_INDEX", 0))
+    out = P * C  # windows of the ceil-mode grid x channels (~ outputs)
+    read = dy.nbytes + (out if from_index else dx.nbytes)
+    nbytes = read + dx.nbytes + (dx.nbytes // dx.esize if cx.get("FP8_OUT") else 0)
+    iters = stride_iters(launch) if "TILES" in a else 1
+    per = es + (1 if from_index else K * K * es) + K * K * es
+    return Work("memory", iters, bp * bc, nbytes, nbytes, per,
+                notes=["reads dy and " + ("the window index" if from_index else "x (winner recomputed)")
+                       + ", writes dx (elements = windows)"], units=a.get("TILES", 1) * grid_of(launch)[1],
+                read_bytes=read)
+
+
+SPEC = register_spec(MaxPoolSpec())
+SPEC.config_lists = (CONFIGS,)
+if HAS_TRITON:
+    SPEC.work = {_maxpool_fwd_kernel: _work_fwd, _maxpool_bwd_kernel: _work_bwd}
+    # the backward writes every element of dx from scattered windows: its stores are not 128-bit vectors
+    SPEC.tags = {_maxpool_bwd_kernel: ("scatter",)}

@@ -10,6 +10,7 @@ import os
 
 import kernels
 import kernels._triton as kt
+from kernels.spec import kernel_tags
 from model.recipes import get_recipe
 
 from .capture import TRAIN_PHASES, Launch
@@ -73,7 +74,7 @@ def build_rows(records: list[OpRecord], archs: list[str], facts_cache: dict | No
                 body = s["body"] or {}
                 rows.append(dict(
                     kernel=ln.kernel, op=rec.op, impl=rec.impl, case=rec.case.label(), layer=rec.case.name,
-                    case_key=case_key(rec.case),
+                    case_key=case_key(rec.case), tags=list(kernel_tags(ln.fn)),
                     shape=list(rec.case.x_shape), variant=rec.variant, default=rec.default, phase=ln.phase,
                     launch_index=j, arch=arch, config=_config_str(ln), num_warps=ln.num_warps,
                     num_stages=ln.num_stages, grid=list(ln.grid),

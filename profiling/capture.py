@@ -94,31 +94,29 @@ def arg_values(fn, args, kwargs) -> dict:
 
 
 @contextlib.contextmanager
-def record_launches(out: list, light: bool = False):
-    """Within the block, ``kernel[grid](...)`` records a Launch instead of running (``light``: only
-    the kernel's name and phase, as cheaply as possible, for timing the host code around it)."""
-    from triton.runtime.jit import JITFunction
-    original = JITFunction.run
+def record_launches(out: list, light: bool = False, sms: int | None = None):
+    """Within the block every kernel launch of the lab (``kernels._triton.launch``) records a Launch
+    in ``out`` instead of running (``light``: only the kernel's name and phase, as cheaply as
+    possible, for timing the host code around it). ``sms``: the SM count of the GPU modelled, for
+    which the launchers size their grids (None: an H100's)."""
+    from kernels._triton import recording
 
-    def fake_run(self, *args, grid, warmup, **kwargs):
+    def hook(kernel, grid, args, kwargs):
+        name = getattr(kernel, "__name__", None) or kernel.fn.__name__
         if light:
-            out.append((self.__name__, _PHASE[0]))
-            return None
-        sig, ce, attrs = specialize(self, args, kwargs)
+            out.append((name, _PHASE[0]))
+            return
+        sig, ce, attrs = specialize(kernel, args, kwargs)
         warps, stages = kwargs.get("num_warps", 4), kwargs.get("num_stages", 3)
-        key = json.dumps([self.__name__, sig, sorted((str(k), str(v)) for k, v in ce.items()),
+        key = json.dumps([name, sig, sorted((str(k), str(v)) for k, v in ce.items()),
                           sorted(str(k) for k in attrs), warps, stages])
         g = grid(dict(kwargs)) if callable(grid) else grid
         g = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
-        out.append(Launch(self.__name__, self, sig, ce, attrs, warps, stages, key,
-                          arg_values(self, args, kwargs), g, _PHASE[0], dict(kwargs)))
-        return None
+        out.append(Launch(name, kernel, sig, ce, attrs, warps, stages, key,
+                          arg_values(kernel, args, kwargs), g, _PHASE[0], dict(kwargs)))
 
-    JITFunction.run = fake_run
-    try:
+    with recording(hook, sms):
         yield out
-    finally:
-        JITFunction.run = original
 
 
 @contextlib.contextmanager

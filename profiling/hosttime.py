@@ -30,7 +30,6 @@ def _measure(backend: str, recipe_name: str | None = None) -> dict:
     import torch
 
     import kernels
-    import kernels._triton as kt
     from model.compiled import forward_loss
     from model.net import build_net
     from model.runner import OPTIMIZERS, loss_args
@@ -42,7 +41,6 @@ def _measure(backend: str, recipe_name: str | None = None) -> dict:
     recipe = recipe.replace(widths=WIDTHS, batch_size=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    kt.RECORDING = True
     try:
         net = build_net(kernels.resolve(backend), recipe)
         net.to(memory_format=torch.channels_last)
@@ -71,7 +69,6 @@ def _measure(backend: str, recipe_name: str | None = None) -> dict:
             with record_aten(compute=True, into_custom=False) as rec:
                 step(STEPS + 1)
     finally:
-        kt.RECORDING = False
         torch.set_num_threads(threads)
     aten = sum(1 for o in rec.ops if o.kind != "custom")
     return dict(python_ms=1e3 * statistics.median(times), aten_kernels=aten, triton_launches=n_triton)

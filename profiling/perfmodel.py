@@ -3,7 +3,7 @@
 Inputs (no GPU involved): the kernel's SASS facts (profiling/sass.py: instructions per main-loop
 iteration and outside the loops, tensor-core instructions, load widths, waits), its resources
 (registers, shared memory, warps -> resident programs per SM), the launch (grid, arguments) and
-the kernel's work model (profiling/kernel_work.py, or profiling/predict.py's helpers for any
+the kernel's work model (its op's spec in kernels/<op>.py via profiling/kernel_work.py, or profiling/predict.py's helpers for any
 kernel), and the GPU's peaks (profiling/devices.py).
 
 Time of one launch = a fixed cost + the largest of the throughput bounds:
@@ -66,7 +66,7 @@ SMEM_EFFICIENCY = 0.90
 L2_EFFICIENCY = 1.20
 HMMA_ON_HOPPER = 0.6      # mma.sync (HMMA) throughput on sm_90 relative to wgmma (CUTLASS sm_80 kernels on H100)
 # the range of a prediction: measured / predicted on the held-out part, 10th and 90th percentiles
-# (python -m profiling calibrate prints them; tests/test_calibration.py keeps them in step)
+# (python -m profiling calibrate prints them; tests/profiling/test_calibration.py keeps them in step)
 RANGE = (0.84, 1.12)
 def constants() -> dict:
     """The model's tunable constants by name (the calibration's fit reads and overrides these)."""

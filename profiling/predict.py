@@ -16,7 +16,7 @@ The model needs the kernel's work (bytes, FLOPs, main-loop iterations). Say it w
 ``elementwise`` (streaming: each tensor read or written once), ``rows`` (one row or block of rows
 per program, reduced along the row), ``gemm`` (a tiled matrix product) or ``conv2d`` (an
 implicit-GEMM convolution). Without one, this project's own kernels use their work models
-(profiling/kernel_work.py) and any other kernel falls back to a generic model; the result says
+(its op's spec, kernels/<op>.py) and any other kernel falls back to a generic model; the result says
 which (``work_model``) and warns when it is the generic one.
 
 ``python -m profiling predict FILE.py:KERNEL --grid ... --args ...`` is the same from a shell.
@@ -32,7 +32,7 @@ import sys
 import types
 from dataclasses import dataclass, field
 
-from .kernel_work import TensorInfo, Work, WORK, _generic
+from .kernel_work import TensorInfo, Work, _generic, work_model
 
 ARCH_OF = {(8, 0): "sm_80", (9, 0): "sm_90"}
 DEFAULT_DEVICE = {"sm_80": "A100", "sm_90": "H100"}
@@ -270,7 +270,7 @@ def predict(kernel, grid, *args, num_warps: int = 4, num_stages: int = 3, arch: 
             device: str | None = None, work=None, context: str = "isolated", **kwargs) -> Prediction:
     """Predict one launch ``kernel[grid](*args, **kwargs)`` on ``device`` (default: H100 for
     sm_90, A100 for sm_80). ``work``: a helper's result (``elementwise``, ``rows``, ``gemm``,
-    ``conv2d``), a ``profiling.kernel_work.Work``, or None (this project's work model for its own
+    ``conv2d``), a ``kernels.spec.Work``, or None (this project's work model for its own
     kernels, else the generic model, with a warning). ``context``: "isolated" (what do_bench
     measures) or "in_step" (inside a training step or a CUDA graph)."""
     from .perfmodel import predict as model
@@ -282,9 +282,10 @@ def predict(kernel, grid, *args, num_warps: int = 4, num_stages: int = 3, arch: 
     ln.grid = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
     warnings = []
     if work is None:
-        if fn.__name__ in WORK:
+        own = work_model(kernel) or work_model(fn)  # a kernel of this project: its spec's model
+        if own is not None:
             cap = peak.sms * max(1, resident_programs(facts["regs"], facts["shared"], num_warps, peak))
-            w = WORK[fn.__name__](ln, peak, cap)
+            w = own(ln, peak, cap)
         else:
             w = _generic(ln, peak, peak.sms)
             warnings.append("no work model given: the generic model counts every tensor argument once and "

@@ -7,7 +7,7 @@
 Writes ``runs/reports/<device>-<date>/`` (an ignored folder; ``--commit``: ``reports/``, for a
 report meant to be committed) with a README.md summary and, per step, its own files:
   1. tests/     the kernel tests (tests/kernels) without the interpreter and the CUDA-graph
-                tests (tests/test_runner.py), when a GPU is present
+                tests (tests/model/test_runner.py), when a GPU is present
   2. bench/     every op x implementation at the real shapes (JSON, markdown, PNG charts)
   3. trace/     torch.profiler summaries of eager vs triton training steps (traces .json.gz)
   4. ab/        eager vs triton trained interleaved (time and accuracy, 95% CI, Welch's test)
@@ -138,7 +138,7 @@ def run_tests(out: str, quick: bool) -> dict:
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/kernels"]
     if not quick:  # the CUDA-graph capture tests, which only a GPU runs
-        cmd += ["tests/test_runner.py"]
+        cmd += ["tests/model/test_runner.py"]
     if quick:
         cmd += ["-k", "test_train_forward_backward and float32"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)

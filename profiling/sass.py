@@ -19,7 +19,7 @@ returns the structural facts that decide a kernel's speed:
   memory one byte at a time.
 
 Everything here is text processing: it works on any machine, and the tests feed it SASS
-compiled on the CPU from small reference kernels (tests/test_sass.py).
+compiled on the CPU from small reference kernels (tests/profiling/test_sass.py).
 """
 from __future__ import annotations
 

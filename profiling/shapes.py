@@ -1,113 +1,24 @@
-"""The network's ops at their real shapes, and what each must move and compute (roofline).
+"""The network's ops at their real shapes (the cases), and the step's fused minimum.
 
 ``network_ops(batch)`` lists every op call of one forward pass of the airbench94 network
-(widths 64/256/256, 32x32 inputs) with its shapes. ``OpCase.bytes_min`` / ``OpCase.flops``
-give the analytic lower bound used for roofline plots and "fraction of peak":
-
-- conv: FLOPs = 2 * N * Ho * Wo * Cout * Cin * k * k per GEMM (forward, input-grad and
-  weight-grad each); bytes = the GEMM's two operands and its result, once each.
-- bn_act (training, standalone): the batch statistics need one pass over x before y can be
-  written, so forward = read x twice + write y (3 passes), backward = read x and dy for the
-  gradient sums, then read x and dy and write dx (5 passes); eval forward = 2 passes.
-- maxpool: forward = read x + write y. Training must also tell the backward which window
-  element won: the cheapest way is one byte per output (uint8 index), written by the forward
-  and read by the backward, which then reads dy and writes dx; so forward + backward = x + y +
-  idx (forward) + idx + dy + dx (backward). (Recomputing the winner instead reads x again, 4x
-  the index's bytes; the eager reference reads an int64 index.)
-``mode`` "fwd" is an inference forward; "fwd+bwd" a training step, split into ``phase_bytes``
-"fwd" and "bwd". Element sizes come from the dtype; BatchNorm parameters and statistics (C
-floats) are ignored.
+(widths 64/256/256, 32x32 inputs) with its shapes; ``recipe_ops`` traces any recipe's network.
+Each call is an ``OpCase`` (kernels/spec.py), whose output shape, must-move bytes and FLOPs
+(``bytes_min``, ``phase_bytes``, ``flops``: the roofline) are its op's spec's, written next to the
+op's kernels (kernels/<op>.py, each spec's docstring says its traffic model). ``mode`` "fwd" is an
+inference forward; "fwd+bwd" a training step, split into ``phase_bytes`` "fwd" and "bwd".
 """
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import torch
 
+import kernels
+from kernels.spec import OpCase, spec
+
+__all__ = ["WIDTHS", "OpCase", "dtype_size", "fused_minimum", "network_ops", "recipe_ops", "unique_ops"]
+
 WIDTHS = (64, 256, 256)
-
-
-@dataclass(frozen=True)
-class OpCase:
-    op: str                 # registry op name
-    name: str               # where in the network, e.g. "group2.conv1"
-    x_shape: tuple          # N, C, H, W
-    params: dict = field(default_factory=dict)
-
-    @property
-    def out_shape(self) -> tuple:
-        n, c, h, w = self.x_shape
-        if self.op == "conv":
-            cout, k, pad = self.params["cout"], self.params["k"], self.params["padding"]
-            return (n, cout, h + 2 * pad - k + 1, w + 2 * pad - k + 1)
-        if self.op == "maxpool":
-            k = self.params["k"]
-            return (n, c, h // k, w // k)
-        return self.x_shape
-
-    def numel(self, shape) -> int:
-        out = 1
-        for s in shape:
-            out *= s
-        return out
-
-    def flops(self, mode: str = "fwd") -> float:
-        """Floating-point operations (multiply-add = 2) of ``mode``: 'fwd' or 'fwd+bwd'."""
-        if self.op != "conv":
-            return 0.0  # memory-bound ops: their few FLOPs per byte do not bound them
-        n, cin, _, _ = self.x_shape
-        _, cout, ho, wo = self.out_shape
-        gemm = 2.0 * n * ho * wo * cout * cin * self.params["k"] ** 2
-        if mode == "fwd":
-            return gemm
-        return gemm * (1 + self.params.get("input_grad", True) + self.params.get("weight_grad", True))
-
-    def phase_bytes(self, phase: str, esize: int = 2) -> float:
-        """Must-move bytes of the training forward ("fwd") or backward ("bwd")."""
-        x, y = self.numel(self.x_shape), self.numel(self.out_shape)
-        if self.op == "conv":
-            n, cin, _, _ = self.x_shape
-            w = self.params["cout"] * cin * self.params["k"] ** 2
-            if phase == "fwd":
-                return esize * (x + w + y)
-            return esize * ((y + w + x if self.params.get("input_grad", True) else 0)
-                            + (x + y + w if self.params.get("weight_grad", True) else 0))
-        if self.op == "bn_act":
-            return esize * (3 * x if phase == "fwd" else 5 * x)
-        if self.op == "maxpool":
-            k = self.params["k"]
-            read = y * k * k  # floor mode: the forward reads only the pooled windows
-            idx = y  # one byte per output
-            return esize * (read + y) + idx if phase == "fwd" else idx + esize * (y + x)
-        raise ValueError(self.op)
-
-    def bytes_min(self, mode: str = "fwd", esize: int = 2) -> float:
-        if mode == "fwd":
-            x, y = self.numel(self.x_shape), self.numel(self.out_shape)
-            if self.op == "bn_act" and not self.params.get("training", True):
-                return esize * 2 * x
-            if self.op == "maxpool":
-                return esize * (y * self.params["k"] ** 2 + y)
-            return self.phase_bytes("fwd", esize)
-        return self.phase_bytes("fwd", esize) + self.phase_bytes("bwd", esize)
-
-    def phase_bound_s(self, peak, phase: str, esize: int = 2, fp8: bool = False) -> float:
-        """Roofline lower bound in seconds of one training phase ("fwd" or "bwd")."""
-        mem = self.phase_bytes(phase, esize) / (peak.hbm_gbps * 1e9)
-        gemm = self.flops("fwd")
-        flops = gemm if phase == "fwd" else self.flops("fwd+bwd") - gemm
-        tflops = (peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops)
-        return max(mem, flops / (tflops * 1e12))
-
-    def bound_s(self, peak, mode: str = "fwd", esize: int = 2, fp8: bool = False) -> float:
-        """Roofline lower bound in seconds on ``peak`` (profiling.devices.Peak)."""
-        mem = self.bytes_min(mode, esize) / (peak.hbm_gbps * 1e9)
-        tflops = (peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops)
-        return max(mem, self.flops(mode) / (tflops * 1e12))
-
-    def label(self) -> str:
-        return f"{self.name} {'x'.join(map(str, self.x_shape))}"
 
 
 def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False) -> dict:
@@ -174,8 +85,9 @@ def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "ge
 def recipe_ops(recipe, batch: int) -> list[OpCase]:
     """Every op call of one forward pass of ``recipe``'s network, traced: the network is built
     with recording ops that only compute output shapes (nothing is allocated), named after the
-    module that calls them. Producers are tracked as in ``network_ops``: ``from_conv_cin`` is
-    the input channels of the conv whose output an op reads (0: not a conv)."""
+    module that calls them; each op's spec says what a call of it is (``OpSpec.trace``). Producers
+    are tracked as in ``network_ops``: ``from_conv_cin`` is the input channels of the conv whose
+    output an op reads (0: not a conv)."""
     from model.net import build_net
     from model.recipes import get_recipe
     if isinstance(recipe, str):
@@ -186,37 +98,23 @@ def recipe_ops(recipe, batch: int) -> list[OpCase]:
         path = re.sub(r"groups\.(\d+)", lambda m: f"group{int(m.group(1)) + 1}", stack[-1])
         return path + suffix if path else default
 
-    def conv(x, w, b=None, padding=0):
-        n, cin, h, wd = x.shape
-        k = w.shape[-1]
-        params = dict(cout=w.shape[0], k=k, padding=padding)
-        if b is not None:
-            params["bias"] = True
-        if id(x) in inputs:  # the images: no input gradient
-            params["input_grad"] = False
-        if not w.requires_grad:
-            params["weight_grad"] = False
-        cases.append(OpCase("conv", name("whiten") if k == 2 else name("conv"), tuple(x.shape), params))
-        out = torch.empty((n, w.shape[0], h + 2 * padding - k + 1, wd + 2 * padding - k + 1), device="meta")
-        made_by[id(out)] = cin
-        return out
+    def recorder(op: str):
+        s = spec(op)
 
-    def maxpool(x, k, stride=None):
-        n, c, h, w = x.shape
-        cases.append(OpCase("maxpool", name("final_pool", ".pool"), tuple(x.shape),
-                            dict(k=k, from_conv_cin=made_by.get(id(x), 0))))
-        out = torch.empty((n, c, h // k, w // k), device="meta")
-        made_by[id(out)] = 0
-        return out
+        def call(x, *args, **kwargs):
+            params, out_shape, default, suffix = s.trace(x, args, kwargs)
+            if id(x) in inputs:  # the images: no input gradient
+                params["input_grad"] = False
+            if s.tracks_producer:
+                params["from_conv_cin"] = made_by.get(id(x), 0)
+            case = OpCase(op, name(default, suffix), tuple(x.shape), params)
+            cases.append(case)
+            out = torch.empty(out_shape, device="meta")
+            made_by[id(out)] = s.produces(case)
+            return out
+        return call
 
-    def bn_act(x, rm, rv, w, b, training, momentum, eps, activation="gelu"):
-        cases.append(OpCase("bn_act", name("norm"), tuple(x.shape),
-                            dict(activation=activation, from_conv_cin=made_by.get(id(x), 0))))
-        out = torch.empty(x.shape, device="meta")
-        made_by[id(out)] = 0
-        return out
-
-    net = build_net(dict(conv=conv, maxpool=maxpool, bn_act=bn_act), recipe)
+    net = build_net({op: recorder(op) for op in kernels.ops()}, recipe)
     names = {m: n for n, m in net.named_modules()}
     for m in net.modules():
         if m is not net:
@@ -237,7 +135,8 @@ def recipe_ops(recipe, batch: int) -> list[OpCase]:
 
 
 def unique_ops(batch: int, op: str | None = None, producers: bool = False, **kw) -> list[OpCase]:
-    """network_ops without repeats of the same (op, shape, params), optionally for one op.
+    """network_ops without repeats of the same (op, shape, params), optionally for one op (with the
+    op's ``extra_cases``, the cases of an op the network does not call).
     ``producers``: also tell apart calls whose input comes from different producers
     (``from_conv_cin``: what an fp8 backend does differs; profiling static models both)."""
     seen, out = set(), []
@@ -248,6 +147,8 @@ def unique_ops(batch: int, op: str | None = None, producers: bool = False, **kw)
             continue
         seen.add(key)
         out.append(c)
+    if op:  # an op the network does not call (yet) brings its own cases
+        out += [c for c in spec(op).extra_cases(batch) if c.op == op]
     return out
 
 

@@ -8,7 +8,7 @@ the "glue") is recorded with its bytes, computing nothing (profiling/glue.py). E
 kernel is compiled for sm_80 (A100) and sm_90 (H100) exactly as Triton's JIT would (ints equal to
 1 become constants, pointers and ints divisible by 16 are marked so) and its SASS is read
 (profiling/sass.py). The performance model (profiling/perfmodel.py, with the work of each kernel
-in profiling/kernel_work.py) turns that into a predicted time per launch, per op and per training
+in each op's spec, kernels/<op>.py) turns that into a predicted time per launch, per op and per training
 step, beside the roofline minimum.
 
 Outputs (``--out``, default ``runs/static``, an ignored folder; ``--commit`` writes the

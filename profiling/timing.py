@@ -62,7 +62,3 @@ def measure(fn: Callable[[], None], device: torch.device | str, warmup_ms: float
         times.append(1e3 * (time.perf_counter() - t0))
     best = min(times)
     return Timing(best, len(times), (statistics.median(times) - best) / best if best > 0 else 0.0, "min")
-
-
-def time_ms(fn: Callable[[], None], device: torch.device | str, **kw) -> float:
-    return measure(fn, device, **kw).ms

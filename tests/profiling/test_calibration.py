@@ -11,7 +11,7 @@ from profiling import perfmodel
 from profiling.calibration import evaluate, prepare, summary
 from profiling.calibration.cases import DATASETS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_suite_covers_two_gpu_classes_and_cites_every_source():

@@ -9,8 +9,8 @@ CONV = dict(op="conv", kernel="_conv_kernel", impl="triton", arch="sm_90", case=
             tensor_core_instrs=8, main_loops=1, drained_loops=1, wait_depth=2, plain_loads=0,
             async_widths={"128": 4}, fadd_after_mma=0, sts_u8=0, waves=2.0, programs=264, units=264,
             sm_balance=1.0, vector_loads=4, issue_budget=None, instr_per_elem=None, instr_per_mma=24.0,
-            mma_budget=32.0)
-MEMORY = dict(CONV, op="bn_act", kernel="_apply_kernel", config="BLOCK_M=64,CHANNELS_LAST=1", tensor_core_instrs=0,
+            mma_budget=32.0, tags=["pipelined_gemm", "implicit_gemm_loop"])
+MEMORY = dict(CONV, op="bn_act", kernel="_apply_kernel", tags=[], config="BLOCK_M=64,CHANNELS_LAST=1", tensor_core_instrs=0,
               main_loops=1, issue_budget=37.0, instr_per_elem=20.0, vector_loads=2, waves=2.0)
 
 BREAKS = {
@@ -30,6 +30,16 @@ BREAKS = {
     "gemm_waves": (CONV, dict(sm_balance=0.5)),
     "conv_issue_budget": (dict(CONV, config="BLOCK_M=128,BLOCK_N=64,BLOCK_K=64"), dict(instr_per_mma=45.0)),
 }
+
+
+def test_the_rules_find_the_kernels_by_their_specs_tags():
+    """The rules select kernels by the tags their op's spec gives them, not by name: the tags are there."""
+    from kernels import conv, maxpool
+    from kernels.spec import kernel_tags
+    assert set(kernel_tags(conv._conv_kernel)) == {"pipelined_gemm", "implicit_gemm_loop"}
+    assert kernel_tags(conv._wgrad_kernel) == ("pipelined_gemm",)
+    assert kernel_tags(maxpool._maxpool_bwd_kernel) == ("scatter",) and kernel_tags(maxpool._maxpool_fwd_kernel) == ()
+    assert check([dict(CONV, tensor_core_instrs=0, tags=[])], [r for r in RULES if r.name == "conv_tensor_cores"]) == []
 
 
 def test_every_rule_has_a_break():

@@ -9,7 +9,7 @@ import pytest
 from profiling.devices import detect, lookup
 from profiling.shapes import network_ops, unique_ops
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_network_shapes_match_published():

@@ -13,7 +13,7 @@ import triton.language as tl
 
 from profiling.predict import elementwise, gemm, predict, rows
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @triton.jit

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # compiling every kernel for two architectures takes about two minutes on a 2-core CPU
@@ -66,10 +66,10 @@ def test_rows_carry_the_model_fields(rows):
             assert r["predicted_ms"] > 0 and r["bound"] in ("memory", "latency", "l2", "issue", "tensor", "smem",
                                                             "launch")
             assert r["predicted_ms"] >= r["roofline_ms"] * 0.999 or r["roofline_ms"] == 0, r
-    mem = [r for r in rows if r["default"] and r["op"] in ("bn_act", "maxpool") and r["kernel"] != "_running_kernel"]
-    assert all(r["instr_per_elem"] and r["issue_budget"] for r in mem)
+    mem = [r for r in rows if r["default"] and r["op"] in ("bn_act", "maxpool")]
+    assert mem and all(r["instr_per_elem"] and r["issue_budget"] for r in mem)
     gemm = [r for r in rows if r["default"] and r["kernel"] in ("_conv_kernel", "_wgrad_kernel")]
-    assert all(r["instr_per_mma"] and r["mma_budget"] for r in gemm)
+    assert gemm and all(r["instr_per_mma"] and r["mma_budget"] for r in gemm)
 
 
 def test_async_copies_count_as_vector_loads(rows):

@@ -2,6 +2,7 @@
 on a small problem, runs from the command line; hiverge's batched Newton-Schulz, gated TTA,
 jitter and renormalisation schedule; the MNIST IDX loader; time to target."""
 import gzip
+import math
 import os
 import subprocess
 import sys
@@ -107,7 +108,11 @@ def test_cpu_smoke_run_of_every_recipe(name, cifar_dir, mnist_dir):
     data = mnist_dir if get_recipe(name).dataset == "mnist" else cifar_dir
     recs = train.main(["--data", data, "--device", "cpu", "--recipe", name, "--subset", "64", "--epochs", "1",
                        "--batch-size", "32", "--quiet"])
-    assert recs[0]["config"]["recipe"] == name and 0 <= recs[0]["accuracy"] <= 1
+    rec = recs[0]
+    assert rec["config"]["recipe"] == name and 0 <= rec["accuracy"] <= 1
+    # the flags reached the run: 64 images in batches of 32 for one epoch are 2 steps, one epoch row
+    assert rec["batch_size"] == 32 and rec["steps"] == 2 and len(rec["per_epoch"]) == 1, rec
+    assert math.isfinite(rec["final_train_loss"]) and rec["final_train_loss"] > 0
 
 
 def test_batched_newton_schulz_equals_per_matrix():

@@ -1,5 +1,5 @@
 """The SASS analyser and the performance model, on reference kernels written for the test
-(tests/sass_reference.py, compiled for sm_90 and sm_80 on this CPU) and on hand-written SASS."""
+(tests/fixtures/sass_reference.py, compiled for sm_90 and sm_80 on this CPU) and on hand-written SASS."""
 import json
 import math
 import os
@@ -11,7 +11,7 @@ import pytest
 from profiling.devices import PEAKS
 from profiling.sass import analyse_sass, mma_acc_regs, parse, wait_depth
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 _FACTS: dict = {}
@@ -19,7 +19,7 @@ _FACTS: dict = {}
 
 def _reference(arch: str) -> dict:
     if arch not in _FACTS:
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sass_reference.py"), arch], cwd=ROOT,
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "fixtures", "sass_reference.py"), arch], cwd=ROOT,
                            env=dict(os.environ, TRITON_INTERPRET="0"), capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
         _FACTS[arch] = {d["name"]: d for d in map(json.loads, r.stdout.splitlines())}

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from conftest import ROOT
 from profiling.__main__ import main
 
 SMALL = ["--device", "cpu", "--subset", "64", "--batch-size", "32", "--epochs", "1", "--tta", "0"]
@@ -114,7 +115,7 @@ def test_ad_hoc_outputs_go_to_ignored_runs():
         p = argparse.ArgumentParser()
         mod.add_arguments(p)
         assert p.get_default("out") == default, mod.__name__
-    ignored = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), ".gitignore")).read().split()
+    ignored = open(os.path.join(ROOT, ".gitignore")).read().split()
     assert "/runs/" in ignored
 
 
