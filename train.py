@@ -14,7 +14,7 @@ Data: DIR holds cifar-10-batches-py/ or cifar-10-python.tar.gz (the original pyt
 the JPEG stand-in in the same layout.
 
 This file is the command line only: the session (flags -> ops, device, data, network, step
-functions; warm-up; the runs) is model/session.py, shared with the profiling lab.
+functions; warm-up; the runs) is model/training/ (config.py, session.py, execute.py), shared with the profiling lab.
 Exit status: 0 when every run finished, 1 when a run or configuration failed (the others are
 still reported and written), 2 for bad input (a flag, the data, the device: one line naming it),
 130 when interrupted.
@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model import distributed, sweep
-from model.cli import usage_error
-from model.session import Config, SessionError, build_parser, check_args, check_writable, execute, report
-from model.trainer import Progress
+from model.cli import SessionError, usage_error
+from model.training import distributed, sweep
+from model.training.config import TrainConfig, build_parser, check_writable
+from model.training.execute import Config, execute, report
+from model.training.trainer import Progress
 
 __all__ = ["main", "build_parser"]
 
@@ -36,20 +37,18 @@ def configurations(parser: argparse.ArgumentParser, args, argv: list[str]) -> tu
     """The configurations to train and the runs of each: the flags alone, or a sweep file's grid
     over them. Every configuration's flags are checked here, before any work."""
     if not args.sweep:
-        check_args(argparse.Namespace(**{**vars(args), "json": None}))
-        return [Config("", argv, args)], args.runs
+        return [Config("", argv, TrainConfig.from_args(args))], args.runs
     try:
         entries, runs = sweep.load(args.sweep, parser)
     except sweep.SweepError as e:
         raise SessionError(str(e)) from None
     configs = []
     for name, flags in entries:
-        cfg_args = parser.parse_args(argv + flags)
         try:
-            check_args(argparse.Namespace(**{**vars(cfg_args), "json": None}))
+            train = TrainConfig.from_args(parser.parse_args(argv + flags))
         except SessionError as e:
             raise SessionError(f"sweep configuration {name!r}: {e}") from None
-        configs.append(Config(name, flags, cfg_args))
+        configs.append(Config(name, flags, train))
     return configs, runs or args.runs
 
 
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         world = distributed.World.from_env()
         configs, runs = configurations(parser, args, argv)
         for cfg in configs:
-            cfg.args.device = world.device(cfg.args.device)
+            cfg.train = cfg.train.replace(device=world.device(cfg.train.device))
         if args.json:
             check_writable(args.json if world.size == 1 else distributed.partial_path(args.json, world.rank))
     except SessionError as e:

@@ -20,7 +20,7 @@ USAGE_EXIT = 2
 
 
 class SessionError(ValueError):
-    """A bad flag, missing data or an unusable device found by the library (model.session, model.distributed,
+    """A bad flag, missing data or an unusable device found by the library (model.training.session, model.training.distributed,
     profiling): a one-line message for the user, which the command line prints under the rule above."""
 
 

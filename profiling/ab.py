@@ -16,8 +16,11 @@ import argparse
 import os
 import shlex
 
-from model.cli import usage_error
-from model.stats import runs_needed, summarize, welch
+from model.cli import SessionError, usage_error
+from model.training import distributed
+from model.training.config import TrainConfig, build_parser
+from model.training.execute import Config, execute
+from model.training.stats import runs_needed, summarize, welch
 
 from .report_io import markdown_table, write_json
 
@@ -55,10 +58,8 @@ def verdict(c: dict) -> str:
 
 
 def run(args) -> dict | None:
-    """A/B on the session machinery (model/session.py ``execute``, interleaved): under torchrun
+    """A/B on the session machinery (model/training/execute.py ``execute``, interleaved): under torchrun
     the pairs (A_i, B_i) are spread over the ranks, each pair on one GPU; rank 0 reports."""
-    from model import distributed
-    from model.session import Config, SessionError, build_parser, check_args, execute
     if args.runs < 1:
         raise usage_error(f"--runs must be at least 1 (got {args.runs})")
     shared = [a for a in args.train_args if a != "--"]
@@ -68,10 +69,8 @@ def run(args) -> dict | None:
     world = distributed.World.from_env()
     try:
         for k, v in flags.items():
-            cargs = parser.parse_args(v)
-            check_args(cargs)
-            cargs.device = world.device(cargs.device)
-            configs.append(Config(k, v, cargs))
+            train = TrainConfig.from_flags(v, parser)
+            configs.append(Config(k, v, train.replace(device=world.device(train.device))))
     except SessionError as e:
         raise usage_error(f"configuration {k}: {e}") from None
     for k, c in zip(flags, configs):

@@ -171,7 +171,7 @@ def _report_quick(out: str, data: str):
 
 
 def main(args) -> int:
-    from model.env import environment
+    from model.training.env import environment
     cuda = torch.cuda.is_available()
     quick = args.quick or not cuda
     if not quick and not args.data:

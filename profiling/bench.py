@@ -15,16 +15,23 @@ import sys
 import torch
 
 import kernels
-
-from model.cli import did_you_mean, usage_error
-from model.env import environment
+from model.cli import SessionError, did_you_mean, usage_error
+from model.training.config import device_of
+from model.training.env import environment
 
 from . import plots
 from .cases import MODES, make_callable
 from .devices import ALIASES, PEAKS, detect, lookup
 from .report_io import markdown_table, write_json
 from .shapes import dtype_size, unique_ops
-from .timing import CPU_NOTE, TIMING_NOTE_CPU, TIMING_NOTE_GPU, UNRELIABLE_SPREAD, load_average, measure
+from .timing import (
+    CPU_NOTE,
+    TIMING_NOTE_CPU,
+    TIMING_NOTE_GPU,
+    UNRELIABLE_SPREAD,
+    load_average,
+    measure,
+)
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "ms"), ("gbps", "GB/s"),
@@ -65,9 +72,8 @@ def _names(flag: str, value: str, known, what: str) -> list[str]:
 
 def check_args(args):
     """Every flag checked before any work: a one-line error and a non-zero exit."""
-    from model.session import SessionError, device_of
     try:
-        device = device_of(argparse.Namespace(device=args.device))
+        device = device_of(args.device)
     except SessionError as e:
         raise usage_error(str(e)) from None
     cuda = device.type == "cuda"

@@ -30,9 +30,9 @@ def _measure(backend: str, recipe_name: str | None = None) -> dict:
     import torch
 
     import kernels
-    from model.compiled import forward_loss
+    from model.training.compiled import forward_loss
     from model.net import build_net
-    from model.runner import OPTIMIZERS, loss_args
+    from model.training.runner import OPTIMIZERS, loss_args
     from model.recipes import get_recipe
     from .glue import record_aten
     from .capture import record_launches

@@ -189,7 +189,7 @@ class Report:
 
     @classmethod
     def open(cls, args, asked: set) -> Report:
-        from model.env import environment
+        from model.training.env import environment
         cuda = torch.cuda.is_available()
         env = environment("cuda" if cuda else "cpu")
         out = report_dir(args.out, f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-"

@@ -26,7 +26,11 @@ from collections import defaultdict
 
 import torch
 
-from model.cli import usage_error
+from model.cli import SessionError, usage_error
+from model.data import TrainLoader
+from model.training.config import TrainConfig, fmt_duration
+from model.training.console import CPU_ESTIMATE_AFTER_S
+from model.training.session import Session
 
 from .quiet import native_stderr_filtered
 from .report_io import markdown_table, write_json
@@ -94,13 +98,10 @@ def summarize_events(events, active_steps: int, cuda: bool, top: int = 15) -> di
 def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: str, label: str,
                    data_cache: dict | None = None) -> dict:
     """Profile ``wait + warmup + active`` training steps of the configuration ``train_argv``."""
-    from model.data import TrainLoader
-    from model.session import CPU_ESTIMATE_AFTER_S, Session, SessionError, fmt_duration, parse_args
-
     from .timing import CPU_NOTE, load_average
     try:
-        args = parse_args(train_argv)
-        s = Session.prepare(args, data_cache)
+        cfg = TrainConfig.from_flags(train_argv)
+        s = Session.prepare(cfg, data_cache)
     except SessionError as e:
         raise usage_error(str(e)) from None
     wait, warm, active = steps
@@ -108,7 +109,7 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     s.net.reset_parameters()
     s.net.init_whiten(s.data.test_inputs[:256].float())
     s.net.profile_ranges = True
-    loader = TrainLoader(s.data.train_images, s.data.train_labels, s.recipe.batch_size, s.dtype, seed=args.seed)
+    loader = TrainLoader(s.data.train_images, s.data.train_labels, s.recipe.batch_size, s.dtype, seed=cfg.seed)
     runner = s.fns.runner(s.recipe)
     runner.start_run(max(total + 1, 2), whiten_steps=total + 1)
     cuda = s.device.type == "cuda"

@@ -11,8 +11,11 @@ import sys
 import pytest
 import torch
 
-import model.session as session
-import model.trainer as trainer
+import model.training.config as train_config
+import model.training.console as console
+import model.training.execute as execution
+import model.training.session as session
+import model.training.trainer as trainer
 import train
 
 from conftest import ROOT
@@ -71,7 +74,7 @@ def test_bad_flags_exit_code_and_no_traceback(cifar_dir):
 
 def test_later_json_write_error_keeps_records_and_goes_on(cifar_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "runs.jsonl"
-    real = session.append_record
+    real = execution.append_record
     calls = []
 
     def flaky(path, record):
@@ -80,7 +83,7 @@ def test_later_json_write_error_keeps_records_and_goes_on(cifar_dir, tmp_path, m
             raise OSError(28, "No space left on device")
         real(path, record)
 
-    monkeypatch.setattr(session, "append_record", flaky)
+    monkeypatch.setattr(execution, "append_record", flaky)
     with pytest.raises(SystemExit) as e:
         train.main(["--data", cifar_dir, "--device", "cpu", "--subset", "60", "--batch-size", "30", "--epochs", "1",
                     "--runs", "3", "--json", str(out), "--quiet"])
@@ -121,17 +124,17 @@ def test_progress_never_garbles_the_table(cifar_dir, monkeypatch):
 def test_cpu_full_data_run_says_how_long(cifar_dir, monkeypatch, capsys):
     """On a CPU, a run longer than a minute gets an estimate after its first steps and the
     smoke-run command; here the threshold is lowered so that the tiny run counts as long."""
-    monkeypatch.setattr(session, "CPU_ESTIMATE_AFTER_S", 0.0)
+    monkeypatch.setattr(console, "CPU_ESTIMATE_AFTER_S", 0.0)
     train.main(["--data", cifar_dir, "--device", "cpu", "--subset", "120", "--batch-size", "30", "--epochs", "2",
                 "--quiet"])
     out = capsys.readouterr().out
     assert "estimate:" in out and "on this CPU" in out
-    assert session.SMOKE in out  # the smoke-run pointer
+    assert console.SMOKE in out  # the smoke-run pointer
     assert out.index("estimate:") < out.index("accuracy (TTA")
 
 
 def test_help_texts_and_wording():
-    p = session.build_parser()
+    p = train_config.build_parser()
     helps = {a.dest: a.help for a in p._actions}
     for dest in ("tta", "seed", "runs", "sweep", "set"):
         assert helps.get(dest), f"--{dest} has no help"
@@ -183,7 +186,7 @@ def test_native_stderr_filter_passes_other_lines_on(capfd):
 
 def test_compile_on_a_cpu_does_not_warn_about_cuda():
     import logging
-    from model.compiled import StepFunctions
+    from model.training.compiled import StepFunctions
     from model.net import CifarNet
     import kernels
     if torch.cuda.is_available():

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-import model.session as session
+import model.training.config as train_config
+import model.training.console as console
+import model.training.session as session
 import train
 from profiling import ab as ab_mod, plots, report as report_mod, static as static_mod, static_render, trace as trace_mod
 from profiling.__main__ import main as profiling_main
@@ -46,7 +48,7 @@ def test_triton_conv_on_a_cpu_is_refused_before_any_work(flags, cifar_dir):
 
 
 def test_allow_interpreter_lets_it_through_and_trace_ab_refuse_too(cifar_dir, tmp_path, capsys):
-    args = session.parse_args(["--data", cifar_dir, "--device", "cpu", "--backend", "fp8", "--allow-interpreter"])
+    args = train_config.parse_args(["--data", cifar_dir, "--device", "cpu", "--backend", "fp8", "--allow-interpreter"])
     assert args.allow_interpreter
     with pytest.raises(SystemExit) as e:
         profiling_main(["ab", "--b", "--backend triton_all", "--runs", "1", "--", "--data", cifar_dir,
@@ -59,7 +61,7 @@ def test_allow_interpreter_lets_it_through_and_trace_ab_refuse_too(cifar_dir, tm
 
 
 def test_triton_memory_bound_ops_on_a_cpu_are_announced_before_the_first_step(cifar_dir):
-    s = session.Session.prepare(session.parse_args(["--data", cifar_dir, "--device", "cpu", "--backend", "triton",
+    s = session.Session.prepare(train_config.parse_args(["--data", cifar_dir, "--device", "cpu", "--backend", "triton",
                                                     "--batch-size", "100"]))
     note = next(n for n in s.notes if "Triton interpreter" in n)
     assert "bn_act=triton, maxpool=triton" in note and "per training step at batch 100" in note
@@ -144,7 +146,7 @@ def readme_smoke() -> list[str]:
 
 
 def test_readme_smoke_run_is_the_one_the_estimate_names():
-    assert " ".join(readme_smoke()) in session.SMOKE
+    assert " ".join(readme_smoke()) in console.SMOKE
     flags = readme_smoke()
     assert flags[flags.index("--tta") + 1] == "0"  # TTA costs most of a CPU evaluation and says nothing here
     batch, subset, epochs = (int(flags[flags.index(f) + 1]) for f in ("--batch-size", "--subset", "--epochs"))
@@ -165,8 +167,8 @@ def test_readme_smoke_run_learns(tmp_path):
 
 
 def test_first_step_line_before_the_table_rows(cifar_dir, capsys, monkeypatch):
-    monkeypatch.setattr(session.CpuEstimate, "started", False)  # once per process: earlier tests ran here
-    monkeypatch.setattr(session.CpuEstimate, "shown", False)
+    monkeypatch.setattr(console.CpuEstimate, "started", False)  # once per process: earlier tests ran here
+    monkeypatch.setattr(console.CpuEstimate, "shown", False)
     train.main(["--data", cifar_dir, "--device", "cpu", "--subset", "60", "--batch-size", "30", "--epochs", "1"])
     out = capsys.readouterr().out
     assert "# training: first step started (2 steps of batch 30 on this CPU)" in out
@@ -175,11 +177,11 @@ def test_first_step_line_before_the_table_rows(cifar_dir, capsys, monkeypatch):
 
 def test_estimate_after_one_timed_step_past_the_first(monkeypatch):
     clock = iter([0.0, 12.0, 24.0, 36.0])
-    monkeypatch.setattr(session.time, "perf_counter", lambda: next(clock))
-    monkeypatch.setattr(session.CpuEstimate, "shown", False)
-    monkeypatch.setattr(session.CpuEstimate, "started", False)
+    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(console.CpuEstimate, "shown", False)
+    monkeypatch.setattr(console.CpuEstimate, "started", False)
     said = []
-    est = session.CpuEstimate(type("P", (), {"print": lambda self, t: said.append(t)})(), batch=2000)
+    est = console.CpuEstimate(type("P", (), {"print": lambda self, t: said.append(t)})(), batch=2000)
     est(0, 200)
     assert said and "first step started" in said[0]
     est(1, 200)  # the first step: one-off work, not a measurement
@@ -194,9 +196,9 @@ def test_estimate_after_one_timed_step_past_the_first(monkeypatch):
 def test_target_between_1_and_20_needs_its_percent_sign(cifar_dir):
     line = one_error_line(run("train.py", "--data", cifar_dir, "--target", "1.5", timeout=120))
     assert "1.5%" in line and "slip" in line
-    assert session.parse_args(["--data", cifar_dir, "--device", "cpu", "--target", "1.5%"]).target == pytest.approx(0.015)
+    assert train_config.parse_args(["--data", cifar_dir, "--device", "cpu", "--target", "1.5%"]).target == pytest.approx(0.015)
     for text, frac in (("0.94", 0.94), ("94", 0.94), ("94%", 0.94), ("50", 0.5)):
-        assert session.parse_args(["--data", cifar_dir, "--device", "cpu", "--target", text]).target == pytest.approx(frac)
+        assert train_config.parse_args(["--data", cifar_dir, "--device", "cpu", "--target", text]).target == pytest.approx(frac)
 
 
 # ---- 7. trace on a CPU says that CPU timings say nothing about GPU speed
@@ -223,7 +225,7 @@ def test_ab_too_few_runs_is_not_a_no():
 
 
 def test_runs_needed_grows_as_the_effect_shrinks():
-    from model.stats import runs_needed
+    from model.training.stats import runs_needed
     big = runs_needed([1.0, 1.2, 0.9, 1.1], [2.0, 2.2, 1.9, 2.1])
     small = runs_needed([1.0, 1.2, 0.9, 1.1], [1.1, 1.3, 1.0, 1.2])
     assert big is not None and small is not None and small > big >= 2
@@ -279,7 +281,7 @@ def test_every_lab_flag_has_help_with_its_default():
 
 
 def test_compile_help_and_readme_agree():
-    p = session.build_parser()
+    p = train_config.build_parser()
     helptext = next(a.help for a in p._actions if "--compile" in a.option_strings)
     row = next(ln for ln in README.splitlines() if ln.startswith("| `--compile MODE`"))
     for part in ("forward + loss", "optimizer update", "eval forward"):
@@ -302,7 +304,7 @@ def test_interruption_says_it_once(cifar_dir, monkeypatch, capsys):
 
 
 def test_time_column_says_it_is_cumulative():
-    assert "cum_time_s" in session.header() and "time_s" in session.COLUMNS  # the record keeps its key
+    assert "cum_time_s" in console.header() and "time_s" in console.COLUMNS  # the record keeps its key
     assert "cumulative" in README
 
 

@@ -8,7 +8,7 @@ import train
 from model.data import Cifar10
 from model.net import CifarNet
 from model.recipes import AIRBENCH94, AIRBENCH94_MUON
-from model.trainer import DeviceData, train_run
+from model.training.trainer import DeviceData, train_run
 
 from conftest import synthetic_images
 

@@ -75,13 +75,13 @@ def test_scale_initialisation_is_refused_during_capture(monkeypatch):
 
 
 def test_run_record_carries_the_fp8_counts(monkeypatch):
-    from model import session
+    import model.training.execute as execution
     monkeypatch.setattr(fp8, "_STATES", {})
-    assert session.with_fp8_counts(dict(accuracy=0.5), None) == dict(accuracy=0.5)  # no fp8 layer ran
+    assert execution.with_fp8_counts(dict(accuracy=0.5), None) == dict(accuracy=0.5)  # no fp8 layer ran
     x, w = _layer(4)
-    before = session.fp8_counts()
+    before = execution.fp8_counts()
     conv_fp8(x, w, None, 1)
     conv_fp8(x, w, None, 1)
     conv_fp8(x * 4, w, None, 1)
-    rec = session.with_fp8_counts(dict(accuracy=0.5), before)
+    rec = execution.with_fp8_counts(dict(accuracy=0.5), before)
     assert rec["fp8"] == dict(nonfinite=0, saturated=1)

@@ -9,7 +9,7 @@ import torch
 import kernels
 from model.net import CifarNet
 from model.recipes import AIRBENCH94_MUON
-from model.trainer import train_run
+from model.training.trainer import train_run
 
 from test_train import small_problem
 

@@ -1,12 +1,12 @@
 """--compile: the compiled training step matches the eager one, without graph breaks, and a
-second process reuses the first one's compile caches (model/compiled.py)."""
+second process reuses the first one's compile caches (model/training/compiled.py)."""
 import re
 
 import pytest
 import torch
 
 import kernels
-from model.compiled import StepFunctions
+from model.training.compiled import StepFunctions
 from model.net import CifarNet
 from model.recipes import AIRBENCH94_MUON
 from model.data import Epoch

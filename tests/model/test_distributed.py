@@ -10,9 +10,10 @@ import sys
 import pytest
 import torch.multiprocessing as mp
 
-import model.session as session
+import model.training.config as train_config
+import model.training.session as session
 import train
-from model import sweep
+from model.training import sweep
 
 from conftest import ROOT
 
@@ -165,15 +166,15 @@ name = "plain"
 name = "sixteen"
 dtype = "fp16"
 """)
-    cfgs, runs = sweep.load(str(p), session.build_parser())
+    cfgs, runs = sweep.load(str(p), train_config.build_parser())
     assert runs == 4 and len(cfgs) == 8
     names = [n for n, _ in cfgs]
     assert names[0] == "plain backend=eager muon_lr=0.2" and names[-1] == "sixteen backend=triton muon_lr=0.24"
     flags = dict(cfgs)["sixteen backend=eager muon_lr=0.24"]
     assert flags == ["--recipe", "airbench94", "--cuda-graph", "--op", "conv=triton", "--dtype", "fp16",
                      "--backend", "eager", "--set", "muon_lr=0.24"]
-    args = session.build_parser().parse_args(flags)
-    assert session.parse_recipe_sets(args.set) == {"muon_lr": 0.24}
+    args = train_config.build_parser().parse_args(flags)
+    assert train_config.parse_recipe_sets(args.set) == {"muon_lr": 0.24}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -225,6 +226,6 @@ def test_readme_sweep_example_loads(tmp_path):
     block = block[:block.index("\n\n`")]
     p = tmp_path / "readme.toml"
     p.write_text("\n".join(line[4:] for line in block.splitlines()))
-    cfgs, runs = sweep.load(str(p), session.build_parser())
+    cfgs, runs = sweep.load(str(p), train_config.build_parser())
     assert runs == 20 and len(cfgs) == 8
     assert "--cache-dir" in cfgs[0][1] and ["--set", "muon_lr=0.2"] == cfgs[0][1][-2:]

@@ -17,7 +17,7 @@ from model.data import DataError, TrainLoader, load_mnist, read_idx
 from model.net import build_net
 from model.optim import newton_schulz, newton_schulz_batched, renorm_due
 from model.recipes import RECIPES, get_recipe
-from model.trainer import DeviceData, least_confident, train_run
+from model.training.trainer import DeviceData, least_confident, train_run
 
 from conftest import ROOT, synthetic_digits, write_idx
 from test_train import small_problem
@@ -136,7 +136,7 @@ def test_gated_tta_picks_the_least_confident_quarter():
 
 def test_gated_tta_changes_only_the_gated_images(monkeypatch):
     """evaluate() with a gate: plain logits for the confident, 6-view TTA for the rest."""
-    import model.trainer as trainer
+    import model.training.trainer as trainer
     calls = []
     real = trainer.gated_tta_logits
 

@@ -1,4 +1,4 @@
-"""The runners of model/runner.py: the tensor-only optimizer path and the CUDA-graph path
+"""The runners of model/training/runner.py: the tensor-only optimizer path and the CUDA-graph path
 train exactly like the eager torch.optim baseline."""
 import pytest
 import torch
@@ -6,12 +6,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import kernels
 import train
-from model.compiled import StepFunctions
+from model.training.compiled import StepFunctions
 from model.data import TrainLoader
 from model.net import CifarNet
 from model.recipes import AIRBENCH94, AIRBENCH94_MUON
-from model.runner import EagerRunner, FunctionalRunner, GraphedRunner
-from model.trainer import train_run
+from model.training.runner import EagerRunner, FunctionalRunner, GraphedRunner
+from model.training.trainer import train_run
 
 from test_train import small_problem
 

@@ -16,10 +16,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..data import Cifar10, TrainLoader, normalize
+from ..net import CifarNet, tta_logits
+from ..recipes import Recipe
 from .compiled import StepFunctions
-from .data import Cifar10, TrainLoader, normalize
-from .net import CifarNet, tta_logits
-from .recipes import Recipe
 
 EVAL_BATCH = 2000
 
@@ -157,7 +157,7 @@ def train_run(net: CifarNet, data: DeviceData, recipe: Recipe, seed: int, dtype:
     ``warmup_steps``: a warm-up run instead, on random labels for that many steps, then one
     TTA evaluation (its results are meaningless; only its time is reported). The warm-up
     switches the whitening bias off halfway, so that both variants of a compiled step are built.
-    ``fns``: compiled step functions (model/compiled.py); eager when None.
+    ``fns``: compiled step functions (model/training/compiled.py); eager when None.
     ``on_step(step, total_steps)``: called with step 0 just before the first step, then after each
     step is issued (no device sync).
     ``target``: after each epoch evaluate with the recipe's TTA (untimed); the first epoch at or

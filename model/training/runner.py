@@ -23,8 +23,8 @@ import functools
 
 import torch
 
-from .data import Epoch
-from .optim import TENSOR_OPTIMIZERS, MuonSGD, SGDLookahead, SGDOneCycle
+from ..data import Epoch
+from ..optim import TENSOR_OPTIMIZERS, MuonSGD, SGDLookahead, SGDOneCycle
 
 OPTIMIZERS = {"muon_sgd": MuonSGD, "sgd_lookahead": SGDLookahead, "sgd_onecycle": SGDOneCycle}
 
@@ -207,7 +207,7 @@ class GraphedRunner(FunctionalRunner):
 
 
 def make_runner(net, recipe, fns):
-    """The runner ``fns`` (model/compiled.py StepFunctions) asks for: eager baseline without
+    """The runner ``fns`` (model/training/compiled.py StepFunctions) asks for: eager baseline without
     --compile and --cuda-graph; functional (compiled update) with --compile; graphed with
     --cuda-graph."""
     compiled = fns.mode != "none"

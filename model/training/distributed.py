@@ -21,7 +21,7 @@ from datetime import timedelta
 
 import torch
 
-from .cli import SessionError
+from ..cli import SessionError
 
 GATHER_TIMEOUT = timedelta(days=2)  # ranks may finish far apart: rank 0 waits in the gather
 

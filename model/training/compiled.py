@@ -8,7 +8,7 @@
   - the optimizer update as a second fullgraph graph: the tensor-only optimizers of
     model/optim.py (Nesterov SGD + Muon with Newton-Schulz, or SGD + lookahead) whose
     schedules are computed on the device from a step counter, so one graph serves every
-    step and every run (model/runner.py FunctionalRunner);
+    step and every run (model/training/runner.py FunctionalRunner);
   - the eval forward (plain and TTA views, batches of 2000).
 Forward + backward and the update are two graphs, not one: a single graph would need the
 backward traced inside the forward (compiled autograd or torch.func.grad over the custom
@@ -30,7 +30,6 @@ its own line.
 from __future__ import annotations
 
 import logging
-
 import os
 from typing import Callable
 
@@ -95,7 +94,7 @@ def check_modes(mode: str, cuda_graph: bool, device: torch.device) -> None:
 class StepFunctions:
     """What a training run executes, built once per process: the forward+loss and eval
     forward (eager, or compiled with ``mode``) and, per recipe, the runner that steps
-    (model/runner.py; cached, so compiled graphs and CUDA graphs serve every run).
+    (model/training/runner.py; cached, so compiled graphs and CUDA graphs serve every run).
     ``cuda_graph``: capture each whole step (batch gather, forward, backward, optimizer
     update, schedules) in a CUDA graph."""
 

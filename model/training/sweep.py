@@ -28,8 +28,8 @@ import dataclasses
 import itertools
 import os
 
-from .cli import did_you_mean
-from .recipes import Recipe
+from ..cli import did_you_mean
+from ..recipes import Recipe
 
 TOP_KEYS = ("runs", "base", "grid", "configs")
 
