@@ -125,6 +125,9 @@ def test_cpu_full_data_run_says_how_long(cifar_dir, monkeypatch, capsys):
     """On a CPU, a run longer than a minute gets an estimate after its first steps and the
     smoke-run command; here the threshold is lowered so that the tiny run counts as long."""
     monkeypatch.setattr(console, "CPU_ESTIMATE_AFTER_S", 0.0)
+    # once per process: an earlier CPU run in this pytest process may have said it already
+    monkeypatch.setattr(console.CpuEstimate, "started", False)
+    monkeypatch.setattr(console.CpuEstimate, "shown", False)
     train.main(["--data", cifar_dir, "--device", "cpu", "--subset", "120", "--batch-size", "30", "--epochs", "2",
                 "--quiet"])
     out = capsys.readouterr().out

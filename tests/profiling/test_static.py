@@ -132,7 +132,7 @@ def test_rules_catch_a_violation():
                shape=[2000, 64, 15, 15], spill_bytes=0, shared=0, shared_limit=1, tensor_core_instrs=9,
                main_loops=1, drained_loops=1, wait_depth=1, plain_loads=0, fadd_after_mma=10_000, sts_u8=0,
                vector_loads=1, waves=2.0, sm_balance=1.0, async_widths={"128": 4}, instr_per_elem=None,
-               issue_budget=None)
+               issue_budget=None, tags=["pipelined_gemm", "implicit_gemm_loop"])
     found = {f["rule"] for f in check([row], RULES)}
     assert found == {"fadd_after_mma"}
     found = {f["rule"] for f in check([dict(row, fadd_after_mma=0, main_loops=9, drained_loops=9)], RULES)}
