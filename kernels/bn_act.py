@@ -668,16 +668,23 @@ class BnActSpec(OpSpec):
         return dict(activation=activation), tuple(x.shape), "norm", ""
 
 
-def _work_stats(launch, peak, capacity: int) -> Work:
+def _work_reduction(launch, main: float, side: float, per_elem: float, note: str) -> Work:
+    """A reduction over the rows of [M, C] in chunks of ROWS per program: ``main`` bytes streamed once,
+    ``side`` bytes of per-channel workspace and results; ``note`` may name the programs per channel
+    block as {P}."""
     a, cx = launch.args, launch.cx
-    x = a["x_ptr"]
-    M, C, rows = a["M"], a["C"], a["ROWS"]
+    M, rows = a["M"], a["ROWS"]
     bm, bc = cx["BLOCK_M"], cx["BLOCK_C"]
     P = grid_of(launch)[0]
-    return Work("memory", rows_iters(M, rows, bm, P), bm * bc, x.nbytes + 6 * C * 4, x.nbytes, x.esize,
-                notes=[f"reads x once; {P} programs per channel block merge their sums with atomics, the last "
-                       "one finalises (mean, var, running statistics)"],
-                units=triton.cdiv(M, bm) * grid_of(launch)[1])
+    return Work("memory", rows_iters(M, rows, bm, P), bm * bc, main + side, main, per_elem,
+                notes=[note.format(P=P)], units=triton.cdiv(M, bm) * grid_of(launch)[1])
+
+
+def _work_stats(launch, peak, capacity: int) -> Work:
+    x, C = launch.args["x_ptr"], launch.args["C"]
+    return _work_reduction(launch, x.nbytes, 6 * C * 4, x.esize,
+                           "reads x once; {P} programs per channel block merge their sums with atomics, the last "
+                           "one finalises (mean, var, running statistics)")
 
 
 def _work_streaming(launch, passes: int, note: str) -> Work:
@@ -697,15 +704,10 @@ def _work_apply(launch, peak, capacity: int) -> Work:
 
 
 def _work_bwd_reduce(launch, peak, capacity: int) -> Work:
-    a, cx = launch.args, launch.cx
+    a = launch.args
     x = a["x_ptr"]
-    M, C, rows = a["M"], a["C"], a["ROWS"]
-    bm, bc = cx["BLOCK_M"], cx["BLOCK_C"]
-    P = grid_of(launch)[0]
-    main = 2 * M * C * x.esize
-    return Work("memory", rows_iters(M, rows, bm, P), bm * bc, main + 4 * C * 4, main, 2 * x.esize,
-                notes=[f"reads x and dy once; {P} programs per channel block merge with atomics"],
-                units=triton.cdiv(M, bm) * grid_of(launch)[1])
+    return _work_reduction(launch, 2 * a["M"] * a["C"] * x.esize, 4 * a["C"] * 4, 2 * x.esize,
+                           "reads x and dy once; {P} programs per channel block merge with atomics")
 
 
 def _work_bwd_dx(launch, peak, capacity: int) -> Work:

@@ -377,6 +377,7 @@ class MaxPoolSpec(OpSpec):
     index's bytes; the eager reference reads an int64 index.)"""
     name = "maxpool"
     tracks_producer = True
+    config_lists = (CONFIGS,)
 
     def out_shape(self, case):
         n, c, h, w = case.x_shape
@@ -440,7 +441,6 @@ def _work_bwd(launch, peak, capacity: int) -> Work:
 
 
 SPEC = register_spec(MaxPoolSpec())
-SPEC.config_lists = (CONFIGS,)
 if HAS_TRITON:
     SPEC.work = {_maxpool_fwd_kernel: _work_fwd, _maxpool_bwd_kernel: _work_bwd}
     # the backward writes every element of dx from scattered windows: its stores are not 128-bit vectors
