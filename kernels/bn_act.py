@@ -493,15 +493,17 @@ def _fp8_out(st, like: torch.Tensor, dtype: torch.dtype):
 @torch.library.custom_op("speedrun::bn_act_apply", mutates_args=())
 def bn_act_apply(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight: torch.Tensor | None,
                  bias: torch.Tensor | None, training: bool, eps: float, activation: str,
-                 fp8_owner: torch.Tensor | None = None) -> torch.Tensor:
+                 fp8_owner: torch.Tensor | None = None, fp8_state: int = 0) -> torch.Tensor:
     """y = act((x - mean) / sqrt(var + eps) * weight + bias). ``training``: mean and var are the
-    batch statistics of this x, and the backward differentiates through them. ``fp8_owner`` (the
-    fp8 implementation: the layer's running mean): also write y's e4m3 copy for the conv that reads
-    y, with the layer's delayed scale (kernels/fp8.py)."""
+    batch statistics of this x, and the backward differentiates through them. ``fp8_state`` (the
+    fp8 implementation: the handle of the network's kernels.fp8.Fp8State; 0: none) and
+    ``fp8_owner`` (the tensor that identifies the layer: its running mean): also write y's e4m3 copy
+    for the conv that reads y, with the layer's delayed scale, into that state."""
     x, cl = memory_layout(x)
     M, C, HW = _geometry(x)
     y = torch.empty_like(x)
-    st = fp8.state(fp8_owner, "y") if fp8_owner is not None else None
+    state = fp8.of(fp8_state) if fp8_state and fp8_owner is not None else None
+    st = state.scale(fp8_owner, "y") if state is not None else None
     fp8_args, q, sc = _fp8_out(st, y, fp8.E4M3)
     flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation],
                  FP8_OUT=q is not None)
@@ -509,23 +511,24 @@ def bn_act_apply(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, weight:
     _launch(_apply_kernel, grid, (x, y, mean, var, _opt(weight, x), _opt(bias, x), *fp8_args, M, C, HW, eps, tiles),
             meta, x.device)
     if q is not None:
-        fp8.attach(y, q, sc)
+        state.attach(y, q, sc)
     elif st is not None:
         st.init(y)  # the first call measures the amax; the next ones write the copy
     return y
 
 
 @bn_act_apply.register_fake
-def _(x, mean, var, weight, bias, training, eps, activation, fp8_owner=None):
+def _(x, mean, var, weight, bias, training, eps, activation, fp8_owner=None, fp8_state=0):
     return torch.empty_like(x)
 
 
 @torch.library.custom_op("speedrun::bn_act_bwd", mutates_args=())
 def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, eps: float,
-               activation: str, fp8_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, dbias) of bn_act_apply; dweight/dbias in fp32. ``fp8_grad``: when x came from a
-    conv=fp8 that asked for it, also write dx's fp8 copy with that conv's gradient scale."""
+               activation: str, fp8_state: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias) of bn_act_apply; dweight/dbias in fp32. ``fp8_state`` (a state's handle,
+    0: none): when x came from a conv=fp8 that asked that state for it, also write dx's fp8 copy
+    with that conv's gradient scale."""
     x, cl = memory_layout(x)
     dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
     M, C, HW = _geometry(x)
@@ -538,35 +541,37 @@ def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch
     _launch(_bwd_reduce_kernel, grid, (dy, x, mean, var, w, b, ws, cnt, sdz, sdzx, M, C, HW, rows, eps), meta,
             x.device)
     dx = torch.empty_like(x)
-    fp8_args, q, sc = _fp8_out(fp8.grad_wanted(x) if fp8_grad else None, dx, fp8.GRAD)
+    state = fp8.of(fp8_state) if fp8_state else None
+    fp8_args, q, sc = _fp8_out(state.grad_wanted(x) if state is not None else None, dx, fp8.GRAD)
     meta, tiles, grid = _stream_grid(_bwd_dx_kernel, M, C, dict(flags, TRAINING=training, FP8_OUT=q is not None,
                                                                 E5=fp8.GRAD == fp8.E5M2), x.device)
     _launch(_bwd_dx_kernel, grid, (dy, x, dx, mean, var, w, b, sdz, sdzx, *fp8_args, M, C, HW, eps, tiles), meta,
             x.device)
     if q is not None:
-        fp8.attach(dx, q, sc)
+        state.attach(dx, q, sc)
     return dx, sdzx, sdz
 
 
 @bn_act_bwd.register_fake
-def _(dy, x, mean, var, weight, bias, training, eps, activation, fp8_grad=False):
+def _(dy, x, mean, var, weight, bias, training, eps, activation, fp8_state=0):
     C = x.shape[1]
     return torch.empty_like(x), x.new_empty(C, dtype=torch.float32), x.new_empty(C, dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
-    x, mean, var, weight, bias, training, eps, activation, fp8_owner = inputs
+    x, mean, var, weight, bias, training, eps, activation, fp8_owner, fp8_state = inputs
     ctx.save_for_backward(x, mean, var, weight, bias)
-    ctx.training, ctx.eps, ctx.activation, ctx.fp8 = training, eps, activation, fp8_owner is not None
+    ctx.training, ctx.eps, ctx.activation = training, eps, activation
+    ctx.fp8_state = fp8_state if fp8_owner is not None else 0
 
 
 def _backward(ctx, dy):
     x, mean, var, weight, bias = ctx.saved_tensors
-    dx, dw, db = bn_act_bwd(dy, x, mean, var, weight, bias, ctx.training, ctx.eps, ctx.activation, ctx.fp8)
+    dx, dw, db = bn_act_bwd(dy, x, mean, var, weight, bias, ctx.training, ctx.eps, ctx.activation, ctx.fp8_state)
     dw = dw.to(weight.dtype) if weight is not None and ctx.needs_input_grad[3] else None
     db = db.to(bias.dtype) if bias is not None and ctx.needs_input_grad[4] else None
     # mean and var get no gradient: in training the backward above already differentiates through them
-    return dx, None, None, dw, db, None, None, None, None
+    return dx, None, None, dw, db, None, None, None, None, None
 
 
 bn_act_apply.register_autograd(_backward, setup_context=_setup_context)
@@ -579,19 +584,22 @@ def bn_act_triton(x: torch.Tensor, running_mean, running_var, weight=None, bias=
     """Fused Triton kernels: one-pass shifted-sum batch statistics with the running update folded
     in, normalise + affine + activation, and a backward that recomputes the activation from x
     (nothing activation-sized saved); 2 launches forward, 2 backward."""
-    return _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, False)
+    return _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, None)
 
 
 @register("bn_act", "fp8")
 def bn_act_fp8(x: torch.Tensor, running_mean, running_var, weight=None, bias=None,
                training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
-               activation: str = "gelu") -> torch.Tensor:
+               activation: str = "gelu", *, fp8_state: fp8.Fp8State | None = None) -> torch.Tensor:
     """bn_act=triton whose kernels also write the fp8 copies conv=fp8 reads: y in e4m3 (forward) and,
-    when x came from a conv=fp8, dx in e5m2 (backward), with delayed scales, in the same passes."""
-    return _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, True)
+    when x came from a conv=fp8, dx in e5m2 (backward), with delayed scales, in the same passes.
+    ``fp8_state``: the network's kernels.fp8.Fp8State that carries the copies to the convs (None:
+    no copies, the same as bn_act=triton)."""
+    return _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, fp8_state)
 
 
-def _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation, fp8_copy: bool):
+def _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps, activation,
+            fp8_state: fp8.Fp8State | None):
     check_activation(activation)
     check_tensor("bn_act", "x", x, dim=4)
     C = x.shape[1]
@@ -616,10 +624,10 @@ def _bn_act(x, running_mean, running_var, weight, bias, training, momentum, eps,
             mean, var = bn_stats(x.detach(), running_mean, running_var, momentum)
     else:
         mean, var = running_mean.detach().float().clone(), running_var.detach().float().clone()
-    owner = None
-    if fp8_copy:  # the layer's identity for its delayed scale: a buffer or parameter that lives with it
+    owner, handle = None, fp8.handle_of(fp8_state)
+    if handle:  # the layer's identity for its delayed scale: a buffer or parameter that lives with it
         owner = next((t for t in (running_mean, bias, weight) if t is not None), None)
-    return bn_act_apply(x, mean, var, weight, bias, training, eps, activation, owner)
+    return bn_act_apply(x, mean, var, weight, bias, training, eps, activation, owner, handle)
 
 
 # ------------------------------------------------------------------------------------------ spec
@@ -659,9 +667,9 @@ class BnActSpec(OpSpec):
         return SampleCall((x, rm, rv, w, b, training, 0.4, 1e-12, act), dy,
                           eval_args=(x.detach(), rm, rv, w, b, False, 0.4, 1e-12, act))
 
-    def fp8_ready(self, call, case, phase):
+    def fp8_ready(self, call, case, phase, state):
         if phase == "fwd":  # the fp8 copy of y has its delayed scale (a step past the first)
-            fp8.state(call.args[1], "y").ready = True
+            state.scale(call.args[1], "y").ready = True
 
     def trace(self, x, args, kwargs):
         activation = args[7] if len(args) > 7 else kwargs.get("activation", "gelu")

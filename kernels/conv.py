@@ -706,37 +706,40 @@ def check_fp8_device(t: torch.Tensor) -> None:
                 "FP8 tensor cores (they need 8.9 or newer: Ada, Hopper). Use --op conv=triton (fp16/bf16) instead.")
 
 
-def fp8_operand(t: torch.Tensor, dtype: torch.dtype, owner: torch.Tensor, role: str
+def fp8_operand(t: torch.Tensor, dtype: torch.dtype, state: fp8.Fp8State, owner: torch.Tensor, role: str
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fp8 ``t`` in GEMM layout, its scale): the copy its producer wrote, else one quantisation
-    pass with the layer's own delayed scale (``owner``: the conv weight; ``role``: "x" or "dy")."""
+    """(fp8 ``t`` in GEMM layout, its scale): the copy its producer wrote into ``state``, else one
+    quantisation pass with the layer's own delayed scale (``owner``: the conv weight; ``role``: "x"
+    or "dy")."""
     t = _gemm_input(t)
-    c = fp8.copy_of(t, dtype)
+    c = state.copy_of(t, dtype)
     if c is not None:
         return c
-    q, s, _ = fp8.quantize(t, dtype, fp8.state(owner, role))
+    q, s, _ = fp8.quantize(t, dtype, state.scale(owner, role))
     return q, s
 
 
 @torch.library.custom_op("speedrun::conv2d_fp8_fwd", mutates_args=())
-def conv2d_fp8_fwd(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, padding: int
+def conv2d_fp8_fwd(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, padding: int, fp8_state: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """y in x's dtype from e4m3 x (its producer's copy, or quantised here) and e4m3 weights, with
-    delayed scales; also returns (the weights' [tap][ci][co] e4m3 copy, its scale) for the input-grad.
-    Marks y so that the op reading it writes an e5m2 copy of its gradient."""
+    the delayed scales of the state with handle ``fp8_state`` (kernels/fp8.py ``of``); also returns
+    (the weights' [tap][ci][co] e4m3 copy, its scale) for the input-grad. Marks y so that the op
+    reading it writes an e5m2 copy of its gradient."""
     N, CI, H, W = x.shape
     CO, _, KH, KW = w.shape
     OH, OW = H + 2 * padding - KH + 1, W + 2 * padding - KW + 1
-    wq, s_w, wqt = fp8.quantize(_weight_cl(w), fp8.E4M3, fp8.state(w, "w"), transposed=(CO, KH * KW, CI))
-    xq, s_x = fp8_operand(x, fp8.E4M3, w, "x")
+    state = fp8.of(fp8_state)
+    wq, s_w, wqt = fp8.quantize(_weight_cl(w), fp8.E4M3, state.scale(w, "w"), transposed=(CO, KH * KW, CI))
+    xq, s_x = fp8_operand(x, fp8.E4M3, state, w, "x")
     y = _out_nhwc((N, CO, OH, OW), x)
     _launch_conv(xq, wq, bias, y, H, W, OH, OW, CI, CO, KH, KW, padding, False, 0, "fwd_fp8", scales=(s_x, s_w))
-    fp8.want_grad(y, fp8.state(w, "dy").init(y))
+    state.want_grad(y, state.scale(w, "dy").init(y))
     return y, wqt.view(KH, KW, CI, CO), s_w
 
 
 @conv2d_fp8_fwd.register_fake
-def _(x, w, bias, padding):
+def _(x, w, bias, padding, fp8_state):
     N, _, H, W = x.shape
     CO, CI, KH, KW = w.shape
     y = _out_nhwc((N, CO, H + 2 * padding - KH + 1, W + 2 * padding - KW + 1), x)
@@ -745,28 +748,28 @@ def _(x, w, bias, padding):
 
 @torch.library.custom_op("speedrun::conv2d_fp8_dgrad", mutates_args=())
 def conv2d_fp8_dgrad(dy: torch.Tensor, wqt: torch.Tensor, s_w: torch.Tensor, w: torch.Tensor,
-                     x_shape: list[int], padding: int) -> torch.Tensor:
-    """dx in dy's dtype from fp8 dy (its producer's copy, or quantised here) and the weights' e4m3
-    [tap][ci][co] copy."""
+                     x_shape: list[int], padding: int, fp8_state: int) -> torch.Tensor:
+    """dx in dy's dtype from fp8 dy (its producer's copy in the state with handle ``fp8_state``, or
+    quantised here with the layer's gradient scale) and the weights' e4m3 [tap][ci][co] copy."""
     N, CI, H, W = x_shape
     _, CO, OH, OW = dy.shape
     KH, KW = wqt.shape[0], wqt.shape[1]
     dx = _out_nhwc((N, CI, H, W), dy)
-    dyq, s_dy = fp8_operand(dy, fp8.GRAD, w, "dy")
+    dyq, s_dy = fp8_operand(dy, fp8.GRAD, fp8.of(fp8_state), w, "dy")
     _launch_conv(dyq, wqt, None, dx, OH, OW, H, W, CO, CI, KH, KW, padding, True, 2, "dgrad_fp8", scales=(s_dy, s_w))
     return dx
 
 
 @conv2d_fp8_dgrad.register_fake
-def _(dy, wqt, s_w, w, x_shape, padding):
+def _(dy, wqt, s_w, w, x_shape, padding, fp8_state):
     return _out_nhwc(tuple(x_shape), dy)
 
 
 def _fp8_setup(ctx, inputs, output):
-    x, w, bias, padding = inputs
+    x, w, bias, padding, fp8_state = inputs
     _, wqt, s_w = output
     ctx.save_for_backward(x, w, wqt, s_w)
-    ctx.padding, ctx.has_bias = padding, bias is not None
+    ctx.padding, ctx.has_bias, ctx.fp8_state = padding, bias is not None, fp8_state
     ctx.mark_non_differentiable(wqt, s_w)
     ctx.set_materialize_grads(False)  # no zero-filled gradients for the two extra outputs
 
@@ -774,11 +777,12 @@ def _fp8_setup(ctx, inputs, output):
 def _fp8_backward(ctx, dy, *_):
     x, w, wqt, s_w = ctx.saved_tensors
     if dy is None:
-        return None, None, None, None
-    dx = conv2d_fp8_dgrad(dy, wqt, s_w, w, list(x.shape), ctx.padding) if ctx.needs_input_grad[0] else None
+        return None, None, None, None, None
+    dx = (conv2d_fp8_dgrad(dy, wqt, s_w, w, list(x.shape), ctx.padding, ctx.fp8_state)
+          if ctx.needs_input_grad[0] else None)
     dw = conv2d_wgrad(dy, x, list(w.shape), ctx.padding, w.dtype) if ctx.needs_input_grad[1] else None
     db = dy.sum((0, 2, 3)).to(dy.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
-    return dx, dw, db, None
+    return dx, dw, db, None, None
 
 
 conv2d_fp8_fwd.register_autograd(_fp8_backward, setup_context=_fp8_setup)
@@ -831,24 +835,26 @@ def conv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 @register("conv", "fp8")
 def conv_fp8(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-             padding: int | str = 0) -> torch.Tensor:
+             padding: int | str = 0, *, fp8_state: fp8.Fp8State | None = None) -> torch.Tensor:
     """The Triton GEMMs on FP8 tensor cores for the forward (e4m3) and the input-grad (e5m2 x e4m3),
     reading the fp8 copies their producers wrote (bn_act=fp8, maxpool=fp8; else one quantisation
     pass), with per-layer delayed scales; the weight-grad in the input's dtype. Needs compute
     capability 8.9+ (H100, L4/Ada). Convs with fewer than 32 input channels (the whitening conv,
-    group1.conv1) run in the input's dtype."""
+    group1.conv1) run in the input's dtype. ``fp8_state``: the network's kernels.fp8.Fp8State (its
+    delayed scales and the copies its producers wrote); None: each operand scaled by its own amax."""
     pad = _check(x, weight, bias, padding)
     check_fp8_device(x)
+    handle = fp8.handle_of(fp8_state)
     if x.shape[1] < FP8_MIN_CHANNELS:
         return conv2d_fwd(x, weight, bias, pad)
-    return conv2d_fp8_fwd(x, weight, bias, pad)[0]
+    return conv2d_fp8_fwd(x, weight, bias, pad, handle)[0]
 
 
 def opcheck_samples(x: torch.Tensor, w: torch.Tensor) -> list:
     """(op, args) of the fp8 custom ops for torch.library.opcheck (tests): x has >= 32 channels."""
-    y, wqt, s_w = conv2d_fp8_fwd(x, w, None, 1)
+    y, wqt, s_w = conv2d_fp8_fwd(x, w, None, 1, 0)
     dy = torch.randn(y.shape, device=y.device, dtype=y.dtype).contiguous(memory_format=torch.channels_last)
-    return [(conv2d_fp8_fwd, (x, w, None, 1)), (conv2d_fp8_dgrad, (dy, wqt, s_w, w, list(x.shape), 1))]
+    return [(conv2d_fp8_fwd, (x, w, None, 1, 0)), (conv2d_fp8_dgrad, (dy, wqt, s_w, w, list(x.shape), 1, 0))]
 
 
 # ------------------------------------------------------------------------------------------ spec
@@ -896,7 +902,7 @@ class ConvSpec(OpSpec):
             raise ValueError(f"{case.label()}: nothing takes a gradient, so fwd+bwd has no backward")
         return SampleCall((x, w, b, p["padding"]), dy)
 
-    def fp8_ready(self, call, case, phase):
+    def fp8_ready(self, call, case, phase, state):
         """A conv=fp8 past its first step: every delayed scale measured, its input's e4m3 copy written
         by the producer (bn_act=fp8), its output gradient's e5m2 copy by the consumer's backward."""
         x, w = call.args[0], call.args[1]
@@ -904,13 +910,13 @@ class ConvSpec(OpSpec):
             return
         if phase == "fwd":
             for role in ("w", "x", "dy"):
-                fp8.state(w, role).ready = True
-            fp8.attach(x, torch.empty(x.shape, dtype=FP8_FWD, device=x.device, memory_format=torch.channels_last),
-                       torch.ones(1, device=x.device))
+                state.scale(w, role).ready = True
+            state.attach(x, torch.empty(x.shape, dtype=FP8_FWD, device=x.device, memory_format=torch.channels_last),
+                         torch.ones(1, device=x.device))
         elif call.dy is not None:
             dy = call.dy
-            fp8.attach(dy, torch.empty(dy.shape, dtype=fp8.GRAD, device=dy.device, memory_format=torch.channels_last),
-                       torch.ones(1, device=dy.device))
+            state.attach(dy, torch.empty(dy.shape, dtype=fp8.GRAD, device=dy.device,
+                                         memory_format=torch.channels_last), torch.ones(1, device=dy.device))
 
     def trace(self, x, args, kwargs):
         w = args[0]

@@ -11,14 +11,24 @@ works with any other implementation: a conv=fp8 whose input has no fp8 copy quan
 one standalone pass (``quantize``), and the copies of a producer whose consumer is not an fp8
 conv are simply not used.
 
-How the copy travels: as an attribute of the fp16 tensor object (``attach`` / ``copy_of``),
-checked against the tensor's version counter so that an in-place change invalidates it. Which
-backward producers should write a gradient copy: a conv=fp8 forward marks its output
-(``want_grad``), the op that reads that output (maxpool, bn_act) carries the mark to its
-backward through a tensor it saves, and writes the copy with the conv's gradient scale. All of
-this is looked up inside the ops' implementations at run time (not traced), so it works in eager
-mode, under torch.compile (where a lost attribute means the fallback pass, never a wrong result)
-and inside captured CUDA graphs (the decisions are taken at capture).
+Where the state lives: in an ``Fp8State`` that its caller owns and passes to every fp8 call
+(``fp8_state=`` of conv=fp8, bn_act=fp8, maxpool=fp8). A network owns one (``net.fp8``, model/net.py,
+passed at each layer's call site); a run resets it (``reset``: each scale back to its first
+measurement, counts to zero) and records its counts (``counts``, train.py's ``fp8`` record). It holds
+each layer's delayed scales (keyed by the tensor that identifies the layer: a conv's weight, a
+BatchNorm's running mean), the copies producers hand on (keyed by the fp16 tensor they copy, checked
+against its version counter so that an in-place change invalidates the copy) and the marks saying
+which gradient a backward producer should copy: a conv=fp8 forward marks its output (``want_grad``),
+the op that reads that output (maxpool, bn_act) carries the mark to its backward through a tensor it
+saves, and writes the copy with the conv's gradient scale. A call without a state scales each tensor
+by its own amax (one measuring pass each) and hands nothing on: an fp8 op is still a drop-in for the
+eager one.
+
+The ops look their state up inside their custom ops' bodies at run time (not traced): a custom op
+takes tensors and numbers only, so it receives the state's ``handle`` (an int; ``of(handle)`` finds
+the live state, 0: none). This works in eager mode, under torch.compile (the handle is a constant of
+the graph; a lost copy means the fallback pass, never a wrong result) and inside captured CUDA graphs
+(the decisions are taken at capture; ``reset`` changes the scales in place, so a replay sees it).
 
 Delayed scaling (as Transformer Engine and torchao do): a ``DelayedScale`` holds, on the device,
 the amax of the previous call and of the current one. A launch scales by the previous amax (over
@@ -42,9 +52,12 @@ What happens to values the format cannot hold, decided here and tested (tests/ke
 """
 from __future__ import annotations
 
+import inspect
+import itertools
 import weakref
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ._triton import HAS_TRITON, interpreting, launch
 
@@ -63,6 +76,7 @@ class DelayedScale:
         # [launches that saw a non-finite amax, launches in which a finite value saturated]
         self.nonfinite = torch.zeros(2, device=device, dtype=torch.float32)
         self.ready = False
+        self.first = None  # the first measurement's amax [1] (what ``reset`` goes back to)
 
     def init(self, t: torch.Tensor) -> "DelayedScale":
         """The first use measures the amax of ``t`` (1 where it is 0 or not finite). Refused while a
@@ -75,76 +89,128 @@ class DelayedScale:
             with torch.no_grad():
                 a = t.detach().abs().amax().float()
                 self.amax[0] = torch.where(torch.isfinite(a) & (a > 0), a, torch.ones_like(a))
+                self.first = self.amax[:1].clone()
             self.ready = True
         return self
 
 
-_STATES: dict[tuple, tuple] = {}  # (id(owner), role) -> (weakref to owner, DelayedScale)
+    def reset(self) -> None:
+        """Back to the amax of the first measurement (in place: a captured CUDA graph sees it), with
+        the counts at zero: each run starts from the same scales, whatever ran before."""
+        if self.ready:
+            with torch.no_grad():
+                self.amax[0].copy_(self.first[0])
+                self.amax[1].zero_()
+                self.ticket.zero_()
+                self.nonfinite.zero_()
 
 
-def state(owner: torch.Tensor, role: str) -> DelayedScale:
-    """The delayed scale of ``role`` for the layer ``owner`` identifies (a weight, a running mean);
-    created on first use, dropped with the owner."""
-    key = (id(owner), role)
-    entry = _STATES.get(key)
-    if entry is not None and entry[0]() is owner:
-        return entry[1]
-    st = DelayedScale(owner.device)
-    _STATES[key] = (weakref.ref(owner, lambda _r, key=key: _STATES.pop(key, None)), st)
+class Fp8State:
+    """The fp8 state of one network (or of one caller): each layer's delayed scales, the fp8 copies
+    producers hand to consumers and the gradient-copy marks (the module docstring says how they
+    flow). The network owns it and passes it at its fp8 call sites; nothing else keeps it alive."""
+
+    def __init__(self):
+        self.handle = next(_HANDLES)
+        _LIVE[self.handle] = self
+        self._scales = WeakIdKeyDictionary()   # layer's tensor -> {role: DelayedScale}
+        self._copies = WeakIdKeyDictionary()   # fp16 tensor -> (fp8 copy, scale [1], tensor's version)
+        self._wants = WeakIdKeyDictionary()    # conv=fp8 output (or what carries it) -> its gradient scale
+
+    def __repr__(self) -> str:
+        return f"Fp8State(handle={self.handle}, {len(self.scales())} delayed scales)"
+
+    def scale(self, owner: torch.Tensor, role: str) -> DelayedScale:
+        """The delayed scale of ``role`` ("w", "x", "dy", "y") for the layer ``owner`` identifies (a
+        weight, a running mean); created on first use, dropped with the owner."""
+        roles = self._scales.get(owner)
+        if roles is None:
+            roles = self._scales[owner] = {}
+        if role not in roles:
+            roles[role] = DelayedScale(owner.device)
+        return roles[role]
+
+    def scales(self) -> list[DelayedScale]:
+        return [st for roles in list(self._scales.values()) for st in roles.values()]
+
+    def reset(self) -> None:
+        """A run's start: every scale back to its first measurement, counts at zero, no copies."""
+        for st in self.scales():
+            st.reset()
+        self._copies.clear()
+        self._wants.clear()
+
+    def counts(self) -> dict | None:
+        """{"nonfinite": launches that saw a NaN or inf (the scale was kept), "saturated": launches
+        that saturated a finite value beyond their delayed scale} since the last ``reset``, over every
+        layer; None when no fp8 layer ran. Reads the device."""
+        scales = self.scales()
+        if not scales:
+            return None
+        return dict(nonfinite=int(sum(float(st.nonfinite[0]) for st in scales)),
+                    saturated=int(sum(float(st.nonfinite[1]) for st in scales)))
+
+    # ----------------------------------------------------------------- the copy a producer hands on
+    def attach(self, t: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> None:
+        """Hand ``t``'s fp8 copy ``q`` (same shape and strides) and the scale it was written with to
+        whoever reads ``t`` next with this state."""
+        self._copies[t] = (q, scale, t._version)
+
+    def copy_of(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(fp8 copy, scale [1]) of ``t`` in ``dtype`` if its producer wrote one and ``t`` has not
+        changed since; else None."""
+        c = self._copies.get(t)
+        if c is None or c[2] != t._version or c[0].dtype != dtype or c[0].stride() != t.stride():
+            return None
+        return c[0], c[1]
+
+    def want_grad(self, t: torch.Tensor, st: DelayedScale) -> None:
+        """Mark ``t`` (a conv's output): the op reading it should write an fp8 copy of its gradient
+        with the conv's gradient scale ``st``."""
+        self._wants[t] = st
+
+    def grad_wanted(self, t: torch.Tensor) -> DelayedScale | None:
+        return self._wants.get(t)
+
+    def carry_want(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Carry the mark of ``src`` to ``dst`` (a tensor the op saves for its backward)."""
+        st = self.grad_wanted(src)
+        if st is not None:
+            self.want_grad(dst, st)
+
+
+_HANDLES = itertools.count(1)
+_LIVE: weakref.WeakValueDictionary[int, Fp8State] = weakref.WeakValueDictionary()  # handle -> live state
+
+
+def of(handle: int) -> Fp8State:
+    """The live state with ``handle``; 0 (a call without a state): a fresh one, used for that call
+    alone (each tensor scaled by its own amax, nothing handed on)."""
+    if handle == 0:
+        return Fp8State()
+    st = _LIVE.get(handle)
+    if st is None:
+        raise RuntimeError(f"fp8: no live Fp8State has handle {handle}; keep the state (net.fp8) alive while its "
+                           "network runs")
     return st
 
 
-def nonfinite() -> int:
-    """How many launches saw a NaN or inf (the scale was kept), over every layer. Reads the device."""
-    return int(sum(float(st.nonfinite[0]) for _, st in list(_STATES.values())))
+def handle_of(state: Fp8State | None) -> int:
+    """What an fp8 op passes its custom ops: the state's handle, 0 for none (checked: a clear error
+    for anything else)."""
+    if state is None:
+        return 0
+    if not isinstance(state, Fp8State):
+        raise TypeError(f"fp8_state must be a kernels.fp8.Fp8State or None, got {type(state).__name__}")
+    return state.handle
 
 
-def saturated() -> int:
-    """How many launches saturated a finite value beyond their delayed scale, over every layer."""
-    return int(sum(float(st.nonfinite[1]) for _, st in list(_STATES.values())))
-
-
-def counts() -> dict | None:
-    """{"nonfinite": ..., "saturated": ...} over every fp8 layer so far, or None when no fp8 layer ran."""
-    if not _STATES:
-        return None
-    return dict(nonfinite=nonfinite(), saturated=saturated())
-
-
-# ----------------------------------------------------------------------- the copy a producer hands on
-_COPY, _WANT = "_speedrun_fp8", "_speedrun_fp8_grad"
-
-
-def attach(t: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> None:
-    """Hand ``t``'s fp8 copy ``q`` (same shape and strides) and the scale it was written with to
-    whoever reads ``t`` next."""
-    setattr(t, _COPY, (q, scale, t._version))
-
-
-def copy_of(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(fp8 copy, scale [1]) of ``t`` in ``dtype`` if its producer wrote one and ``t`` has not
-    changed since; else None."""
-    c = getattr(t, _COPY, None)
-    if c is None or c[2] != t._version or c[0].dtype != dtype or c[0].stride() != t.stride():
-        return None
-    return c[0], c[1]
-
-
-def want_grad(t: torch.Tensor, st: DelayedScale) -> None:
-    """Mark ``t`` (a conv's output): the op reading it should write an fp8 copy of its gradient with
-    the conv's gradient scale ``st``."""
-    setattr(t, _WANT, st)
-
-
-def grad_wanted(t: torch.Tensor) -> DelayedScale | None:
-    return getattr(t, _WANT, None)
-
-
-def carry_want(src: torch.Tensor, dst: torch.Tensor) -> None:
-    """Carry the mark of ``src`` to ``dst`` (a tensor the op saves for its backward)."""
-    st = grad_wanted(src)
-    if st is not None:
-        want_grad(dst, st)
+def takes_state(fn) -> bool:
+    """Whether the op implementation ``fn`` keeps fp8 state (takes ``fp8_state=``)."""
+    try:
+        return "fp8_state" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 if HAS_TRITON:

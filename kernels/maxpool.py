@@ -226,7 +226,9 @@ def _fwd(x: torch.Tensor, k: int, save_index: bool) -> tuple[torch.Tensor, torch
 
 
 def _bwd(dy: torch.Tensor, x_or_idx: torch.Tensor, x_shape, x_stride, k: int, from_index: bool,
-         grad_scale=None) -> torch.Tensor:
+         grad_scale=None, state=None) -> torch.Tensor:
+    """dx; with ``grad_scale`` (a ready DelayedScale of the conv that produced x) also dx's fp8 copy,
+    handed on through ``state`` (kernels/fp8.py)."""
     N, C, H, W = x_shape
     Ho, Wo, He, We = H // k, W // k, triton.cdiv(H, k), triton.cdiv(W, k)
     # dx keeps x's strides (channels_last in the network) so one set of offsets serves x and dx
@@ -242,23 +244,24 @@ def _bwd(dy: torch.Tensor, x_or_idx: torch.Tensor, x_shape, x_stride, k: int, fr
             (*x_stride, *dy.stride()), dict(K=k, FROM_INDEX=from_index, FP8_OUT=ready, E5=fp8.GRAD == fp8.E5M2),
             dy.device)
     if ready:
-        fp8.attach(dx, q, sc)
+        state.attach(dx, q, sc)
     return dx
 
 
 # ------------------------------------------------------------------ triton: with a window index
 @torch.library.custom_op("speedrun::maxpool_fwd_index", mutates_args=())
-def maxpool_fwd_index(x: torch.Tensor, k: int, fp8_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(y, uint8 index of each output's winning window element), both with y's layout. ``fp8_grad``
-    (maxpool=fp8): when x is the output of a conv=fp8, the backward writes dx's fp8 copy for it."""
+def maxpool_fwd_index(x: torch.Tensor, k: int, fp8_state: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, uint8 index of each output's winning window element), both with y's layout. ``fp8_state``
+    (maxpool=fp8: the handle of the network's kernels.fp8.Fp8State, 0: none): when x is the output
+    of a conv=fp8, the backward writes dx's fp8 copy for it."""
     y, idx = _fwd(x, k, True)
-    if fp8_grad:
-        fp8.carry_want(x, idx)  # the backward sees the index, not x
+    if fp8_state:
+        fp8.of(fp8_state).carry_want(x, idx)  # the backward sees the index, not x
     return y, idx
 
 
 @maxpool_fwd_index.register_fake
-def _(x, k, fp8_grad=False):
+def _(x, k, fp8_state=0):
     N, C, H, W = x.shape
     y = _out_like(x, (N, C, H // k, W // k))
     return y, torch.empty_strided(y.shape, y.stride(), device=y.device, dtype=torch.uint8)
@@ -266,22 +269,23 @@ def _(x, k, fp8_grad=False):
 
 @torch.library.custom_op("speedrun::maxpool_bwd_index", mutates_args=())
 def maxpool_bwd_index(dy: torch.Tensor, idx: torch.Tensor, x_shape: list[int], x_stride: list[int],
-                      k: int, fp8_grad: bool = False) -> torch.Tensor:
+                      k: int, fp8_state: int = 0) -> torch.Tensor:
     if dy.stride() != idx.stride():
         dy = torch.empty_strided(idx.shape, idx.stride(), device=dy.device, dtype=dy.dtype).copy_(dy)
-    return _bwd(dy, idx, tuple(x_shape), tuple(x_stride), k, True, fp8.grad_wanted(idx) if fp8_grad else None)
+    state = fp8.of(fp8_state) if fp8_state else None
+    return _bwd(dy, idx, tuple(x_shape), tuple(x_stride), k, True, state.grad_wanted(idx) if state else None, state)
 
 
 @maxpool_bwd_index.register_fake
-def _(dy, idx, x_shape, x_stride, k, fp8_grad=False):
+def _(dy, idx, x_shape, x_stride, k, fp8_state=0):
     return torch.empty_strided(tuple(x_shape), tuple(x_stride), device=dy.device, dtype=dy.dtype)
 
 
 def _setup_index(ctx, inputs, output):
-    x, k, fp8_grad = inputs
+    x, k, fp8_state = inputs
     _, idx = output
     ctx.save_for_backward(idx)  # 1 byte per output; x itself is not kept
-    ctx.k, ctx.x_shape, ctx.x_stride, ctx.fp8 = k, list(x.shape), list(x.stride()), fp8_grad
+    ctx.k, ctx.x_shape, ctx.x_stride, ctx.fp8_state = k, list(x.shape), list(x.stride()), fp8_state
     ctx.mark_non_differentiable(idx)
     ctx.set_materialize_grads(False)  # no zero-filled gradient for the index output
 
@@ -290,7 +294,7 @@ def _backward_index(ctx, dy, _didx):
     (idx,) = ctx.saved_tensors
     if dy is None:
         return None, None, None
-    return maxpool_bwd_index(dy, idx, ctx.x_shape, ctx.x_stride, ctx.k, ctx.fp8), None, None
+    return maxpool_bwd_index(dy, idx, ctx.x_shape, ctx.x_stride, ctx.k, ctx.fp8_state), None, None
 
 
 maxpool_fwd_index.register_autograd(_backward_index, setup_context=_setup_index)
@@ -351,11 +355,13 @@ def maxpool_triton(x: torch.Tensor, kernel_size: int, stride: int | None = None)
 
 
 @register("maxpool", "fp8")
-def maxpool_fp8(x: torch.Tensor, kernel_size: int, stride: int | None = None) -> torch.Tensor:
+def maxpool_fp8(x: torch.Tensor, kernel_size: int, stride: int | None = None, *,
+                fp8_state: fp8.Fp8State | None = None) -> torch.Tensor:
     """maxpool=triton whose backward also writes dx's e5m2 copy when x came from a conv=fp8 (the
-    copy that conv's input-grad reads), with that conv's delayed gradient scale, in the same pass."""
+    copy that conv's input-grad reads), with that conv's delayed gradient scale, in the same pass.
+    ``fp8_state``: the network's kernels.fp8.Fp8State that carries the copy (None: no copy)."""
     _check(x, kernel_size, stride)
-    return maxpool_fwd_index(x, kernel_size, True)[0]
+    return maxpool_fwd_index(x, kernel_size, fp8.handle_of(fp8_state))[0]
 
 
 @register("maxpool", "triton_recompute")

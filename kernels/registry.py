@@ -2,7 +2,9 @@
 
 Every implementation of an op has the same signature as the eager reference (the
 torch.nn.functional counterpart), so the network is built once from a mapping
-op -> callable and never asks which backend it runs on.
+op -> callable and never asks which backend it runs on. The fp8 implementations also take a
+keyword ``fp8_state`` (kernels/fp8.py ``Fp8State``: the state the network owns and passes at
+their call sites, model/net.py ``call_op``); without it they are drop-ins too.
 
     >>> import kernels
     >>> kernels.ops()

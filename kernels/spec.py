@@ -222,9 +222,10 @@ class OpSpec:
                     seed: int = 0) -> SampleCall:
         raise NotImplementedError(f"op {self.name}: no sample_call")
 
-    def fp8_ready(self, call: SampleCall, case: OpCase, phase: str) -> None:
-        """Give ``call``'s tensors the fp8 state a network step past the first has ("fwd": before
-        the forward, "bwd": before the backward, with ``call.dy``); nothing by default."""
+    def fp8_ready(self, call: SampleCall, case: OpCase, phase: str, state) -> None:
+        """Give ``call``'s tensors, in ``state`` (the kernels.fp8.Fp8State the call is made with),
+        the fp8 state a network step past the first has ("fwd": before the forward, "bwd": before
+        the backward, with ``call.dy``); nothing by default."""
 
     def trace(self, x, args: tuple, kwargs: dict) -> tuple[dict, tuple, str, str]:
         """One call of the op with input ``x`` (and the rest of its arguments), as a recipe's network

@@ -18,7 +18,10 @@ MnistNet (fast MNIST): conv3x3 1 -> 32 -> max-pool 2 -> BN -> GELU -> conv3x3 32
 GELU -> conv3x3 64 -> 64 -> BN -> GELU -> global mean -> dropout -> linear 64 -> 10.
 
 Each op (``conv``, ``maxpool``, ``bn_act``) comes from the mapping passed in ``ops``, so the
-same module runs the eager reference, the Triton kernels or any mix. Each block's forward is
+same module runs the eager reference, the Triton kernels or any mix. The fp8 implementations keep
+state (delayed scales, the fp8 copies producers hand to consumers: kernels/fp8.py): the network
+owns it (``net.fp8``), passes it at each of their call sites (``fp8_state=``), and resets it with
+its parameters, so that every run starts from the same scales; a run records its counts. Each block's forward is
 wrapped in a ``record_function`` range when ``profile_ranges`` is set, so that profiler traces
 group kernels by model op.
 """
@@ -32,17 +35,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels import fp8
+
 WIDTHS = (64, 256, 256)
 WHITEN_KERNEL = 2
 WHITEN_WIDTH = 2 * 3 * WHITEN_KERNEL ** 2  # 24: the 12 eigen-filters and their negatives
 
 
-class BatchNormAct(nn.Module):
-    """BatchNorm (weight frozen at 1, bias trained) fused with an activation via ``bn_act``."""
+def state_for(op: Callable, state: fp8.Fp8State | None) -> fp8.Fp8State | None:
+    """The fp8 state ``op`` is called with: the network's ``state`` when ``op`` keeps one (an fp8
+    implementation), else None (the op is called with the eager reference's signature)."""
+    return state if state is not None and fp8.takes_state(op) else None
 
-    def __init__(self, channels: int, bn_act: Callable, momentum: float, eps: float, activation: str):
+
+def call_op(op: Callable, fp8_state: fp8.Fp8State | None, *args):
+    """``op(*args)``, with ``fp8_state=`` when the op keeps fp8 state (``state_for``)."""
+    return op(*args) if fp8_state is None else op(*args, fp8_state=fp8_state)
+
+
+class BatchNormAct(nn.Module):
+    """BatchNorm (weight frozen at 1, bias trained) fused with an activation via ``bn_act``;
+    ``fp8_state``: the network's fp8 state (bn_act=fp8 writes the next conv's input copy into it)."""
+
+    def __init__(self, channels: int, bn_act: Callable, momentum: float, eps: float, activation: str,
+                 fp8_state: fp8.Fp8State | None = None):
         super().__init__()
         self.bn_act, self.momentum, self.eps, self.activation = bn_act, momentum, eps, activation
+        self.fp8 = state_for(bn_act, fp8_state)
         self.weight = nn.Parameter(torch.ones(channels), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("running_mean", torch.zeros(channels))
@@ -56,17 +75,20 @@ class BatchNormAct(nn.Module):
             self.running_var.fill_(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn_act(x, self.running_mean, self.running_var, self.weight, self.bias,
-                           self.training, self.momentum, self.eps, self.activation)
+        return call_op(self.bn_act, self.fp8, x, self.running_mean, self.running_var, self.weight, self.bias,
+                       self.training, self.momentum, self.eps, self.activation)
 
 
 class Conv3x3(nn.Module):
     """3x3 'same' conv without bias; PyTorch's default init, then identity on the first
-    ``in_channels`` filters (dirac), as airbench does."""
+    ``in_channels`` filters (dirac), as airbench does. ``fp8_state``: the network's fp8 state
+    (conv=fp8's delayed scales and the input copy its producer wrote)."""
 
-    def __init__(self, cin: int, cout: int, conv: Callable, dirac: bool = True, k: int = 3):
+    def __init__(self, cin: int, cout: int, conv: Callable, dirac: bool = True, k: int = 3,
+                 fp8_state: fp8.Fp8State | None = None):
         super().__init__()
         self.conv, self.dirac, self.padding = conv, dirac, k // 2
+        self.fp8 = state_for(conv, fp8_state)
         self.weight = nn.Parameter(torch.empty(cout, cin, k, k))
         self.reset_parameters()
 
@@ -77,7 +99,7 @@ class Conv3x3(nn.Module):
                 nn.init.dirac_(self.weight[:min(self.weight.shape[:2])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x, self.weight, None, self.padding)
+        return call_op(self.conv, self.fp8, x, self.weight, None, self.padding)
 
 
 def op_range(on: bool, name: str):
@@ -88,21 +110,22 @@ def op_range(on: bool, name: str):
 class ConvGroup(nn.Module):
     """conv -> pool -> BN+act -> conv -> BN+act. ``convs=3`` (airbench96): a third conv whose
     BatchNorm output is added to the first BN+act's before the activation. ``residual``
-    (hlb): the first BN+act's output added after the second BN+act."""
+    (hlb): the first BN+act's output added after the second BN+act. ``fp8_state``: the network's."""
 
     def __init__(self, cin: int, cout: int, ops: Mapping[str, Callable], bn_momentum: float,
-                 bn_eps: float, activation: str, convs: int = 2, residual: bool = False, dirac: bool = True):
+                 bn_eps: float, activation: str, convs: int = 2, residual: bool = False, dirac: bool = True,
+                 fp8_state: fp8.Fp8State | None = None):
         super().__init__()
-        self.pool = ops["maxpool"]
+        self.pool, self.pool_fp8 = ops["maxpool"], state_for(ops["maxpool"], fp8_state)
         self.activation, self.residual = activation, residual
-        self.conv1 = Conv3x3(cin, cout, ops["conv"], dirac)
-        self.norm1 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation)
-        self.conv2 = Conv3x3(cout, cout, ops["conv"], dirac)
-        self.norm2 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation)
+        self.conv1 = Conv3x3(cin, cout, ops["conv"], dirac, fp8_state=fp8_state)
+        self.norm1 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation, fp8_state)
+        self.conv2 = Conv3x3(cout, cout, ops["conv"], dirac, fp8_state=fp8_state)
+        self.norm2 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation, fp8_state)
         self.conv3 = self.norm3 = None
         if convs == 3:
-            self.conv3 = Conv3x3(cout, cout, ops["conv"], dirac)
-            self.norm3 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, "identity")
+            self.conv3 = Conv3x3(cout, cout, ops["conv"], dirac, fp8_state=fp8_state)
+            self.norm3 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, "identity", fp8_state)
         self.ranges = False
 
     def layers(self) -> list[nn.Module]:
@@ -114,8 +137,8 @@ class ConvGroup(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with self._range("conv"):
             x = self.conv1(x)
-        with self._range("maxpool"):
-            x = self.pool(x, 2, 2)
+        with self._range("maxpool"):  # maxpool=fp8 writes conv1's output-gradient copy into the state
+            x = call_op(self.pool, self.pool_fp8, x, 2, 2)
         with self._range("bn_act"):
             x = self.norm1(x)
         r = x
@@ -150,13 +173,16 @@ class CifarNet(nn.Module):
         if missing:
             raise ValueError(f"CifarNet needs implementations of {sorted(missing)}")
         self.ops = dict(ops)
+        self.fp8 = fp8.Fp8State()  # the fp8 ops' scales and copies (kernels/fp8.py), reset with the parameters
+        self.fp8_of = {op: state_for(fn, self.fp8) for op, fn in ops.items()}
         self.head_scale, self.head_unit_std, self.zero_whiten_bias = head_scale, head_unit_std, zero_whiten_bias
         self.whiten_weight = nn.Parameter(torch.empty(WHITEN_WIDTH, 3, WHITEN_KERNEL, WHITEN_KERNEL),
                                           requires_grad=False)
         self.whiten_bias = nn.Parameter(torch.empty(WHITEN_WIDTH))
         w = (WHITEN_WIDTH,) + tuple(widths)
         self.groups = nn.ModuleList(
-            ConvGroup(w[i], w[i + 1], ops, bn_momentum, bn_eps, activation, convs) for i in range(len(widths)))
+            ConvGroup(w[i], w[i + 1], ops, bn_momentum, bn_eps, activation, convs, fp8_state=self.fp8)
+            for i in range(len(widths)))
         self.head = nn.Linear(w[-1], 10, bias=False)
         self.reset_parameters()
 
@@ -170,8 +196,10 @@ class CifarNet(nn.Module):
             g.ranges = on
 
     def reset_parameters(self) -> None:
-        """Fresh initialisation (the whitening weight still needs ``init_whiten``)."""
+        """Fresh initialisation (the whitening weight still needs ``init_whiten``), the fp8 state
+        back to its first scales."""
         fan_in = 3 * WHITEN_KERNEL ** 2
+        self.fp8.reset()
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.whiten_weight, a=math.sqrt(5))
             if self.zero_whiten_bias:
@@ -203,13 +231,13 @@ class CifarNet(nn.Module):
             return op_range(self.profile_ranges, name)
         b = self.whiten_bias if whiten_bias_grad else self.whiten_bias.detach()
         with rng("conv"):
-            x = self.ops["conv"](x, self.whiten_weight, b, 0)
+            x = call_op(self.ops["conv"], self.fp8_of["conv"], x, self.whiten_weight, b, 0)
         with rng("gelu"):
             x = F.gelu(x)
         for g in self.groups:
             x = g(x)
         with rng("maxpool"):
-            x = self.ops["maxpool"](x, 3, 3)
+            x = call_op(self.ops["maxpool"], self.fp8_of["maxpool"], x, 3, 3)
         with rng("head"):
             return self.head(x.flatten(1)) * self.head_scale
 
@@ -235,18 +263,21 @@ class HlbNet(nn.Module):
                  bn_momentum: float = 0.5, bn_eps: float = 1e-12, activation: str = "gelu", project: int = 32):
         super().__init__()
         self.ops, self.head_scale = dict(ops), head_scale
+        self.fp8 = fp8.Fp8State()
+        self.fp8_of = {op: state_for(fn, self.fp8) for op, fn in ops.items()}
         self.whiten_weight = nn.Parameter(torch.empty(3 * WHITEN_KERNEL ** 2, 3, WHITEN_KERNEL, WHITEN_KERNEL),
                                           requires_grad=False)
-        self.project = Conv3x3(3 * WHITEN_KERNEL ** 2, project, ops["conv"], dirac=False, k=1)
+        self.project = Conv3x3(3 * WHITEN_KERNEL ** 2, project, ops["conv"], dirac=False, k=1, fp8_state=self.fp8)
         w = (project,) + tuple(widths)
         self.groups = nn.ModuleList(ConvGroup(w[i], w[i + 1], ops, bn_momentum, bn_eps, activation, residual=True,
-                                              dirac=False) for i in range(len(widths)))
+                                              dirac=False, fp8_state=self.fp8) for i in range(len(widths)))
         self.head = nn.Linear(w[-1], 10, bias=False)
         self.reset_parameters()
 
     profile_ranges = CifarNet.profile_ranges
 
     def reset_parameters(self) -> None:
+        self.fp8.reset()
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.whiten_weight, a=math.sqrt(5))
             self.project.reset_parameters()
@@ -269,14 +300,15 @@ class HlbNet(nn.Module):
         def rng(name):
             return op_range(self.profile_ranges, name)
         with rng("conv"):
-            x = self.ops["conv"](x, self.whiten_weight, None, 0)
+            x = call_op(self.ops["conv"], self.fp8_of["conv"], x, self.whiten_weight, None, 0)
             x = self.project(x)
         with rng("gelu"):
             x = F.gelu(x)
         for g in self.groups:
             x = g(x)
         with rng("maxpool"):
-            x = self.ops["maxpool"](x, x.shape[-1], x.shape[-1])  # global max: 3x3 at 32x32 inputs
+            # global max: 3x3 at 32x32 inputs
+            x = call_op(self.ops["maxpool"], self.fp8_of["maxpool"], x, x.shape[-1], x.shape[-1])
         with rng("head"):
             return self.head(x.flatten(1)) * self.head_scale
 
@@ -291,17 +323,20 @@ class MnistNet(nn.Module):
                  bn_momentum: float = 0.2, bn_eps: float = 1e-5, activation: str = "gelu", dropout: float = 0.2):
         super().__init__()
         self.ops, self.head_scale, self.dropout = dict(ops), head_scale, dropout
+        self.fp8 = state = fp8.Fp8State()
+        self.fp8_of = {op: state_for(fn, state) for op, fn in ops.items()}
         c1, c2, c3 = widths
-        self.conv1 = Conv3x3(1, c1, ops["conv"], dirac=False)
-        self.norm1 = BatchNormAct(c1, ops["bn_act"], bn_momentum, bn_eps, activation)
-        self.conv2 = Conv3x3(c1, c2, ops["conv"], dirac=False)
-        self.norm2 = BatchNormAct(c2, ops["bn_act"], bn_momentum, bn_eps, activation)
-        self.conv3 = Conv3x3(c2, c3, ops["conv"], dirac=False)
-        self.norm3 = BatchNormAct(c3, ops["bn_act"], bn_momentum, bn_eps, activation)
+        self.conv1 = Conv3x3(1, c1, ops["conv"], dirac=False, fp8_state=state)
+        self.norm1 = BatchNormAct(c1, ops["bn_act"], bn_momentum, bn_eps, activation, state)
+        self.conv2 = Conv3x3(c1, c2, ops["conv"], dirac=False, fp8_state=state)
+        self.norm2 = BatchNormAct(c2, ops["bn_act"], bn_momentum, bn_eps, activation, state)
+        self.conv3 = Conv3x3(c2, c3, ops["conv"], dirac=False, fp8_state=state)
+        self.norm3 = BatchNormAct(c3, ops["bn_act"], bn_momentum, bn_eps, activation, state)
         self.head = nn.Linear(c3, 10, bias=False)
         self.profile_ranges = False
 
     def reset_parameters(self) -> None:
+        self.fp8.reset()
         with torch.no_grad():
             for m in (self.conv1, self.norm1, self.conv2, self.norm2, self.conv3, self.norm3, self.head):
                 m.reset_parameters()
@@ -310,7 +345,7 @@ class MnistNet(nn.Module):
         pass  # no whitening layer
 
     def forward(self, x: torch.Tensor, whiten_bias_grad: bool = True) -> torch.Tensor:
-        x = self.norm1(self.ops["maxpool"](self.conv1(x), 2, 2))
+        x = self.norm1(call_op(self.ops["maxpool"], self.fp8_of["maxpool"], self.conv1(x), 2, 2))
         x = self.norm3(self.conv3(self.norm2(self.conv2(x))))
         x = F.dropout(x.mean((2, 3)), self.dropout, self.training)
         return self.head(x) * self.head_scale

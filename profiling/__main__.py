@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from . import ab, accept, bench, calibration, predict, report, static, trace
     modules = dict(bench=bench, static=static, trace=trace, ab=ab, report=report, predict=predict,
                    calibrate=calibration, accept=accept)
-    run = dict(bench=bench.run, static=static.main, trace=trace.run, ab=ab.run, report=report.main,
+    run = dict(bench=bench.main, static=static.main, trace=trace.main, ab=ab.main, report=report.main,
                predict=predict.main, calibrate=calibration.main, accept=accept.main)
     p = Parser(prog="python -m profiling", description=plain(__doc__))
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+from dataclasses import dataclass
 
 from model.cli import SessionError, usage_error
 from model.training import distributed
@@ -22,6 +23,7 @@ from model.training.config import TrainConfig, build_parser
 from model.training.execute import Config, execute
 from model.training.stats import runs_needed, summarize, welch
 
+from .options import Options
 from .report_io import markdown_table, write_json
 
 
@@ -57,7 +59,21 @@ def verdict(c: dict) -> str:
     return "no"
 
 
-def run(args) -> dict | None:
+@dataclass(frozen=True)
+class AbOptions(Options):
+    """``python -m profiling ab``'s flags (add_arguments says what each means)."""
+    b: str
+    a: str = ""
+    runs: int = 5
+    out: str | None = None
+    train_args: tuple = ()
+
+
+def main(args: argparse.Namespace) -> dict | None:
+    return run(AbOptions.from_args(args))
+
+
+def run(args: AbOptions) -> dict | None:
     """A/B on the session machinery (model/training/execute.py ``execute``, interleaved): under torchrun
     the pairs (A_i, B_i) are spread over the ranks, each pair on one GPU; rank 0 reports."""
     if args.runs < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -22,6 +23,7 @@ from model.training.env import environment
 from . import plots
 from .cases import MODES, make_callable
 from .devices import ALIASES, PEAKS, detect, lookup
+from .options import Options
 from .report_io import markdown_table, write_json
 from .shapes import dtype_size, unique_ops
 from .timing import (
@@ -60,6 +62,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip bench_time.png and roofline.png (default: draw them when matplotlib is installed)")
 
 
+@dataclass(frozen=True)
+class BenchOptions(Options):
+    """``python -m profiling bench``'s flags (add_arguments says what each means)."""
+    recipe: str | None = None
+    batch: int | None = None
+    ops: str | None = None
+    impls: str | None = None
+    modes: str = ",".join(MODES)
+    dtype: str | None = None
+    peak: str | None = None
+    device: str | None = None
+    out: str = "runs/bench"
+    no_plots: bool = False
+
+
 def _names(flag: str, value: str, known, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     for v in items:
@@ -80,7 +97,7 @@ def check_args(args):
     if args.batch is not None and args.batch < 1:
         raise usage_error(f"--batch must be at least 1 (got {args.batch})")
     from model.recipes import RECIPES
-    if getattr(args, "recipe", None) is not None and args.recipe not in RECIPES:
+    if args.recipe is not None and args.recipe not in RECIPES:
         raise usage_error(f"--recipe: unknown recipe {args.recipe!r}{did_you_mean(args.recipe, RECIPES)}; "
                           f"known: {', '.join(RECIPES)}")
     ops = _names("--ops", args.ops, kernels.ops(), "op") if args.ops else (
@@ -96,10 +113,14 @@ def check_args(args):
     return device, ops, impls, modes, peak
 
 
-def run(args) -> list[dict]:
+def main(args: argparse.Namespace) -> list[dict]:
+    return run(BenchOptions.from_args(args))
+
+
+def run(args: BenchOptions) -> list[dict]:
     device, op_list, impls_filter, modes, peak = check_args(args)
     cuda = device.type == "cuda"
-    recipe = getattr(args, "recipe", None)
+    recipe = args.recipe
     from model.recipes import get_recipe
     batch = args.batch or (get_recipe(recipe or "airbench94_muon").batch_size if cuda else 2)
     dtype = DTYPES[args.dtype or ("fp16" if cuda else "fp32")]

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 import kernels
+from kernels import fp8
 
 from .shapes import OpCase
 
@@ -32,10 +33,12 @@ def make_callable(case: OpCase, impl: str, mode: str, dtype: torch.dtype, device
     fn = kernels.get(case.op, impl)
     grad = mode == "fwd+bwd"
     call = case.spec.sample_call(case, device, dtype, grad=grad, seed=seed)
+    # an fp8 implementation keeps its delayed scales across calls in a state, as in the network
+    kw = dict(fp8_state=fp8.Fp8State()) if fp8.takes_state(fn) else {}
 
     if grad:
         def step():
-            y = fn(*call.args)
+            y = fn(*call.args, **kw)
             y.backward(call.dy)
             if sync:
                 _sync(device)
@@ -43,7 +46,7 @@ def make_callable(case: OpCase, impl: str, mode: str, dtype: torch.dtype, device
     else:
         def step():
             with torch.no_grad():
-                y = fn(*call.args)
+                y = fn(*call.args, **kw)
             if sync:
                 _sync(device)
             return y

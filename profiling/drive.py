@@ -24,15 +24,17 @@ def _drive(case, impl: str, dtype, glue: list) -> None:
     fn = kernels.get(case.op, impl)
     s = case.spec
     call = s.sample_call(case, "cpu", dtype, grad=True, fill="empty")
-    # fp8 implementations as in a network step past the first (every delayed scale ready): an input a
-    # conv=fp8 produced asks for a gradient copy, and the op's own fp8 state is ready (its spec says which)
-    fp8_net = impl == "fp8"
-    if fp8_net and case.params.get("from_conv_cin", 0) >= 32:
+    # fp8 implementations as in a network step past the first, with a network's state (every delayed
+    # scale ready): an input a conv=fp8 produced asks for a gradient copy, and the op's own fp8 state
+    # is ready (its spec says which)
+    state = fp8.Fp8State() if fp8.takes_state(fn) else None
+    kw = {} if state is None else dict(fp8_state=state)
+    if state is not None and case.params.get("from_conv_cin", 0) >= 32:
         st = fp8.DelayedScale(call.x.device)
         st.ready = True
-        fp8.want_grad(call.x, st)
-    if fp8_net:
-        s.fp8_ready(call, case, "fwd")
+        state.want_grad(call.x, st)
+    if state is not None:
+        s.fp8_ready(call, case, "fwd", state)
 
     def run(phase, f):
         with recording_phase(phase), record_aten() as rec:
@@ -40,10 +42,10 @@ def _drive(case, impl: str, dtype, glue: list) -> None:
         glue.extend((phase, op) for op in rec.ops)
 
     out = {}
-    run("fwd", lambda: out.setdefault("y", fn(*call.args)))
+    run("fwd", lambda: out.setdefault("y", fn(*call.args, **kw)))
     if out["y"].requires_grad:
-        if fp8_net:
-            s.fp8_ready(call, case, "bwd")
+        if state is not None:
+            s.fp8_ready(call, case, "bwd", state)
         run("bwd", lambda: out["y"].backward(call.dy))
     if call.eval_args is not None:
         with torch.no_grad():

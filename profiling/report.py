@@ -161,19 +161,6 @@ def main(args) -> str:
     return rep.out
 
 
-def command_args(mod, **values) -> argparse.Namespace:
-    """The arguments of ``python -m profiling <mod>`` as its own parser defines them (``mod.add_arguments``),
-    at their defaults, with ``values`` set: a flag added to a command reaches the report at its default, and
-    a name the report sets that the command does not have is an error here, not a silent no-op."""
-    p = argparse.ArgumentParser(add_help=False)
-    mod.add_arguments(p)
-    defaults = {a.dest: a.default for a in p._actions}
-    unknown = sorted(set(values) - set(defaults))
-    if unknown:
-        raise TypeError(f"python -m profiling {mod.__name__.rpartition('.')[2]} has no argument {', '.join(unknown)}")
-    return argparse.Namespace(**{**defaults, **values})
-
-
 class Report:
     """One call of ``profiling report``: where it writes, what it runs (quick or full), and the results so
     far. Each step is a method; ``plan`` lists them in order."""
@@ -230,23 +217,21 @@ class Report:
                     + (" (CPU smoke run: no GPU figures)" if not self.cuda else "") + "\n")
 
     def bench(self) -> int:
-        from . import bench
+        from .bench import BenchOptions, run
         quick = self.quick
-        ns = command_args(bench, batch=2 if quick else None, ops="bn_act,maxpool" if quick else "bn_act,maxpool,conv",
-                          impls="eager,triton" if quick else "eager,triton,fp8", modes="fwd,fwd+bwd",
-                          out=os.path.join(self.out, "bench"))
-        recs = bench.run(ns)
+        opts = BenchOptions(batch=2 if quick else None, ops="bn_act,maxpool" if quick else "bn_act,maxpool,conv",
+                            impls="eager,triton" if quick else "eager,triton,fp8", modes="fwd,fwd+bwd",
+                            out=os.path.join(self.out, "bench"))
+        recs = run(opts)
         if self.cuda:  # torch.compile of the memory-bound ops, the fusion baseline the Triton kernels must beat
-            recs += bench.run(argparse.Namespace(**dict(vars(ns), ops="bn_act,maxpool", impls="compile",
-                                                        out=os.path.join(self.out, "bench_compile"))))
+            recs += run(opts.replace(ops="bn_act,maxpool", impls="compile", out=os.path.join(self.out, "bench_compile")))
         return len(recs)
 
     def trace(self) -> list[dict]:
-        from . import trace
-        ns = command_args(trace, vs="--backend triton", wait=1, warmup=1 if self.quick else 2,
-                          active=1 if self.quick else 3, out=os.path.join(self.out, "trace"),
-                          train_args=self.data_flags)
-        sums = trace.run(ns)
+        from .trace import TraceOptions, run
+        sums = run(TraceOptions(vs="--backend triton", wait=1, warmup=1 if self.quick else 2,
+                                active=1 if self.quick else 3, out=os.path.join(self.out, "trace"),
+                                train_args=tuple(self.data_flags)))
         for s in sums:
             path = os.path.join(self.out, "trace", s["trace"])
             if os.path.getsize(path) > MAX_TRACE_BYTES:
@@ -255,9 +240,9 @@ class Report:
         return sums
 
     def ab(self, name: str, a: str, b: str, runs: int, extra: list[str] = ()) -> dict:
-        from . import ab
-        return ab.run(command_args(ab, a=a, b=b, runs=runs, out=os.path.join(self.out, name),
-                                   train_args=self.data_flags + list(extra)))
+        from .ab import AbOptions, run
+        return run(AbOptions(a=a, b=b, runs=runs, out=os.path.join(self.out, name),
+                             train_args=(*self.data_flags, *extra)))
 
     def ab_compile(self) -> dict:
         """The compiled + graphed step vs eager (the issue-6 acceptance configuration)."""

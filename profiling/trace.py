@@ -23,6 +23,7 @@ import shlex
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
@@ -32,6 +33,7 @@ from model.training.config import TrainConfig, fmt_duration
 from model.training.console import CPU_ESTIMATE_AFTER_S
 from model.training.session import Session
 
+from .options import Options
 from .quiet import native_stderr_filtered
 from .report_io import markdown_table, write_json
 
@@ -212,7 +214,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then train.py's flags")
 
 
-def run(args) -> list[dict]:
+@dataclass(frozen=True)
+class TraceOptions(Options):
+    """``python -m profiling trace``'s flags (add_arguments says what each means)."""
+    vs: str | None = None
+    wait: int = 1
+    warmup: int = 2
+    active: int = 3
+    out: str = "runs/trace"
+    train_args: tuple = ()
+
+
+def main(args: argparse.Namespace) -> list[dict]:
+    return run(TraceOptions.from_args(args))
+
+
+def run(args: TraceOptions) -> list[dict]:
     base = [a for a in args.train_args if a != "--"]
     configs = [("A", base)] + ([("B", base + shlex.split(args.vs))] if args.vs else [])
     cache: dict = {}

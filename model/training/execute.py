@@ -45,20 +45,12 @@ class Outcome:
         return [r for r in self.records if r.get("failed")]
 
 
-def fp8_counts() -> dict | None:
-    """The fp8 layers' counts so far (kernels/fp8.py: launches that saw NaN / inf, launches that
-    saturated a value beyond their delayed scale), or None when no fp8 layer has run."""
-    from kernels import fp8
-    return fp8.counts()
-
-
-def with_fp8_counts(res: dict, before: dict | None) -> dict:
-    """``res`` with this run's fp8 counts (``fp8``: nonfinite, saturated) when an fp8 layer ran."""
-    after = fp8_counts()
-    if after is None:
-        return res
-    before = before or dict(nonfinite=0, saturated=0)
-    return dict(res, fp8={k: after[k] - before[k] for k in after})
+def with_fp8_counts(res: dict, net) -> dict:
+    """``res`` with the run's fp8 counts (``fp8``: launches that saw NaN / inf, launches that
+    saturated a value beyond their delayed scale; kernels/fp8.py) when an fp8 layer ran: the
+    network's fp8 state, which the run reset at its start (model/net.py ``reset_parameters``)."""
+    counts = net.fp8.counts()
+    return res if counts is None else dict(res, fp8=counts)
 
 
 def failure_record(cfg_index: int, cfg: Config, run: int, seed: int, exc: BaseException, rank: int) -> dict:
@@ -192,11 +184,10 @@ class _Execution:
         estimate = (CpuEstimate(self.progress, runs=self.runs, what="this run", batch=s.recipe.batch_size)
                     if s.device.type == "cpu" else None)
         live = not (self.quiet or self.interleave)
-        fp8_before = fp8_counts()
         res = s.train(seed, log=(lambda row: self.out.row(epoch_row(r, row))) if live else None,
                       progress=self.progress, on_step=estimate,
                       label=f"{cfg.name + ' ' if len(self.configs) > 1 else ''}run {r + 1}/{self.runs}")
-        return with_fp8_counts(res, fp8_before)
+        return with_fp8_counts(res, s.net)
 
     def success(self, s: Session, i: int, cfg: Config, r: int, seed: int, res: dict) -> dict:
         out = self.out

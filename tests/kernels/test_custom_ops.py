@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import kernels
+from kernels import fp8
+from model.net import call_op, state_for
 from profiling.glue import record_aten
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -65,10 +67,13 @@ def test_opcheck(op, args):
     torch.library.opcheck(op, args, test_utils=utils)
 
 
-def block(ops, x, w, rm, rv, bias):
-    y = ops["conv"](x, w, None, 1)
-    y = ops["maxpool"](y, 2, 2)
-    return ops["bn_act"](y, rm, rv, None, bias, True, 0.4, 1e-12, "gelu")
+def block(ops, x, w, rm, rv, bias, state=None):
+    """conv -> pool -> bn_act as the network calls them (fp8 ops with the network's state)."""
+    def op(name, *args):
+        return call_op(ops[name], state_for(ops[name], state), *args)
+    y = op("conv", x, w, None, 1)
+    y = op("maxpool", y, 2, 2)
+    return op("bn_act", y, rm, rv, None, bias, True, 0.4, 1e-12, "gelu")
 
 
 @pytest.mark.parametrize("ops_backend", ["eager", "triton", "triton_all", "fp8"])
@@ -83,12 +88,15 @@ def test_inductor_fullgraph_forward_backward_every_backend(ops_backend):
     rm2, rv2 = rm.clone(), rv.clone()
     counters = torch._dynamo.utils.counters
     counters.clear()
-    compiled = torch.compile(lambda *a: block(ops, *a), fullgraph=True, backend="inductor")
+    state, ref_state = fp8.Fp8State(), fp8.Fp8State()
+    compiled = torch.compile(lambda *a: block(ops, *a, state), fullgraph=True, backend="inductor")
     out = compiled(x, w, rm, rv, bias)
     out.sum().backward()
+    if ops_backend == "fp8":  # the compiled ops found the state through its handle: conv's 3 scales, bn_act's 1
+        assert len(state.scales()) == 4 and all(st.ready for st in state.scales()), state
     gw, gb = w.grad.clone(), bias.grad.clone()
     w.grad = bias.grad = None
-    ref = block(ops, x, w, rm2, rv2, bias)
+    ref = block(ops, x, w, rm2, rv2, bias, ref_state)
     ref.sum().backward()
     tol = 5e-2 if ops_backend == "fp8" else 1e-4
     torch.testing.assert_close(out, ref, atol=tol, rtol=tol)

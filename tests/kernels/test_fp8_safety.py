@@ -35,30 +35,35 @@ def test_nan_stays_nan_in_the_copy_inf_saturates_and_both_are_counted(fmt):
 
 def test_nan_in_a_conv_input_is_counted_and_reaches_the_output_on_a_gpu():
     x, w = _layer()
-    conv_fp8(x, w, None, 1)  # the first call measures the amax
-    prev = fp8.state(w, "x").amax[0].item()
-    before = fp8.nonfinite()
+    state = fp8.Fp8State()
+    conv_fp8(x, w, None, 1, fp8_state=state)  # the first call measures the amax
+    prev = state.scale(w, "x").amax[0].item()
+    before = state.counts()["nonfinite"]
     bad = x.clone()
     bad[0, 3, 2, 2] = float("nan")
-    y = conv_fp8(bad, w, None, 1)
-    assert fp8.nonfinite() == before + 1
-    assert fp8.state(w, "x").amax[0].item() == prev  # the scale was kept
+    y = conv_fp8(bad, w, None, 1, fp8_state=state)
+    assert state.counts()["nonfinite"] == before + 1
+    assert state.scale(w, "x").amax[0].item() == prev  # the scale was kept
     if CUDA:  # the interpreter's fp8 dot reads the NaN code as a number; a GPU's MMA keeps it
         assert torch.isnan(y[0]).any() and not torch.isnan(y[1]).any()
-    assert torch.isfinite(conv_fp8(x, w, None, 1)).all()
+    assert torch.isfinite(conv_fp8(x, w, None, 1, fp8_state=state)).all()
 
 
 def test_a_value_beyond_the_delayed_scale_saturates_and_the_launch_is_counted():
     x, w = _layer(3)
-    conv_fp8(x, w, None, 1)
-    conv_fp8(x, w, None, 1)  # the copy is written with the previous amax from here on
-    before = fp8.saturated()
-    conv_fp8(x * 0.5, w, None, 1)  # within the scale: nothing saturates
-    assert fp8.saturated() == before
-    conv_fp8(x * 4, w, None, 1)  # 4x the previous amax: values beyond 448 x scale saturate
-    assert fp8.saturated() == before + 1
-    y = conv_fp8(x * 4, w, None, 1)  # the next call's scale covers them again
-    assert fp8.saturated() == before + 1
+    state = fp8.Fp8State()
+
+    def saturated():
+        return state.counts()["saturated"]
+    conv_fp8(x, w, None, 1, fp8_state=state)
+    conv_fp8(x, w, None, 1, fp8_state=state)  # the copy is written with the previous amax from here on
+    before = saturated()
+    conv_fp8(x * 0.5, w, None, 1, fp8_state=state)  # within the scale: nothing saturates
+    assert saturated() == before
+    conv_fp8(x * 4, w, None, 1, fp8_state=state)  # 4x the previous amax: values beyond 448 x scale saturate
+    assert saturated() == before + 1
+    y = conv_fp8(x * 4, w, None, 1, fp8_state=state)  # the next call's scale covers them again
+    assert saturated() == before + 1
     assert ((y - F.conv2d(x * 4, w, padding=1)).norm() / F.conv2d(x * 4, w, padding=1).norm()).item() < 0.15
 
 
@@ -74,14 +79,16 @@ def test_scale_initialisation_is_refused_during_capture(monkeypatch):
     assert st.init(t).ready
 
 
-def test_run_record_carries_the_fp8_counts(monkeypatch):
+def test_run_record_carries_the_counts_of_the_networks_state_since_its_reset():
+    from types import SimpleNamespace
+
     import model.training.execute as execution
-    monkeypatch.setattr(fp8, "_STATES", {})
-    assert execution.with_fp8_counts(dict(accuracy=0.5), None) == dict(accuracy=0.5)  # no fp8 layer ran
+    net = SimpleNamespace(fp8=fp8.Fp8State())
+    assert execution.with_fp8_counts(dict(accuracy=0.5), net) == dict(accuracy=0.5)  # no fp8 layer ran
     x, w = _layer(4)
-    before = execution.fp8_counts()
-    conv_fp8(x, w, None, 1)
-    conv_fp8(x, w, None, 1)
-    conv_fp8(x * 4, w, None, 1)
-    rec = execution.with_fp8_counts(dict(accuracy=0.5), before)
-    assert rec["fp8"] == dict(nonfinite=0, saturated=1)
+    for scale in (1, 1, 4):  # the third call saturates (4x the delayed amax)
+        conv_fp8(x * scale, w, None, 1, fp8_state=net.fp8)
+    assert execution.with_fp8_counts(dict(accuracy=0.5), net)["fp8"] == dict(nonfinite=0, saturated=1)
+    net.fp8.reset()  # a run's start (the network's reset_parameters): counts from zero
+    conv_fp8(x, w, None, 1, fp8_state=net.fp8)
+    assert execution.with_fp8_counts(dict(accuracy=0.5), net)["fp8"] == dict(nonfinite=0, saturated=0)

@@ -97,3 +97,36 @@ def test_whiten_bias_detach(net):
     assert net.whiten_bias.grad is None
     net(x, whiten_bias_grad=True).sum().backward()
     assert net.whiten_bias.grad is not None
+
+
+def test_the_network_owns_its_fp8_state_and_passes_it_at_its_call_sites():
+    """kernels/fp8.py: the fp8 ops' scales and copies are the network's (``net.fp8``), handed to every
+    layer whose op keeps state; layers with a stateless op get none; two networks share nothing."""
+    from kernels import fp8
+    a, b = CifarNet(kernels.resolve("fp8")), CifarNet(kernels.resolve("fp8", {"bn_act": "triton"}))
+    assert isinstance(a.fp8, fp8.Fp8State) and a.fp8 is not b.fp8 and a.fp8.handle != b.fp8.handle
+    for g in a.groups:
+        assert g.conv1.fp8 is g.conv2.fp8 is g.norm1.fp8 is g.norm2.fp8 is g.pool_fp8 is a.fp8
+    assert all(g.conv1.fp8 is b.fp8 and g.norm1.fp8 is None for g in b.groups)  # bn_act=triton keeps none
+    eager = CifarNet(kernels.resolve("eager"))
+    assert all(m.fp8 is None for g in eager.groups for m in g.layers()) and eager.fp8.counts() is None
+
+
+def test_a_run_resets_the_networks_fp8_state():
+    """Each run starts from the scales of the first measurement with zero counts (train_run calls
+    reset_parameters), whatever the runs before it saw. MnistNet: the cheapest network with every
+    fp8 producer/consumer pair (conv -> pool -> BN -> conv) on a CPU."""
+    from model.net import MnistNet
+    torch.manual_seed(0)
+    net = MnistNet(kernels.resolve("fp8"), widths=(32, 32, 32))
+    x = torch.randn(2, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+    for scale in (1.0, 1.0, 8.0):  # the last step saturates: 8x the delayed amaxes
+        net(x * scale).sum().backward()
+    scales = net.fp8.scales()
+    assert len(scales) == 2 * 3 + 3 and all(st.ready for st in scales)  # conv2, conv3: w, x, dy; 3 BatchNorms
+    assert net.fp8.counts()["saturated"] > 0
+    moved = [st for st in scales if st.amax[0].item() != st.first.item()]
+    assert moved  # the amaxes rolled over from the first measurement
+    net.reset_parameters()
+    assert net.fp8.counts() == dict(nonfinite=0, saturated=0)
+    assert all(st.amax[0].item() == st.first.item() for st in scales)

@@ -134,17 +134,32 @@ def test_report_never_overwrites_another(cifar_dir, tmp_path):
     assert "## A/B: eager vs triton\n\n(not run: skipped (asked))" in readme
 
 
-def test_report_builds_each_command_from_its_own_parser():
-    """A flag added to bench, trace or ab reaches report at its default (report no longer writes their
-    Namespaces by hand), and a name report sets that the command lacks is an error."""
+def test_each_command_run_by_report_takes_typed_options_that_mirror_its_flags():
+    """report calls bench, trace and ab through their typed ``run(Options)`` (profiling/options.py): each
+    Options has exactly its parser's flags at the parser's defaults, so a flag added to a command
+    without its field fails here; a misspelt field is an error where report writes it."""
+    import dataclasses
+
     from profiling import ab, bench, trace
-    from profiling.report import STEPS, Report, command_args
-    ns = command_args(bench, ops="conv")
-    assert ns.ops == "conv" and ns.no_plots is False and ns.recipe is None and ns.modes
-    assert command_args(ab, b="--backend triton").runs == 5
-    assert command_args(trace).active == 3
-    with pytest.raises(TypeError, match="bench has no argument nonexistent"):
-        command_args(bench, nonexistent=1)
+    from profiling.options import parser_defaults
+    from profiling.report import STEPS, Report
+    for mod, cls in ((bench, bench.BenchOptions), (trace, trace.TraceOptions), (ab, ab.AbOptions)):
+        flags = parser_defaults(mod.add_arguments)
+        fields = {f.name: f.default for f in dataclasses.fields(cls)}
+        assert set(fields) == set(flags), (cls.__name__, set(fields) ^ set(flags))
+        for name, default in fields.items():
+            if default is not dataclasses.MISSING and name != "train_args":  # REMAINDER's default is None
+                assert default == flags[name], (cls.__name__, name, default, flags[name])
+    opts = bench.BenchOptions(ops="conv")
+    assert opts.ops == "conv" and opts.no_plots is False and opts.recipe is None and opts.modes
+    assert ab.AbOptions(b="--backend triton").runs == 5 and trace.TraceOptions().active == 3
+    with pytest.raises(TypeError):
+        bench.BenchOptions(nonexistent=1)
+    with pytest.raises(TypeError):
+        ab.AbOptions(a="--backend eager")  # B is required, as --b is
+    import argparse
+    ns = argparse.Namespace(cmd="bench", **dict(parser_defaults(bench.add_arguments), ops="maxpool"))
+    assert bench.BenchOptions.from_args(ns) == bench.BenchOptions(ops="maxpool")
     rep = Report.__new__(Report)
     rep.runs, rep.out, rep.quick, rep.data_flags = 2, "x", True, []
     assert [step for step, _, _ in rep.plan()] == list(STEPS)
