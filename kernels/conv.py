@@ -298,17 +298,23 @@ if HAS_TRITON:
 # the shape and the GPU (archs: compute capabilities' major versions it is meant for) unless
 # autotuning on a GPU timed a better one. Listed here so that `profiling static` compiles each
 # (pinned with ``FWD_CONFIGS.pinned(entry)``, which also forgets the choices made per shape).
-# Flattened-loop conv kernels are capped at 4 warps by default: PyTorch's Triton conv template
-# with the same loop was miscompiled at 8 warps (pytorch issue 173068); the 8-warp entries are
-# only autotuning candidates, and the autotuner drops any whose output differs from a 4-warp one.
+# PyTorch's Triton conv template with the same flattened loop was miscompiled at 8 warps (pytorch
+# issue 173068), so an 8-warp configuration never runs unchecked: the autotuner drops any whose
+# output differs from a 4-warp candidate's, and without autotuning the first use of an 8-warp
+# choice is checked the same way (``_checked``). On sm_90 the 128x256x64 tile at 8 warps (two
+# consumer warpgroups) comes first for the forward and input-grad where the output has 256
+# channels or more: per FLOP it reads 25% fewer operand bytes through L2 than 128x128, the bound
+# of every 256-channel conv in the static model (group2's forward and input-grad 0.25-0.29 ms ->
+# 0.19-0.22 ms, predicted). Where its grid leaves most of a last round idle (group3: 141 tiles on
+# 132 SMs) the wave-aware order (``_wave_aware``) moves it back.
 # sm_80's 128x64x64 tile runs 8 warps: with 4 it needs 242 registers under triton 3.8 and spills (255 + 16-72 B)
 # under triton 3.6, the GPU machine's compiler; 8 warps need 128 under both (predicted 9% slower, no spill)
 GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_stages archs")
 FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in (
+    (128, 256, 64, 8, 3, (9,)),
     (128, 128, 64, 4, 4, (9,)), (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
     (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
     (64, 64, 32, 4, 4, (8, 9)),
-    (128, 256, 64, 8, 3, (9,)),
 )], forget=lambda: forget_choices())
 WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [GemmConfig(*c) for c in (
     (128, 128, 64, 4, 3, (9,)), (128, 64, 64, 4, 4, (8, 9)), (64, 128, 64, 4, 4, (9,)), (64, 64, 64, 4, 4, (8, 9)),
@@ -461,8 +467,27 @@ def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, d
             times[c] = t
         _chosen[full_key] = min(times, key=times.get)
     else:
-        _chosen[full_key] = cands[0]
+        _chosen[full_key] = _checked(kind, key, cands, launch, output, device, esize)
     return _chosen[full_key]
+
+
+def _checked(kind: str, key: tuple, cands: list, launch, output, device, esize: int) -> tuple:
+    """The first candidate, checked against the first 4-warp one when it has more warps (the
+    pytorch issue 173068 trap) and a GPU runs it outside a capture; a mismatch is recorded in
+    ``_rejected`` and the 4-warp candidate used instead."""
+    first = cands[0]
+    ref_cfg = next((c for c in cands if c[3] <= 4), None)
+    if (first[3] <= 4 or ref_cfg is None or output is None or device.type != "cuda"
+            or torch.cuda.is_current_stream_capturing()):
+        return first
+    launch(ref_cfg)
+    ref = output().detach().float().clone()
+    launch(first)
+    err = ((output().float() - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+    if err <= autotune_tolerance(output().dtype, esize):
+        return first
+    _rejected.append((kind, key, first, err))
+    return ref_cfg
 
 
 def _align(elem_size: int, *strides: int) -> int:

@@ -386,3 +386,32 @@ def test_autotune_drops_a_candidate_beyond_its_dtype_tolerance(monkeypatch, dtyp
     cfg = conv._select("fwd", ("tol",), configs, 256, 64, launch, Dev(), output=lambda: out, esize=esize)
     assert (cfg == configs[1][:5]) == kept, (cfg, conv._rejected)
     assert conv.autotune_tolerance(torch.float16) == 2e-3 and conv.autotune_tolerance(torch.bfloat16) == 1e-2
+
+
+@pytest.mark.parametrize("differs", [False, True])
+def test_an_eight_warp_choice_is_checked_even_without_autotuning(monkeypatch, differs):
+    """The 128x256 8-warp tile comes first on sm_90 for 256-channel outputs; with autotuning off
+    its first use is still compared with a 4-warp candidate (pytorch issue 173068) and dropped
+    when it differs."""
+    from kernels import conv
+
+    class Dev:
+        type = "cuda"
+    ref = torch.linspace(1, 2, 64)
+    out = ref.clone()
+    launched = []
+
+    def launch(cfg):
+        launched.append(cfg)
+        out.copy_(ref * (1.05 if differs and cfg[3] == 8 else 1.0))
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "AUTOTUNE", False)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_rejected", [])
+    assert conv.FWD_CONFIGS[0][:5] == (128, 256, 64, 8, 3) and conv.FWD_CONFIGS[0].archs == (9,)
+    cfg = conv._select("fwd", ("check",), conv.FWD_CONFIGS, 256, 64, launch, Dev(), output=lambda: out)
+    assert {c[3] for c in launched} == {4, 8}  # the 4-warp reference ran beside it
+    assert cfg == ((128, 128, 64, 4, 4) if differs else (128, 256, 64, 8, 3)), (cfg, conv._rejected)
+    assert len(conv._rejected) == int(differs)
