@@ -26,9 +26,13 @@ is one MMA step.
 
 Weight-grad as one GEMM: rows = output channels, columns = (tap, input channel) (exactly the
 channels_last memory order of the weight), reduction = the N*OH*OW pixels, split across programs
-(split-K) so that the grid fills whole waves of the GPU. Each program writes its fp32 partial
-tile; the last program of a tile (a ticket counter) sums the partials in a fixed order and
-writes the gradient in the weight's dtype and layout: one launch, no separate reduction.
+(split-K) so that the grid fills the GPU. A program's tile spans ``TAPS`` taps of a channel block
+(all nine for the default configurations): it loads each chunk of the output gradient once and
+multiplies it with the nine shifted chunks of x, one accumulator per tap, so dy goes through L2
+once per tile instead of once per tap (the layer's whole 64 x 216 gradient is one tile for
+group1.conv1). Each program writes its fp32 partial; a second launch (``_wgrad_sum_kernel``)
+sums the partials in a fixed order, each program a slice of the gradient (deterministic, and the
+tail is one pass of parallel reads, not one program reading every partial).
 
 FP8 (``conv=fp8``, compute capability 8.9+; kernels/fp8.py): the GEMMs read FP8 operands that are
 already in memory. The activation's e4m3 copy is written by the kernel that produces it
@@ -52,7 +56,7 @@ import torch.nn.functional as F
 from . import fp8
 from ._compiled import compiled
 from . import _triton
-from ._triton import HAS_TRITON, check_tensor, interpreting, programs_per_wave, sm_count, stream_key
+from ._triton import HAS_TRITON, check_tensor, interpreting, programs_per_wave, sm_count, triton_version
 from .registry import register
 from .spec import L2_FIT, ConfigList, OpSpec, SampleCall, Sampler, Work, grid_of, programs_of, register_spec, rows_iters
 
@@ -225,72 +229,89 @@ if HAS_TRITON:
                  mask=row_ok[:, None] & col_ok[None, :])
 
     @triton.jit
-    def _wgrad_kernel(x_ptr, dy_ptr, part_ptr, cnt_ptr, dw_ptr, P, ROWS,
+    def _wgrad_kernel(x_ptr, dy_ptr, out_ptr, P, ROWS,
                       sxn, sxh, sxw, sdn, sdh, sdw,
                       H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
                       CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                       ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
-                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """dw[co, (tap, ci)] = sum over pixels p of dy[p, co] * x[p shifted by tap, ci]: one GEMM
         (M = CO, N = KH*KW*CI, K = pixels), the pixels split in chunks of ROWS (program_id 1).
 
-        Column tiles stay within one tap (the channels of a tap padded to a whole number of tiles),
-        so the shift is per program and the x loads are rows of contiguous channels; the image
-        sizes are compile-time constants, so the pixel decomposition is multiply-shifts.
+        A tile is BLOCK_M output channels x (TAPS consecutive taps x BLOCK_N input channels): each
+        chunk of dy ([BLOCK_M, BLOCK_K]) is loaded once and multiplied with the TAPS shifted chunks
+        of x, one accumulator per tap (a tuple), so dy is read once per tile, not once per tap. The
+        x loads are rows of contiguous channels; the image sizes are compile-time constants, so the
+        pixel decomposition is multiply-shifts.
         x_ptr    the forward's input [N][H][W][CI] (channel stride 1), strides sxn, sxh, sxw
         dy_ptr   the output gradient [N][OH][OW][CO] (channel stride 1), strides sdn, sdh, sdw
-        dw_ptr   the weight gradient, [CO][KH][KW][CI] contiguous (the weight's channels_last layout)
-        part_ptr fp32 [SPLIT][CO][KH*KW*CI]: each pixel chunk's partial sum (SPLIT > 1 only)
-        cnt_ptr  int32 tickets, one per output tile, all zero between launches (SPLIT > 1 only)
+        out_ptr  SPLIT == 1: the weight gradient dw, [CO][KH][KW][CI] contiguous (the weight's
+                 channels_last layout), in its dtype; SPLIT > 1: fp32 partials [SPLIT][CO][KH*KW*CI],
+                 one per pixel chunk, summed by _wgrad_sum_kernel
         P        pixels, N * OH * OW (the GEMM's K); ROWS: pixels per program (program_id 1)
         PAD      zero padding; ALIGN_X, ALIGN_D: element alignment of a pixel's row in x and dy
-        SPLIT    programs along the pixels; IDX64: 64-bit offsets (a tensor of 2^31 elements or more)"""
-        CIP: tl.constexpr = ((CI + BLOCK_N - 1) // BLOCK_N) * BLOCK_N
-        GN: tl.constexpr = KH * KW * (CIP // BLOCK_N)
+        SPLIT    programs along the pixels; IDX64: 64-bit offsets (a tensor of 2^31 elements or more)
+        TAPS     taps per tile (divides KH*KW); the channels of a tap are padded to whole BLOCK_N tiles"""
+        CB: tl.constexpr = (CI + BLOCK_N - 1) // BLOCK_N
+        GN: tl.constexpr = (KH * KW // TAPS) * CB
         NCOL: tl.constexpr = KH * KW * CI
         tile = tl.program_id(0)
         pid_m = tile // GN
         pid_n = tile - pid_m * GN
+        t0 = (pid_n // CB) * TAPS
         rco = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        tap = (pid_n * BLOCK_N) // CIP
-        kh = tap // KW
-        kw = tap - kh * KW
-        ci = pid_n * BLOCK_N - tap * CIP + tl.arange(0, BLOCK_N)
+        ci = (pid_n % CB) * BLOCK_N + tl.arange(0, BLOCK_N)
         co_ok = rco < CO
         ci_ok = ci < CI
         start = tl.program_id(1) * ROWS
         end = tl.minimum(start + ROWS, P)
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        accs = ()
+        for j in tl.static_range(TAPS):
+            accs = accs + (tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32),)
         for p0 in range(start, start + ROWS, BLOCK_K):
             rp = p0 + tl.arange(0, BLOCK_K)
             live = rp < end
             n, oh, ow = _pixels(rp, OH, OW)
-            ih = oh + kh - PAD
-            iw = ow + kw - PAD
-            ok = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             if IDX64:
                 n = n.to(tl.int64)
             d_off = tl.multiple_of(n * sdn + oh * sdh + ow * sdw, ALIGN_D)
-            x_row = tl.multiple_of(n * sxn + ih * sxh + iw * sxw, ALIGN_X)
             a = tl.load(dy_ptr + rco[:, None] + d_off[None, :], mask=co_ok[:, None] & live[None, :], other=0.0)
-            b = tl.load(x_ptr + x_row[:, None] + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
-            acc = tl.dot(a, b, acc)
-        out = rco[:, None] * NCOL + (tap * CI + ci)[None, :]  # channels_last [co][kh][kw][ci]
+            x_pix = n * sxn + oh * sxh + ow * sxw
+            nxt = ()
+            for j in tl.static_range(TAPS):
+                kh = (t0 + j) // KW
+                kw = (t0 + j) - kh * KW
+                ih = oh + kh - PAD
+                iw = ow + kw - PAD
+                ok = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+                x_row = tl.multiple_of(x_pix + (kh - PAD) * sxh + (kw - PAD) * sxw, ALIGN_X)
+                b = tl.load(x_ptr + x_row[:, None] + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
+                nxt = nxt + (tl.dot(a, b, accs[j]),)
+            accs = nxt
         omask = co_ok[:, None] & ci_ok[None, :]
-        if SPLIT == 1:
-            tl.store(dw_ptr + out, acc.to(dw_ptr.dtype.element_ty), mask=omask)
-        else:
-            # split-K: every program leaves its fp32 partial; the last one of the tile sums them in
-            # a fixed order (deterministic) and writes the gradient in its final dtype and layout
-            tl.store(part_ptr + tl.program_id(1) * (CO * NCOL) + out, acc, mask=omask, cache_modifier=".cg")
-            tl.debug_barrier()
-            ticket = tl.atomic_add(cnt_ptr + tile, 1)
-            if ticket == SPLIT - 1:
-                total = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                for s in range(0, SPLIT):
-                    total += tl.load(part_ptr + s * (CO * NCOL) + out, mask=omask, other=0.0, cache_modifier=".cg")
-                tl.store(dw_ptr + out, total.to(dw_ptr.dtype.element_ty), mask=omask)
-                tl.store(cnt_ptr + tile, 0)
+        for j in tl.static_range(TAPS):
+            out = rco[:, None] * NCOL + ((t0 + j) * CI + ci)[None, :]  # channels_last [co][kh][kw][ci]
+            if SPLIT == 1:
+                tl.store(out_ptr + out, accs[j].to(out_ptr.dtype.element_ty), mask=omask)
+            else:
+                tl.store(out_ptr + tl.program_id(1) * (CO * NCOL) + out, accs[j], mask=omask, cache_modifier=".cg")
+
+    @triton.jit
+    def _wgrad_sum_kernel(part_ptr, dw_ptr, TOTAL, SPLIT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK: tl.constexpr):
+        """dw[i] = the sum over s of part[s][i], in dw's dtype; each program a BLOCK-element slice,
+        BLOCK_S partials at a time (a [BLOCK_S, BLOCK] tile in flight per step, reduced in a fixed
+        order: deterministic). part_ptr: fp32 [SPLIT][TOTAL] (the weight-grad's partials); dw_ptr:
+        [TOTAL] (the gradient in its memory order)."""
+        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        m = i < TOTAL
+        rs = tl.arange(0, BLOCK_S)
+        total = tl.zeros([BLOCK], dtype=tl.float32)
+        for s0 in range(0, SPLIT, BLOCK_S):
+            s = s0 + rs
+            v = tl.load(part_ptr + s[:, None] * TOTAL + i[None, :], mask=(s < SPLIT)[:, None] & m[None, :], other=0.0,
+                        cache_modifier=".cg")
+            total += tl.sum(v, axis=0)
+        tl.store(dw_ptr + i, total.to(dw_ptr.dtype.element_ty), mask=m)
 
 
 # ---------------------------------------------------------------------------------- configs
@@ -310,16 +331,34 @@ if HAS_TRITON:
 # sm_80's 128x64x64 tile runs 8 warps: with 4 it needs 242 registers under triton 3.8 and spills (255 + 16-72 B)
 # under triton 3.6, the GPU machine's compiler; 8 warps need 128 under both (predicted 9% slower, no spill)
 GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_stages archs")
-FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in (
-    (128, 256, 64, 8, 3, (9,)),
+# Under triton 3.6 (the GPU machine's) that tile's forward form keeps no load in flight (static: cp.async
+# wait depth 0, the conv_wait_depth rule), so there it is an autotuning candidate only, last.
+_WIDE = (128, 256, 64, 8, 3, (9,))
+_WIDE_FIRST = triton_version() >= (3, 7)
+FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in ((_WIDE,) if _WIDE_FIRST else ()) + (
     (128, 128, 64, 4, 4, (9,)), (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
     (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
     (64, 64, 32, 4, 4, (8, 9)),
-)], forget=lambda: forget_choices())
-WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [GemmConfig(*c) for c in (
-    (128, 128, 64, 4, 3, (9,)), (128, 64, 64, 4, 4, (8, 9)), (64, 128, 64, 4, 4, (9,)), (64, 64, 64, 4, 4, (8, 9)),
-    (64, 32, 64, 4, 4, (8, 9)),
-    (128, 256, 64, 8, 3, (9,)),
+) + (() if _WIDE_FIRST else (_WIDE,))], forget=lambda: forget_choices())
+# The weight-grad's tiles span ``taps`` taps of a channel block (9: all of a 3x3 filter; 3: a row of
+# it; 1: one tap per tile, as before), each chunk of dy read once per tile, with one fp32 accumulator
+# per tap. Per FLOP a tile loads (BLOCK_M + taps x BLOCK_N) / (taps x BLOCK_M x BLOCK_N) operand
+# elements through L2: 1/43 for 128x64x3, 1/58 for 64x64x9, 1/52 for 64x32x9 and 1/21 for 64x32x3
+# against 1/43, 1/32 and 1/21 for the same tiles of one tap. Chosen with profiling static (sm_90,
+# batch 2000, predictions): group1.conv1 0.463 -> 0.258 ms, group1.conv2 0.146 -> 0.082,
+# group2.conv1 0.434 -> 0.242, group2.conv2 0.253 -> 0.211, group3.conv2 0.048 -> 0.041. Two
+# limits found in the SASS: a tile of more than 3 taps over a partial channel block (24 channels in
+# a 32-wide block) leaves its x loads out of the pipeline (plain loads, no cp.async wait depth),
+# so such tiles need whole channel blocks; and on sm_80 (mma.sync, accumulators and operand
+# fragments in registers) 9-tap tiles spill and 3-tap tiles of 128 rows are shared-memory bound,
+# so its larger layers keep 128x64 one-tap tiles (group1.conv1 0.715 -> 0.410 ms, group1.conv2
+# 0.194 -> 0.171 there).
+WgradConfig = namedtuple("WgradConfig", "block_m block_n block_k num_warps num_stages taps archs")
+WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [WgradConfig(*c) for c in (
+    (128, 64, 64, 8, 3, 3, (9,)), (64, 64, 32, 8, 3, 9, (9,)), (64, 32, 64, 4, 3, 9, (9,)),
+    (128, 64, 64, 4, 4, 1, (8, 9)), (64, 64, 64, 4, 3, 3, (8,)), (64, 32, 64, 4, 3, 3, (8, 9)),
+    (128, 128, 64, 4, 3, 1, (9,)), (64, 128, 64, 4, 4, 1, (9,)), (64, 64, 64, 4, 4, 1, (8, 9)),
+    (64, 32, 64, 4, 4, 1, (8, 9)),
 )], forget=lambda: forget_choices())
 SMALL_CONFIG = (128, 32, 16, 4)   # the whitening conv: BLOCK_M, BLOCK_N, BLOCK_K (>= KH*KW*CI), warps
 GROUP_M = 8
@@ -380,7 +419,7 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        valid = {kind: {tuple(c[:5]) for c in cs} for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS))}
+        valid = {kind: {tuple(c[:-1]) for c in cs} for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS))}
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
@@ -409,8 +448,8 @@ def _fits(cfg, n_cols: int, k_chans: int, min_k: int) -> bool:
 
 
 def _candidates(configs, n_cols: int, k_chans: int, min_k: int, arch: int) -> list[tuple]:
-    mine = [c for c in configs if arch in c[5]] or list(configs)  # a forced list (static) may name any arch
-    cands = [c[:5] for c in mine if _fits(c, n_cols, k_chans, min_k)]
+    mine = [c for c in configs if arch in c[-1]] or list(configs)  # a forced list (static) may name any arch
+    cands = [tuple(c[:-1]) for c in mine if _fits(c, n_cols, k_chans, min_k)]
     if not cands:  # widen the smallest configuration to what the shape and dtype need
         c = min(mine, key=lambda c: c[1] * c[2])
         cands = [(c[0], min(c[1], max(16, triton.next_power_of_2(n_cols))), max(c[2], min_k), c[3], c[4])]
@@ -449,7 +488,7 @@ def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, d
         cands = _wave_aware(cands, programs, device, esize)
     if interpreting():
         c = cands[-1]
-        _chosen[full_key] = (max(c[0], 64), c[1], c[2], c[3], c[4])  # the interpreter pays per program
+        _chosen[full_key] = (max(c[0], 64), *c[1:])  # the interpreter pays per program
     elif AUTOTUNE and len(cands) > 1 and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
         from triton.testing import do_bench
         ref_cfg = next((c for c in cands if c[3] <= 4), cands[0])
@@ -610,27 +649,12 @@ def _(dy, w, x_shape, padding):
     return _out_nhwc(tuple(x_shape), dy)
 
 
-_WGRAD_COUNTERS: dict = {}
-_RETIRED: list = []
-
-
-def _tickets(device: torch.device, n: int) -> torch.Tensor:
-    """Zeroed int32 counters (the split-K tickets; left zero by the launches), one set per (device,
-    stream) (``stream_key``: weight-grads on two streams never share them)."""
-    key = stream_key(device)
-    t = _WGRAD_COUNTERS.get(key)
-    if t is None or t.numel() < n:
-        if t is not None:
-            _RETIRED.append(t)  # a captured CUDA graph may still point at it
-        t = _WGRAD_COUNTERS[key] = torch.zeros(max(n, 4096), device=device, dtype=torch.int32)
-    return t
-
-
 def _wgrad_split(tiles: int, P: int, bk: int, slots: int, sms: int) -> int:
     """Split-K factor: the smallest split whose grid (tiles x split) fills every resident slot of the
     GPU (``slots``) with every SM equally busy (within 5%), with at least 8 reduction steps per
-    program; failing that, the most even grid that fills it."""
-    max_split = max(1, min(64, P // (8 * bk)))
+    program; failing that, the most even grid that fills it. (A tile spanning all taps leaves few
+    tiles, one for group1.conv1: the split fills the GPU, up to 512.)"""
+    max_split = max(1, min(512, P // (8 * bk)))
     scored = []
     for split in range(1, max_split + 1):
         programs = tiles * split
@@ -638,10 +662,18 @@ def _wgrad_split(tiles: int, P: int, bk: int, slots: int, sms: int) -> int:
     return min(scored)[3]
 
 
+def _wgrad_taps(taps: int, KH: int, KW: int) -> int:
+    """Taps per weight-grad tile: a configuration's ``taps`` capped at the filter's KH*KW, and 1
+    where it does not divide them."""
+    n = KH * KW
+    return n if taps >= n else (taps if n % taps == 0 else 1)
+
+
 @torch.library.custom_op("speedrun::conv2d_wgrad", mutates_args=())
 def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding: int,
                  out_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """dw (channels_last, in out_dtype or x's dtype): one GEMM with split-K over the pixels."""
+    """dw (channels_last, in out_dtype or x's dtype): one GEMM with split-K over the pixels, its
+    partials summed by a second launch."""
     N, CI, H, W = x.shape
     _, CO, OH, OW = dy.shape
     KH, KW = w_shape[2], w_shape[3]
@@ -651,15 +683,14 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
     ncol = KH * KW * CI
     align_x = _align(x.element_size(), x.stride(0), x.stride(2), x.stride(3))
     align_d = _align(dy.element_size(), dy.stride(0), dy.stride(2), dy.stride(3))
-    parts = {}
-
     idx64 = max(x.numel(), dy.numel()) >= 2 ** 31
 
     def launch(cfg):
-        bm, bn, bk, warps, stages = cfg
-        tiles = triton.cdiv(CO, bm) * KH * KW * triton.cdiv(CI, bn)
+        bm, bn, bk, warps, stages, taps = cfg
+        taps = _wgrad_taps(taps, KH, KW)
+        tiles = triton.cdiv(CO, bm) * (KH * KW // taps) * triton.cdiv(CI, bn)
         meta0 = dict(H=H, W=W, OH=OH, OW=OW, PAD=padding, CI=CI, CO=CO, KH=KH, KW=KW, ALIGN_X=align_x,
-                     ALIGN_D=align_d, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
+                     ALIGN_D=align_d, IDX64=idx64, TAPS=taps, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
                      num_stages=stages)
         if interpreting():
             split = min(2, max(1, P // bk))
@@ -668,21 +699,26 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
                                  sm_count(x.device))
         rows = triton.cdiv(triton.cdiv(P, split), bk) * bk
         split = triton.cdiv(P, rows)
-        meta = dict(meta0, SPLIT=split)
-        if split > 1 and (cfg, split) not in parts:
-            parts[(cfg, split)] = torch.empty((split, CO, ncol), device=x.device, dtype=torch.float32)
-        part = parts.get((cfg, split), dw)
+        # split > 1: fp32 partials (a fresh buffer per call: two streams never share one)
+        out = torch.empty((split, CO, ncol), device=x.device, dtype=torch.float32) if split > 1 else dw
         _triton.launch(_wgrad_kernel, (tiles, split),
-                       (x, dy, part, _tickets(x.device, tiles), dw, P, rows, x.stride(0), x.stride(2), x.stride(3),
-                        dy.stride(0), dy.stride(2), dy.stride(3)), meta, x.device, note_meta=meta0)
+                       (x, dy, out, P, rows, x.stride(0), x.stride(2), x.stride(3),
+                        dy.stride(0), dy.stride(2), dy.stride(3)), dict(meta0, SPLIT=split), x.device, note_meta=meta0)
+        if split > 1:
+            total, block_s = CO * ncol, min(32, triton.next_power_of_2(split))
+            block = 128 if not interpreting() else 4096
+            _triton.launch(_wgrad_sum_kernel, (triton.cdiv(total, block),), (out, dw, total),
+                           dict(SPLIT=split, BLOCK_S=block_s, BLOCK=block, num_warps=4), x.device,
+                           note_meta=dict(BLOCK_S=block_s, BLOCK=block))
 
     arch = _arch(x.device)
-    mine = [c for c in WGRAD_CONFIGS if arch in c[5]] or list(WGRAD_CONFIGS)
-    cands = [c[:5] for c in mine if c[0] <= max(16, triton.next_power_of_2(CO))
-             and c[1] <= max(16, triton.next_power_of_2(CI))]  # a column tile within one tap's channels
+    mine = [c for c in WGRAD_CONFIGS if arch in c[-1]] or list(WGRAD_CONFIGS)
+    # a column tile within one tap's channels; more than 3 taps per tile only over whole channel blocks
+    cands = [tuple(c[:-1]) for c in mine if c[0] <= max(16, triton.next_power_of_2(CO))
+             and c[1] <= max(16, triton.next_power_of_2(CI)) and (_wgrad_taps(c[5], KH, KW) <= 3 or CI % c[1] == 0)]
     if not cands:
         c = min(mine, key=lambda c: c[0] * c[1])
-        cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), c[2], c[3], c[4])]
+        cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), *c[2:-1])]
     cfg = _select("wgrad", (tuple(x.shape), CO, KH, KW, padding, str(x.dtype)), WGRAD_CONFIGS, ncol, CO,
                   launch, x.device, 16, output=lambda: dw, cands=cands)
     launch(cfg)
@@ -1005,7 +1041,7 @@ def _work_wgrad(launch, peak, capacity: int) -> Work:
     x, dy = a["x_ptr"], a["dy_ptr"]
     P, rows = a["P"], a["ROWS"]
     CI, CO, KH, KW = cx["CI"], cx["CO"], cx["KH"], cx["KW"]
-    bm, bn, bk = cx["BLOCK_M"], cx["BLOCK_N"], cx["BLOCK_K"]
+    bm, bn, bk, taps = cx["BLOCK_M"], cx["BLOCK_N"], cx["BLOCK_K"], cx.get("TAPS", 1)
     cip = math.ceil(CI / bn) * bn
     g = grid_of(launch)
     tiles, split = g[0], g[1]
@@ -1013,24 +1049,36 @@ def _work_wgrad(launch, peak, capacity: int) -> Work:
     flops = 2.0 * CO * CI * KH * KW * P
     ncol = KH * KW * CI
     dw = CO * ncol * 2
-    part = split * CO * ncol * 4 * 2 if split > 1 else 0  # fp32 partials written, then read by the last program
+    out = split * CO * ncol * 4 if split > 1 else dw  # fp32 partials (summed by _wgrad_sum_kernel), or dw
     # the programs of one split chunk (every tile of it) are neighbours in the launch order: when they
     # fit on the GPU at once they stream the chunk together and DRAM serves it once
     reread = 1 if tiles <= capacity else math.ceil(tiles / capacity)
-    dram = (dy.nbytes + x.nbytes) * reread + part + dw
-    l2 = programs_of(launch) * iters * (bm * bk + bk * bn) * x.esize
-    return Work("gemm", iters, bm * bn * bk, dram, dy.nbytes + x.nbytes + dw, x.esize,
+    dram = (dy.nbytes + x.nbytes) * reread + out
+    # per iteration a tile loads its dy chunk once and one shifted x chunk per tap
+    l2 = programs_of(launch) * iters * (bm * bk + taps * bk * bn) * x.esize
+    return Work("gemm", iters, bm * bn * bk * taps, dram, dy.nbytes + x.nbytes + dw, x.esize,
                 flops=flops, l2_bytes=l2,
                 notes=[f"one GEMM {CO}x{ncol}x{P}" + (f" (each tap's {CI} channels padded to {cip})" if cip != CI else "")
-                       + f", split-K {split}" + (
-                    f": fp32 partials {part / 2e6:.1f} MB, summed by the last program of each tile" if split > 1 else ""),
-                    f"grid {tiles}x{split}"], units=tiles * split, read_bytes=(dy.nbytes + x.nbytes) * reread + part / 2)
+                       + f", tiles of {taps} tap(s): dy read once per tile, split-K {split}"
+                       + (f": fp32 partials {out / 1e6:.1f} MB, summed by a second launch" if split > 1 else ""),
+                       f"grid {tiles}x{split}"], units=tiles * split, read_bytes=(dy.nbytes + x.nbytes) * reread)
+
+
+def _work_wgrad_sum(launch, peak, capacity: int) -> Work:
+    """The weight-grad's partials summed: SPLIT fp32 slices read, the gradient written once."""
+    a, cx = launch.args, launch.cx
+    total, split, dw, bs = a["TOTAL"], cx["SPLIT"], a["dw_ptr"], cx["BLOCK_S"]
+    read = split * total * 4
+    nbytes = read + total * dw.esize
+    return Work("memory", math.ceil(split / bs), bs * cx["BLOCK"], nbytes, nbytes, 4 + dw.esize / split,
+                notes=[f"{split} fp32 partials of {total} elements summed in order"], read_bytes=read,
+                units=programs_of(launch))
 
 
 SPEC = register_spec(ConvSpec())
 if HAS_TRITON:
     SPEC.work = {_conv_kernel: _work_conv, _conv_small_kernel: _work_conv_small, _wgrad_kernel: _work_wgrad,
-                 fp8._quantize_kernel: fp8.work_quantize}
+                 _wgrad_sum_kernel: _work_wgrad_sum, fp8._quantize_kernel: fp8.work_quantize}
     # the pipelined GEMM main loops the conv rules check (profiling/rules.py); _conv_kernel's is the
     # implicit GEMM of the forward and input-grad, whose issue budget per MMA is a rule of its own
     SPEC.tags = {_conv_kernel: ("pipelined_gemm", "implicit_gemm_loop"), _wgrad_kernel: ("pipelined_gemm",)}

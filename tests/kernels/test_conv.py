@@ -312,13 +312,13 @@ def test_autotune_choices_round_trip(tmp_path, monkeypatch):
     from kernels import conv
     monkeypatch.setattr(conv, "_chosen", {})
     fwd_key = ("fwd", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")
-    conv._chosen[fwd_key] = conv.FWD_CONFIGS[1][:5]
-    conv._chosen[("wgrad", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")] = conv.WGRAD_CONFIGS[0][:5]
+    conv._chosen[fwd_key] = tuple(conv.FWD_CONFIGS[1][:-1])  # a configuration without its archs
+    conv._chosen[("wgrad", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")] = tuple(conv.WGRAD_CONFIGS[0][:-1])
     path = str(tmp_path / "choices.json")
     assert conv.save_choices(path) == 2
     conv._chosen.clear()
     assert conv.load_choices(path) == 2
-    assert conv._chosen[fwd_key] == conv.FWD_CONFIGS[1][:5]
+    assert conv._chosen[fwd_key] == tuple(conv.FWD_CONFIGS[1][:-1])
     data = json.load(open(path))
     data["choices"][0][-1] = [512, 512, 64, 8, 3]  # a configuration no longer in the list
     json.dump(data, open(path, "w"))
@@ -410,8 +410,42 @@ def test_an_eight_warp_choice_is_checked_even_without_autotuning(monkeypatch, di
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     monkeypatch.setattr(conv, "_chosen", {})
     monkeypatch.setattr(conv, "_rejected", [])
-    assert conv.FWD_CONFIGS[0][:5] == (128, 256, 64, 8, 3) and conv.FWD_CONFIGS[0].archs == (9,)
-    cfg = conv._select("fwd", ("check",), conv.FWD_CONFIGS, 256, 64, launch, Dev(), output=lambda: out)
+    # first under triton >= 3.7 (under 3.6 an autotuning candidate only: kernels/conv.py _WIDE_FIRST)
+    assert (conv.FWD_CONFIGS[0][:5] == (128, 256, 64, 8, 3)) == conv._WIDE_FIRST
+    configs = [conv.GemmConfig(*conv._WIDE), conv.GemmConfig(128, 128, 64, 4, 4, (9,))]
+    cfg = conv._select("fwd", ("check",), configs, 256, 64, launch, Dev(), output=lambda: out)
     assert {c[3] for c in launched} == {4, 8}  # the 4-warp reference ran beside it
     assert cfg == ((128, 128, 64, 4, 4) if differs else (128, 256, 64, 8, 3)), (cfg, conv._rejected)
     assert len(conv._rejected) == int(differs)
+
+
+WGRAD_CASES = [  # (x shape, out channels, kernel, padding)
+    ((2, 20, 5, 5), 17, 3, 1),   # channels not a multiple of any block; 2 pixel chunks summed by a second launch
+    ((1, 40, 3, 3), 70, 3, 1),   # 3x3 image: every tap but the centre reads the border
+    ((2, 12, 6, 7), 32, 1, 0),   # 1x1: one tap per tile whatever the configuration says
+    ((1, 8, 4, 4), 8, 3, 1),     # 16 pixels: one chunk, the gradient written directly (no partials)
+]
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_every_weight_grad_configuration_against_the_reference(index):
+    """Each weight-grad configuration pinned in turn (tiles of one tap, a kernel row, all nine taps),
+    on odd shapes, against torch's weight gradient: the shifted x chunks land on the right taps."""
+    from kernels import conv
+    cfg = conv.WGRAD_CONFIGS[index]
+    g = torch.Generator().manual_seed(index)
+    with conv.WGRAD_CONFIGS.pinned(cfg):
+        for shape, co, k, pad in WGRAD_CASES:
+            x = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+            oh, ow = shape[2] + 2 * pad - k + 1, shape[3] + 2 * pad - k + 1
+            dy = torch.randn(shape[0], co, oh, ow, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+            dw = conv.conv2d_wgrad(dy, x, [co, shape[1], k, k], pad)
+            ref = torch.nn.grad.conv2d_weight(x, (co, shape[1], k, k), dy, padding=pad)
+            assert rel(dw, ref) < TOL[torch.float32], (cfg, shape, rel(dw, ref))
+            assert dw.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_weight_grad_taps_per_tile():
+    from kernels.conv import _wgrad_taps
+    assert _wgrad_taps(9, 3, 3) == 9 and _wgrad_taps(3, 3, 3) == 3 and _wgrad_taps(1, 3, 3) == 1
+    assert _wgrad_taps(9, 1, 1) == 1 and _wgrad_taps(9, 2, 2) == 4 and _wgrad_taps(3, 2, 2) == 1
