@@ -140,6 +140,9 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
             row["bound_ms"] = bound_ms
             row["bound"] = max(bound_ms, key=bound_ms.get) if bound_ms else None
             row["glue_ops"] = len([x for x in gl if x["phase"] in TRAIN_PHASES])
+            # DRAM traffic of one training call (the kernels' work models, the glue's ATen bytes)
+            row["dram_bytes"] = (sum(r["dram_bytes"] or 0 for r in mine if r["phase"] in TRAIN_PHASES)
+                                 + sum(x["bytes"] or 0 for x in gl if x["phase"] in TRAIN_PHASES))
             row["predicted_ms"] = row["fwd_ms"] + row["bwd_ms"]
             row["roofline_fwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "fwd", esize, fp8=fp8)
             row["roofline_bwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "bwd", esize, fp8=fp8)
@@ -171,7 +174,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
         for arch in archs:
             peak = PEAKS[ARCHS[arch][1]]
             row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
-                       per_op={}, modelled_ops=0, eager_ops=0)
+                       per_op={}, modelled_ops=0, eager_ops=0, hbm_bytes=0.0)
             runnable = True
             for case in network_ops(batch, activation=activation, recipe=recipe):
                 impl = names[case.op]
@@ -182,8 +185,11 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                     ms = 1e3 * (case.phase_bound_s(peak, "fwd", esize) + case.phase_bound_s(peak, "bwd", esize))
                     row["eager_roofline_ms"] += ms
                     row["eager_ops"] += 1
+                    # an op left to cuDNN / ATen moves at least its must-move bytes
+                    row["hbm_bytes"] += case.spec.phase_bytes(case, "fwd", esize) + case.spec.phase_bytes(case, "bwd", esize)
                     continue
                 row["predicted_ms"] += o["predicted_ms"]
+                row["hbm_bytes"] += o.get("dram_bytes") or 0.0
                 row["roofline_ms"] += o["roofline_ms"]
                 for b, ms in (o.get("bound_ms") or {}).items():
                     row.setdefault("_bounds", {})[b] = row.setdefault("_bounds", {}).get(b, 0.0) + ms
@@ -199,6 +205,10 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
             if row.get("predicted_ms") is not None:
                 row["predicted_range_ms"] = list(with_range(row["predicted_ms"]))
             row["fused_min_ms"] = fused[arch]["ms"]
+            # HBM bytes per step: the modelled kernels' DRAM traffic plus the eager ops' must-move bytes,
+            # beside the fused minimum's (what issue 23's fused blocks aim at)
+            row["hbm_mb"] = row.pop("hbm_bytes") / 1e6 if runnable else None
+            row["fused_min_mb"] = fused[arch]["bytes"] / 1e6
             device = (row.get("predicted_ms") or 0) + (row.get("eager_roofline_ms") or 0)
             row["of_fused_min"] = fused[arch]["ms"] / device if row.get("predicted_ms") else None
             if o_bounds := row.pop("_bounds", None):

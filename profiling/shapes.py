@@ -38,7 +38,7 @@ def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False) 
         x, y = c.numel(c.x_shape), c.numel(c.out_shape)
         w = c.params["cout"] * c.x_shape[1] * c.params["k"] ** 2
         if nxt is not None and nxt.op == "maxpool" and nxt.name != "final_pool":
-            pooled = y / nxt.params["k"] ** 2
+            pooled = nxt.numel(nxt.out_shape)  # floor mode: 31x31 pools to 15x15
             out = esize * pooled + pooled  # the pooled tensor and its 1-byte window index
         else:
             out = esize * y
@@ -52,6 +52,54 @@ def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False) 
             total_flops += f
             seconds += max(b / (peak.hbm_gbps * 1e9), f / (tflops * 1e12))
     return dict(bytes=total_bytes, flops=total_flops, ms=1e3 * seconds)
+
+
+# the fusions of issue 23, in the order a session would build them: name -> what moves where
+FUSIONS = {
+    "pool_stats_in_conv1": "forward: conv1's epilogue max-pools its tile (writing the pooled tensor and the 1-byte "
+                           "index) and adds the pooled tile's BatchNorm sums: the full-size output is never written "
+                           "nor read back, and the statistics pass is gone",
+    "stats_in_conv2": "forward: conv2's epilogue adds its output's BatchNorm sums: the statistics pass is gone",
+    "bn_act_in_prologue": "forward: the next conv applies BatchNorm + activation to its operand as it loads it (its "
+                          "weight-grad recomputes it the same way): the activated tensor is never written nor read",
+    "bn_bwd_sums_in_dgrad": "backward: the input-grad producing a BatchNorm's output gradient adds the backward's "
+                            "two per-channel sums in its epilogue (reading x there): the reduction pass, which read "
+                            "the gradient and x, is gone",
+    "pool_bwd_in_bn_dx": "backward: the BatchNorm backward's dx pass scatters into the pool's input gradient through "
+                         "the 1-byte index: the pooled gradient is never written nor read back",
+}
+
+
+def fusion_savings(cases: list[OpCase], peak, esize: int = 2) -> list[dict]:
+    """HBM bytes per training step each fusion of issue 23 removes (``FUSIONS``), from the network's
+    op sequence (conv -> pool -> BatchNorm -> conv ...), and the time they take at the model's
+    effective HBM bandwidth (peak x MEM_EFFICIENCY): a prediction of the saving before building it.
+    Only traffic changes are counted: the fused kernels' extra instructions are not."""
+    from .perfmodel import MEM_EFFICIENCY
+    saved = dict.fromkeys(FUSIONS, 0.0)
+    layers = {k: [] for k in FUSIONS}
+    for i, c in enumerate(cases):
+        nxt = cases[i + 1] if i + 1 < len(cases) else None
+        after = cases[i + 2] if i + 2 < len(cases) else None
+        if c.op == "conv" and nxt is not None and nxt.op == "maxpool" and nxt.name != "final_pool":
+            y, p = c.numel(c.out_shape), nxt.numel(nxt.out_shape)  # floor mode: 31x31 pools to 15x15
+            saved["pool_stats_in_conv1"] += 2 * esize * y + esize * p  # write + read of y; the stats pass
+            layers["pool_stats_in_conv1"].append(c.name)
+            if after is not None and after.op == "bn_act":
+                saved["pool_bwd_in_bn_dx"] += 2 * esize * p
+                layers["pool_bwd_in_bn_dx"].append(nxt.name)
+        elif c.op == "conv" and nxt is not None and nxt.op == "bn_act":
+            saved["stats_in_conv2"] += esize * c.numel(c.out_shape)
+            layers["stats_in_conv2"].append(c.name)
+        if c.op == "bn_act" and nxt is not None and nxt.op == "conv":
+            x = c.numel(c.x_shape)
+            saved["bn_act_in_prologue"] += 2 * esize * x      # the apply pass's read and write
+            saved["bn_bwd_sums_in_dgrad"] += esize * x        # the gradient's read (x is read in the epilogue)
+            for k in ("bn_act_in_prologue", "bn_bwd_sums_in_dgrad"):
+                layers[k].append(c.name)
+    bw = peak.hbm_gbps * 1e9 * MEM_EFFICIENCY
+    return [dict(fusion=k, what=FUSIONS[k], layers=layers[k], mb=saved[k] / 1e6, ms=1e3 * saved[k] / bw)
+            for k in FUSIONS]
 
 
 def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu", recipe=None) -> list[OpCase]:

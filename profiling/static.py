@@ -49,7 +49,7 @@ from .devices import PEAKS
 from .drive import collect
 from .report_io import write_json
 from .rules import known
-from .shapes import network_ops, unique_ops
+from .shapes import fusion_savings, network_ops, unique_ops
 from .static_render import compact, print_summary, plot, render
 
 
@@ -101,11 +101,14 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     meta = dict(header=header, triton=triton.__version__, batch=batch, dtype=dtype, archs=archs,
                 date=datetime.date.today().isoformat(), network_ops=len(network_ops(batch, recipe=recipe)),
                 recipe=recipe)
-    text = render(meta, rows, op_rows, steps, findings, measured, host_rows, glue)
+    # what each fusion of issue 23 would remove per step, predicted before any is built
+    fusions = ({arch: fusion_savings(network_ops(batch, activation=activation, recipe=recipe), PEAKS[ARCHS[arch][1]],
+                                     {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]) for arch in archs} if steps else None)
+    text = render(meta, rows, op_rows, steps, findings, measured, host_rows, glue, fusions)
     print_summary(meta, steps, op_rows, findings, out)
     result = dict(meta=meta, rows=rows, ops=op_rows, steps=steps, host=host_rows,
                   glue=[g for g in glue if g["default"]], rules=rule_mod.describe(), findings=findings,
-                  measured=measured)
+                  measured=measured, fusions=fusions)
     if out:
         os.makedirs(out, exist_ok=True)
         write_json(os.path.join(out, "static.json"), compact(result, lean=lean_json))

@@ -34,7 +34,8 @@ OP_COLUMNS = [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"
 STEP_COLUMNS = [("backend", "backend"), ("arch", "arch"), ("predicted_ms", "Triton ops predicted ms"),
                 ("predicted_range", "range ms"), ("bound", "bound (most time)"), ("roofline_ms", "their roofline ms"),
                 ("predicted_fraction", "of roofline"), ("fused_min_ms", "fused minimum ms"),
-                ("of_fused_min", "of fused minimum"),
+                ("of_fused_min", "of fused minimum"), ("hbm_mb", "HBM MB / step (model)"),
+                ("fused_min_mb", "fused minimum MB"),
                 ("eager_roofline_ms", "eager ops (not modelled): roofline ms"), ("host_ms", "host ms / step"),
                 ("host_bound", "host-bound?"), ("run_graph_s", "run s, --cuda-graph"),
                 ("run_graph_range", "range s"), ("run_eager_s", "run s, no graph")]
@@ -70,8 +71,27 @@ def markdown(rows, columns):
     return markdown_table([{k: _fmt_list(v) for k, v in r.items()} for r in rows], columns)
 
 
+def fusion_section(fusions: dict, steps: list[dict]) -> list[str]:
+    """The HBM traffic each fusion of issue 23 would remove per step (profiling/shapes.py
+    fusion_savings), per arch, beside triton_all's modelled traffic."""
+    parts = ["### Fusions of issue 23: predicted HBM traffic removed per step", "",
+             "Bytes each fusion removes from a training step of the network, and their time at the model's "
+             "effective HBM bandwidth (a prediction before building; the fused kernels' extra work is not "
+             "counted). Beside: `triton_all`'s modelled HBM traffic per step.", ""]
+    by = {(s["backend"], s["arch"]): s for s in steps}
+    for arch, rows in fusions.items():
+        base = by.get(("triton_all", arch), {}).get("hbm_mb")
+        total = sum(r["mb"] for r in rows)
+        parts += [f"{arch}: all five remove {total:.0f} MB, {sum(r['ms'] for r in rows):.3f} ms per step"
+                  + (f" ({100 * total / base:.0f}% of triton_all's {base:.0f} MB)" if base else ""), "",
+                  markdown([dict(r, mb=f"{r['mb']:.1f}", ms=f"{r['ms']:.4f}", layers=", ".join(r["layers"]))
+                            for r in rows], [("fusion", "fusion"), ("mb", "MB / step"), ("ms", "ms / step"),
+                                             ("layers", "where"), ("what", "what moves")]), ""]
+    return parts
+
+
 def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
-           measured: dict | None, host: list[dict] | None, glue: list[dict]) -> str:
+           measured: dict | None, host: list[dict] | None, glue: list[dict], fusions: dict | None = None) -> str:
 
     def ranged(r):
         lo, hi = r.get("predicted_range_ms") or (None, None)
@@ -104,6 +124,8 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
         if ls:
             parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
                       "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
+    if fusions:
+        parts += fusion_section(fusions, steps)
     parts += ["## Per op (default configurations, training forward + backward)", "", markdown(ops, OP_COLUMNS), "",
               "## Per kernel launch (default configurations)", "", markdown(d, KERNEL_COLUMNS), ""]
     if measured:

@@ -90,6 +90,17 @@ def test_per_op_and_per_step_predictions(static):
         assert t["predicted_ms"] > t["roofline_ms"] > 0 and t["eager_roofline_ms"] == 0
         # the fused minimum (every op fused where data allows) lies below the per-op rooflines
         assert 0 < t["fused_min_ms"] < t["roofline_ms"] and 0 < t["of_fused_min"] < 1
+        # HBM bytes per step: above the fused minimum; the eager backend's is its ops' must-move bytes
+        assert t["hbm_mb"] > t["fused_min_mb"] > 0 and by[("eager", arch)]["hbm_mb"] > t["fused_min_mb"]
+        assert "HBM MB / step (model)" in static["_md"]
+        # each fusion of issue 23 predicted before it is built: bytes removed, within triton_all's traffic
+        fus = {f["fusion"]: f for f in static["fusions"][arch]}
+        assert set(fus) == {"pool_stats_in_conv1", "stats_in_conv2", "bn_act_in_prologue", "bn_bwd_sums_in_dgrad",
+                            "pool_bwd_in_bn_dx"}
+        assert all(f["mb"] > 0 and f["ms"] > 0 and f["layers"] for f in fus.values())
+        assert fus["pool_stats_in_conv1"]["layers"] == ["group1.conv1", "group2.conv1", "group3.conv1"]
+        assert sum(f["mb"] for f in fus.values()) < t["hbm_mb"]
+        assert "Fusions of issue 23: predicted HBM traffic removed per step" in static["_md"]
         assert t["bound"] in ("memory", "latency", "l2", "issue", "tensor", "smem", "launch", "glue")
         # the whole run: steps x step + evaluation, with its range
         assert t["steps_per_run"] == 200 and t["run_graph_s"] > 200 * t["predicted_ms"] / 1e3
