@@ -327,7 +327,10 @@ if HAS_TRITON:
 # channels or more: per FLOP it reads 25% fewer operand bytes through L2 than 128x128, the bound
 # of every 256-channel conv in the static model (group2's forward and input-grad 0.25-0.29 ms ->
 # 0.19-0.22 ms, predicted). Where its grid leaves most of a last round idle (group3: 141 tiles on
-# 132 SMs) the wave-aware order (``_wave_aware``) moves it back.
+# 132 SMs) the wave-aware order (``_wave_aware``) moves it back. For 64-channel outputs (group1.conv2,
+# group2.conv1's input-grad) 256x64 at 8 warps: 1/51 operand elements per FLOP against 128x64's 1/43
+# (0.110 -> 0.092 ms and 0.434 -> 0.362 ms on sm_90, predicted; its loads stay in flight under both
+# compilers); where 128 columns fit, 128x128 stays ahead of it.
 # sm_80's 128x64x64 tile runs 8 warps: with 4 it needs 242 registers under triton 3.8 and spills (255 + 16-72 B)
 # under triton 3.6, the GPU machine's compiler; 8 warps need 128 under both (predicted 9% slower, no spill)
 GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_stages archs")
@@ -336,7 +339,8 @@ GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_sta
 _WIDE = (128, 256, 64, 8, 3, (9,))
 _WIDE_FIRST = triton_version() >= (3, 7)
 FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in ((_WIDE,) if _WIDE_FIRST else ()) + (
-    (128, 128, 64, 4, 4, (9,)), (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
+    (128, 128, 64, 4, 4, (9,)), (256, 64, 64, 8, 3, (9,)),
+    (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
     (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
     (64, 64, 32, 4, 4, (8, 9)),
 ) + (() if _WIDE_FIRST else (_WIDE,))], forget=lambda: forget_choices())
