@@ -503,7 +503,7 @@ def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, d
         for c in cands:
             t = do_bench(lambda c=c: launch(c), warmup=5, rep=20)
             if ref is not None and c != ref_cfg:
-                err = ((output().float() - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+                err = _rel_err(output(), ref)
                 if not err <= tol:
                     _rejected.append((kind, key, c, err))
                     continue
@@ -512,6 +512,11 @@ def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, d
     else:
         _chosen[full_key] = _checked(kind, key, cands, launch, output, device, esize)
     return _chosen[full_key]
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative (Frobenius) distance of a candidate's output from the 4-warp reference's (fp32)."""
+    return ((out.float() - ref).norm() / ref.norm().clamp_min(1e-12)).item()
 
 
 def _checked(kind: str, key: tuple, cands: list, launch, output, device, esize: int) -> tuple:
@@ -526,7 +531,7 @@ def _checked(kind: str, key: tuple, cands: list, launch, output, device, esize: 
     launch(ref_cfg)
     ref = output().detach().float().clone()
     launch(first)
-    err = ((output().float() - ref).norm() / ref.norm().clamp_min(1e-12)).item()
+    err = _rel_err(output(), ref)
     if err <= autotune_tolerance(output().dtype, esize):
         return first
     _rejected.append((kind, key, first, err))

@@ -21,9 +21,9 @@ Each op (``conv``, ``maxpool``, ``bn_act``) comes from the mapping passed in ``o
 same module runs the eager reference, the Triton kernels or any mix. The fp8 implementations keep
 state (delayed scales, the fp8 copies producers hand to consumers: kernels/fp8.py): the network
 owns it (``net.fp8``), passes it at each of their call sites (``fp8_state=``), and resets it with
-its parameters, so that every run starts from the same scales; a run records its counts. Each block's forward is
-wrapped in a ``record_function`` range when ``profile_ranges`` is set, so that profiler traces
-group kernels by model op.
+its parameters, so that every run starts from the same scales; a run records its counts. Each
+block's forward is wrapped in a ``record_function`` range when ``profile_ranges`` is set, so that
+profiler traces group kernels by model op.
 """
 from __future__ import annotations
 

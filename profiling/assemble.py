@@ -186,7 +186,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                     row["eager_roofline_ms"] += ms
                     row["eager_ops"] += 1
                     # an op left to cuDNN / ATen moves at least its must-move bytes
-                    row["hbm_bytes"] += case.spec.phase_bytes(case, "fwd", esize) + case.spec.phase_bytes(case, "bwd", esize)
+                    row["hbm_bytes"] += sum(case.spec.phase_bytes(case, ph, esize) for ph in ("fwd", "bwd"))
                     continue
                 row["predicted_ms"] += o["predicted_ms"]
                 row["hbm_bytes"] += o.get("dram_bytes") or 0.0
