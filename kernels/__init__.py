@@ -6,7 +6,7 @@ Triton kernels and torch.compile'd versions of the references, and each op's spe
 """
 from .registry import (BACKENDS, UnknownNameError, backends, describe, get, impls, ops,
                        parse_overrides, register, resolve, resolve_names)
-from . import bn_act, conv, maxpool  # noqa: F401  (registration side effects)
+from . import bn_act, conv, conv_block, maxpool  # noqa: F401  (registration side effects)
 
 __all__ = ["BACKENDS", "UnknownNameError", "backends", "describe", "get", "impls", "ops",
            "parse_overrides", "register", "resolve", "resolve_names"]

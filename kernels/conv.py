@@ -99,12 +99,13 @@ if HAS_TRITON:
         return n, oh, r - oh * OW
 
     @triton.jit
-    def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr,
+    def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr,
                      M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw, PAD, STEPS,
                      CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                      FLIP: tl.constexpr, WLAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                     POOL: tl.constexpr, STATS: tl.constexpr):
         """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
 
         WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
@@ -128,7 +129,18 @@ if HAS_TRITON:
                  shift added instead of subtracted), which reads dy as x and the weight transposed
         STEPS    KH * KW * cdiv(CRED, BLOCK_K): the main loop's trip count, a run-time value
         ALIGN_X, ALIGN_Y  the element alignment of a pixel's row in x and y (tl.multiple_of)
-        GROUP_M  row tiles per group of the launch order (_grouped)"""
+        GROUP_M  row tiles per group of the launch order (_grouped)
+
+        Fused epilogues (kernels/conv_block.py, issue 23), each a constexpr, off for the plain conv:
+        POOL     the 2x2 max-pool (stride 2, floor mode) of the output: the GEMM's rows run over the
+                 pooled windows, four consecutive rows one window in scan order ((0,0), (0,1), (1,0),
+                 (1,1)), so that a tile holds whole windows; M = N * (OH // 2) * (OW // 2) * 4. The
+                 output y (strides syn, syh, syw) is the pooled [N][OH // 2][OW // 2][COUT], and
+                 idx_ptr its uint8 window index with y's strides (maxpool's: first strict maximum,
+                 last NaN, compared after rounding to y's dtype, as the unfused pool sees them)
+        STATS    per row tile, the BatchNorm partials of the (pooled) output as stored: part_ptr
+                 [row tiles][2][COUT] fp32, the tile's sum and its sum of squared deviations from the
+                 tile's own mean (no cancellation; merged by conv_block's _stats_merge_kernel)"""
         pid = tl.program_id(0)
         GM = tl.cdiv(M, BLOCK_M)
         GN: tl.constexpr = (COUT + BLOCK_N - 1) // BLOCK_N
@@ -136,7 +148,12 @@ if HAS_TRITON:
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
-        n, oh, ow = _pixels(rm, OH, OW)
+        if POOL:  # four consecutive rows: one 2x2 window of the pooled pixel rm // 4
+            n, ph, pw = _pixels(rm // 4, OH // 2, OW // 2)
+            oh = 2 * ph + (rm % 4) // 2
+            ow = 2 * pw + rm % 2
+        else:
+            n, oh, ow = _pixels(rm, OH, OW)
         row_ok = rm < M
         col_ok = rn < COUT
         if IDX64:
@@ -188,12 +205,53 @@ if HAS_TRITON:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        if IDX64:
-            y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+        if POOL:
+            # the tile's windows: [rows / 4][2 (window row)][2 (window column)][columns], split into
+            # its four elements; compared as stored (rounded to y's dtype), in scan order
+            v = tl.reshape(acc.to(y_ptr.dtype.element_ty).to(tl.float32), (BLOCK_M // 4, 2, 2, BLOCK_N))
+            left, right = tl.split(tl.permute(v, (0, 3, 1, 2)))  # window column 0 and 1: [rows/4][cols][2]
+            v00, v10 = tl.split(left)
+            v01, v11 = tl.split(right)
+            out = v00
+            win = tl.zeros([BLOCK_M // 4, BLOCK_N], dtype=tl.int32)
+            take = (v01 > out) | (v01 != v01)
+            out = tl.where(take, v01, out)
+            win = tl.where(take, 1, win)
+            take = (v10 > out) | (v10 != v10)
+            out = tl.where(take, v10, out)
+            win = tl.where(take, 2, win)
+            take = (v11 > out) | (v11 != v11)
+            out = tl.where(take, v11, out)
+            win = tl.where(take, 3, win)
+            rq = pid_m * (BLOCK_M // 4) + tl.arange(0, BLOCK_M // 4)
+            out_ok = rq < M // 4
+            qn, qh, qw = _pixels(rq, OH // 2, OW // 2)
+            if IDX64:
+                y_row = qn.to(tl.int64) * syn + qh.to(tl.int64) * syh + qw.to(tl.int64) * syw
+            else:
+                y_row = qn * syn + qh * syh + qw * syw
+            y_off = tl.multiple_of(y_row, ALIGN_Y)[:, None] + rn[None, :]
+            omask = out_ok[:, None] & col_ok[None, :]
+            tl.store(y_ptr + y_off, out.to(y_ptr.dtype.element_ty), mask=omask)
+            tl.store(idx_ptr + y_off, win.to(tl.uint8), mask=omask)
         else:
-            y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
-        tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
-                 mask=row_ok[:, None] & col_ok[None, :])
+            if IDX64:
+                y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+            else:
+                y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
+            tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
+                     mask=row_ok[:, None] & col_ok[None, :])
+            if STATS:
+                out = acc.to(y_ptr.dtype.element_ty).to(tl.float32)
+                out_ok = row_ok
+        if STATS:  # the tile's sum and squared deviations from its own mean, per column
+            live = out_ok[:, None]
+            s1 = tl.sum(tl.where(live, out, 0.0), axis=0)
+            tile_mean = s1 / tl.sum(out_ok.to(tl.float32), axis=0)
+            dev = tl.where(live, out - tile_mean[None, :], 0.0)
+            s2 = tl.sum(dev * dev, axis=0)
+            tl.store(part_ptr + pid_m * (2 * COUT) + rn, s1, mask=col_ok)
+            tl.store(part_ptr + pid_m * (2 * COUT) + COUT + rn, s2, mask=col_ok)
 
     @triton.jit
     def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
@@ -364,6 +422,15 @@ WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [WgradConfig(*c) for c in (
     (128, 128, 64, 4, 3, 1, (9,)), (64, 128, 64, 4, 4, 1, (9,)), (64, 64, 64, 4, 4, 1, (8, 9)),
     (64, 32, 64, 4, 4, 1, (8, 9)),
 )], forget=lambda: forget_choices())
+# The forward with the pool epilogue (conv_block: the 2x2 windows compared, the index and the BatchNorm
+# partials) holds the tile in registers twice: 128x256 at 8 warps spills 48 bytes on sm_90 (255 registers)
+# and 128x128 at 4 warps 40; at 8 warps 128x128 needs 188 and no spill (profiling static, triton 3.8). Its
+# own list (the partials alone fit FWD_CONFIGS' tiles: 128x256 with them needs 246 registers, no spill):
+FUSED_CONFIGS = ConfigList("FUSED_CONFIGS", [GemmConfig(*c) for c in (
+    (128, 128, 64, 8, 3, (9,)), (256, 64, 64, 8, 3, (9,)), (128, 64, 64, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
+    (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
+    (64, 64, 32, 4, 4, (8, 9)),
+)], forget=lambda: forget_choices())
 SMALL_CONFIG = (128, 32, 16, 4)   # the whitening conv: BLOCK_M, BLOCK_N, BLOCK_K (>= KH*KW*CI), warps
 GROUP_M = 8
 AUTOTUNE = True                # on a GPU, time each config once per shape (chosen_configs() shows them)
@@ -423,7 +490,8 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        valid = {kind: {tuple(c[:-1]) for c in cs} for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS))}
+        valid = {kind: {tuple(c[:-1]) for c in cs}
+                 for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS + FUSED_CONFIGS))}
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
@@ -556,18 +624,27 @@ def _span(t: torch.Tensor) -> int:
     return sum((d - 1) * abs(st) for d, st in zip(t.shape, t.stride()) if d > 0)
 
 
-def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wlayout, kind, scales=None):
+def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wlayout, kind, scales=None,
+                 fused: dict | None = None):
     """y = implicit GEMM of x (pixels x cred channels, channels contiguous) with w (see WLAYOUT);
-    ``scales``: (scale of x, scale of w) when both are fp8."""
+    ``scales``: (scale of x, scale of w) when both are fp8. ``fused`` (the forward only, conv_block's
+    epilogues): ``pool`` (y is the 2x2 max-pooled output, ``idx`` its uint8 index, both with y's
+    strides) and ``stats`` (the launcher stores the BatchNorm partials of y in ``fused["part"]``,
+    [row tiles][2][cout] fp32, and the rows one tile covers in ``fused["rows"]``)."""
+    fused = fused if fused is not None else {}
+    pool, stats = fused.get("pool", False), fused.get("stats", False)
     N = x.shape[0]
-    M = N * OH * OW
+    M = N * (OH // 2) * (OW // 2) * 4 if pool else N * OH * OW
     dev = x.device
     sa, sb = scales if scales is not None else (y, y)
+    idx = fused["idx"] if pool else y
     sxn, _, sxh, sxw = x.stride()[0], x.stride()[1], x.stride()[2], x.stride()[3]
     if x.stride(1) != 1 and x.shape[1] != 1:  # one channel: its stride is never used
         raise ValueError("conv (triton): internal error: the GEMM input must have contiguous channels")
     align_x = _align(x.element_size(), sxn, sxh, sxw)
     align_y = _align(y.element_size(), y.stride(0), y.stride(2), y.stride(3))
+    if pool:  # the index is stored through y's offsets: 1-byte elements align at the same element counts
+        align_y = min(align_y, _align(1, y.stride(0), y.stride(2), y.stride(3)))
     # 32-bit offsets unless an offset can reach 2^31 (the last element of x or y, plus a tap's shift)
     idx64 = max(_span(x), _span(y)) + abs(pad) * (abs(sxh) + abs(sxw)) >= 2 ** 31
 
@@ -576,16 +653,21 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
         meta = dict(CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
                     HAS_SCALE=scales is not None, ALIGN_X=align_x, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
+        meta.update(POOL=pool, STATS=stats)
+        part = y
+        if stats:  # a fresh buffer per call (two streams never share one); every entry is written
+            part = torch.empty((triton.cdiv(M, bm), 2, cout), device=dev, dtype=torch.float32)
+            fused.update(part=part, rows=bm // 4 if pool else bm)
         grid = (triton.cdiv(M, bm) * triton.cdiv(cout, bn),)
         steps = KH * KW * triton.cdiv(cred, bk)
-        _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, M, H, W, OH, OW,
-                                            sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, steps),
+        _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, idx, part, M, H, W, OH,
+                                            OW, sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, steps),
                        meta, dev)
 
-    key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip)
-    cfg = _select(kind, key, FWD_CONFIGS, cout, cred, launch, dev, 32 if x.element_size() == 1 else 16,
-                  output=lambda: y, programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]),
-                  esize=x.element_size())
+    key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip) + ((pool, stats) if pool or stats else ())
+    cfg = _select(kind, key, FUSED_CONFIGS if pool else FWD_CONFIGS, cout, cred, launch, dev,
+                  32 if x.element_size() == 1 else 16, output=lambda: y,
+                  programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]), esize=x.element_size())
     launch(cfg)
     return cfg
 
@@ -1022,14 +1104,22 @@ def _work_conv(launch, peak, capacity: int) -> Work:
     reread = 1 if (col_blocks == 1 or grouped or fits) else col_blocks
     iters = KH * KW * math.ceil(CI / bk)
     flops = 2.0 * M * CO * CI * KH * KW
-    dram = x.nbytes * reread + w.nbytes + M * CO * y.esize
+    out = M * CO * y.esize
+    if cx.get("POOL"):  # the pooled tensor and its 1-byte index, a quarter of the rows each
+        out = M // 4 * CO * (y.esize + 1)
+    if cx.get("STATS"):  # two fp32 partials per row tile and column
+        out += math.ceil(M / bm) * 2 * CO * 4
+    dram = x.nbytes * reread + w.nbytes + out
     l2 = programs * iters * (bm * bk * x.esize + bk * bn * w.esize)
     notes = [f"A (activation, {x.nbytes / 1e6:.1f} MB) read {reread}x from DRAM"
              + ("" if reread == 1 else f" (once per column block: {col_blocks} blocks, too big for L2, no grouped order)"),
              f"{programs} programs" + (", grouped by %d row tiles" % cx["GROUP_M"] if grouped else "")]
     if cx.get("HAS_SCALE"):
         notes.append("fp8 operands written by their producers (or one quantisation pass)")
-    return Work("gemm", iters, bm * bn * bk, dram, x.nbytes + w.nbytes + M * CO * y.esize, x.esize,
+    if cx.get("POOL") or cx.get("STATS"):
+        notes.append("epilogue: " + " + ".join(n for n, on in (("2x2 max-pool with its 1-byte index", cx.get("POOL")),
+                                                             ("BatchNorm partials per row tile", cx.get("STATS"))) if on))
+    return Work("gemm", iters, bm * bn * bk, dram, x.nbytes + w.nbytes + out, x.esize,
                 flops=flops, l2_bytes=l2, notes=notes, units=programs, read_bytes=x.nbytes * reread + w.nbytes)
 
 

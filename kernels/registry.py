@@ -8,14 +8,17 @@ their call sites, model/net.py ``call_op``); without it they are drop-ins too.
 
     >>> import kernels
     >>> kernels.ops()
-    ['bn_act', 'conv', 'maxpool']
+    ['bn_act', 'conv', 'conv_block', 'maxpool']
     >>> kernels.impls("maxpool")
     ['compile', 'eager', 'triton']
     >>> pool = kernels.get("maxpool", "triton")
 
 A *backend* is a named default mapping (``eager``, ``triton``, ``triton_all``, ``fp8``,
-``compile``);
-``resolve(backend, {"conv": "eager"})`` applies per-op overrides on top of it.
+``compile``, ``fused``);
+``resolve(backend, {"conv": "eager"})`` applies per-op overrides on top of it. ``conv_block`` (a
+conv [-> max-pool] -> BatchNorm -> activation block, kernels/conv_block.py) is ``eager`` in every
+backend but ``fused``: its eager implementation is the composition of the backend's own conv,
+maxpool and bn_act, so naming a fused block changes only the blocks.
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ BACKENDS: dict[str, dict[str, str]] = {
     "triton_all": {"bn_act": "triton", "maxpool": "triton", "conv": "triton"},
     "fp8": {"bn_act": "fp8", "maxpool": "fp8", "conv": "fp8"},
     "compile": {"bn_act": "compile", "maxpool": "compile", "conv": "compile"},
+    # the fused conv blocks (issue 23); the ops outside the blocks (whitening conv, final pool) in Triton
+    "fused": {"bn_act": "triton", "maxpool": "triton", "conv": "triton", "conv_block": "triton_fused"},
 }
 
 

@@ -10,6 +10,8 @@ An op's kernels, its launchers, its registered implementations and its spec live
 - ``fp8_ready``: the fp8 state a network step past the first has for this op (``profiling static``);
 - ``trace``: how one call of the op becomes an ``OpCase`` when a recipe's network is traced;
 - ``extra_cases``: cases of an op the network does not call (a new op benchmarked before it is used);
+- ``fuse_cases``: for a fused block, the network's op sequence rewritten into its calls (the
+  backends that select it; profiling/shapes.py ``network_ops(backend=...)``);
 - ``config_lists``: the launchers' configuration lists (named tuples), each of which can be pinned
   to one entry (``ConfigList.pinned``); ``forget_choices`` clears the launchers' per-shape choices;
 - ``work``: the static work model of each of its Triton kernels, keyed by the kernel itself
@@ -240,6 +242,12 @@ class OpSpec:
     def produces(self, case: OpCase) -> int:
         """What a consumer of this op's output records as ``from_conv_cin``: 0 but for a conv."""
         return 0
+
+    def fuse_cases(self, cases: list[OpCase]) -> list[OpCase]:
+        """A network's op sequence (the composed ops) rewritten into this op's calls, for a backend
+        whose implementation of this op is a fused one (it does not ``compose`` the others): a fused
+        block replaces the calls it absorbs. Unchanged by default."""
+        return cases
 
     def extra_cases(self, batch: int) -> list[OpCase]:
         """Cases of this op beyond those of the network (an op no network calls yet)."""

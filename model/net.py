@@ -18,7 +18,9 @@ MnistNet (fast MNIST): conv3x3 1 -> 32 -> max-pool 2 -> BN -> GELU -> conv3x3 32
 GELU -> conv3x3 64 -> 64 -> BN -> GELU -> global mean -> dropout -> linear 64 -> 10.
 
 Each op (``conv``, ``maxpool``, ``bn_act``) comes from the mapping passed in ``ops``, so the
-same module runs the eager reference, the Triton kernels or any mix. The fp8 implementations keep
+same module runs the eager reference, the Triton kernels or any mix. A conv group asks the mapping
+for ``conv_block`` too: a fused block (kernels/conv_block.py, backend ``fused``) replaces each
+conv [-> pool] -> BN -> act of the group with one call; the eager one composes the ops above. The fp8 implementations keep
 state (delayed scales, the fp8 copies producers hand to consumers: kernels/fp8.py): the network
 owns it (``net.fp8``), passes it at each of their call sites (``fp8_state=``), and resets it with
 its parameters, so that every run starts from the same scales; a run records its counts. Each
@@ -118,6 +120,10 @@ class ConvGroup(nn.Module):
         super().__init__()
         self.pool, self.pool_fp8 = ops["maxpool"], state_for(ops["maxpool"], fp8_state)
         self.activation, self.residual = activation, residual
+        # a fused conv_block (kernels/conv_block.py) replaces each conv [-> pool] -> BN+act; the eager one
+        # ``composes``: the conv, maxpool and bn_act of the mapping, called one by one as below
+        block = ops.get("conv_block")
+        self.block = None if block is None or getattr(block, "composes", False) else block
         self.conv1 = Conv3x3(cin, cout, ops["conv"], dirac, fp8_state=fp8_state)
         self.norm1 = BatchNormAct(cout, ops["bn_act"], bn_momentum, bn_eps, activation, fp8_state)
         self.conv2 = Conv3x3(cout, cout, ops["conv"], dirac, fp8_state=fp8_state)
@@ -134,7 +140,20 @@ class ConvGroup(nn.Module):
     def _range(self, name: str):
         return op_range(self.ranges, name)
 
+    def _fused(self, x: torch.Tensor, conv: "Conv3x3", norm: BatchNormAct, pool: bool) -> torch.Tensor:
+        with self._range("conv_block"):
+            return self.block(x, conv.weight, norm.running_mean, norm.running_var, norm.weight, norm.bias,
+                              norm.training, norm.momentum, norm.eps, norm.activation, pool)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.block is not None:
+            x = r = self._fused(x, self.conv1, self.norm1, True)
+            x = self._fused(x, self.conv2, self.norm2, False)
+            if self.conv3 is not None:
+                x = self._fused(x, self.conv3, self.norm3, False)
+                with self._range("gelu"):
+                    return _act(x + r, self.activation)
+            return x + r if self.residual else x
         with self._range("conv"):
             x = self.conv1(x)
         with self._range("maxpool"):  # maxpool=fp8 writes conv1's output-gradient copy into the state

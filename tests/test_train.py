@@ -65,7 +65,7 @@ def test_cli_smoke_run_and_json(cifar_dir, tmp_path, capsys):
     rec = json.loads(lines[0])
     for key in ("config", "env", "accuracy", "time_s", "seed", "per_epoch"):
         assert key in rec
-    assert rec["config"]["ops"] == {"bn_act": "eager", "conv": "eager", "maxpool": "eager"}
+    assert rec["config"]["ops"] == {"bn_act": "eager", "conv": "eager", "conv_block": "eager", "maxpool": "eager"}
     assert rec["config"]["train_images"] == 100 and rec["config"]["tta"] == 1
     assert len(rec["config"]["data_checksum"]) > 64
     assert rec["env"]["torch"] == torch.__version__ and rec["env"]["git_commit"]

@@ -45,6 +45,13 @@ def _samples():
     out.append((maxpool.maxpool_bwd_index, (cl(torch.randn(2, 6, 2, 3, generator=g)), idx, list(x.shape),
                                             list(x.stride()), 2)))
     out += [(op, args) for op, args in conv.opcheck_samples(x40, w40)]
+    from kernels import conv_block
+    out += [(conv_block.conv2d_fwd_fused, (x, w, 1, True, True)),    # pool + statistics: 5x7 pools to 2x3
+            (conv_block.conv2d_fwd_fused, (x, w, 1, False, True)),   # statistics only
+            (conv_block.conv2d_fwd_fused, (x, w, 1, True, False)),   # pool only (eval)
+            (conv_block.bn_running_update, (torch.zeros(8, device=DEV), torch.ones(8, device=DEV),
+                                            torch.randn(8, generator=g).to(DEV), torch.rand(8, generator=g).to(DEV),
+                                            0.4, 1.1))]
     return out
 
 
@@ -71,12 +78,14 @@ def block(ops, x, w, rm, rv, bias, state=None):
     """conv -> pool -> bn_act as the network calls them (fp8 ops with the network's state)."""
     def op(name, *args):
         return call_op(ops[name], state_for(ops[name], state), *args)
+    if not getattr(ops["conv_block"], "composes", False):  # a fused block (kernels/conv_block.py): one call
+        return ops["conv_block"](x, w, rm, rv, None, bias, True, 0.4, 1e-12, "gelu", True)
     y = op("conv", x, w, None, 1)
     y = op("maxpool", y, 2, 2)
     return op("bn_act", y, rm, rv, None, bias, True, 0.4, 1e-12, "gelu")
 
 
-@pytest.mark.parametrize("ops_backend", ["eager", "triton", "triton_all", "fp8"])
+@pytest.mark.parametrize("ops_backend", ["eager", "triton", "triton_all", "fp8", "fused"])
 def test_inductor_fullgraph_forward_backward_every_backend(ops_backend):
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -103,6 +112,7 @@ def test_inductor_fullgraph_forward_backward_every_backend(ops_backend):
     torch.testing.assert_close(gw, w.grad, atol=tol, rtol=tol)
     torch.testing.assert_close(gb, bias.grad, atol=tol, rtol=tol)
     torch.testing.assert_close(rm, rm2)
+    torch.testing.assert_close(rv, rv2)  # the running statistics' in-place update survives the compile
     assert sum(counters["graph_break"].values()) == 0
 
 

@@ -13,7 +13,7 @@ def test_public_api():
 
 
 def test_unknown_names_list_known_ones():
-    with pytest.raises(kernels.UnknownNameError, match="unknown op 'nope'; known: bn_act, conv, maxpool"):
+    with pytest.raises(kernels.UnknownNameError, match="unknown op 'nope'; known: bn_act, conv, conv_block, maxpool"):
         kernels.impls("nope")
     with pytest.raises(kernels.UnknownNameError, match="unknown implementation 'x' of op 'conv'; known: .*eager"):
         kernels.get("conv", "x")
