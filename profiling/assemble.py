@@ -176,7 +176,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
             row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
                        per_op={}, modelled_ops=0, eager_ops=0, hbm_bytes=0.0)
             runnable = True
-            for case in network_ops(batch, activation=activation, recipe=recipe):
+            for case in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
                 impl = names[case.op]
                 if not _runs_on(impl, arch):
                     runnable = False
@@ -223,7 +223,7 @@ def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: s
     summed over the layers: what a profiler trace of that backend reports per kernel."""
     names = kernels.resolve_names(backend)
     totals: dict[str, float] = {}
-    for case in network_ops(batch, activation=activation, recipe=recipe):
+    for case in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
         impl, key = names[case.op], case_key(case)
         for r in rows:
             if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
@@ -307,7 +307,7 @@ def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: st
     the kernel's own roofline, summed over the layers that launch it."""
     names = kernels.resolve_names(backend)
     count: dict = {}
-    for case in network_ops(batch, activation=activation, recipe=recipe):
+    for case in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
         k = (names[case.op], case_key(case))
         count[k] = count.get(k, 0) + 1
     loss: dict[str, float] = {}

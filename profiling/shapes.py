@@ -14,7 +14,7 @@ import re
 import torch
 
 import kernels
-from kernels.spec import OpCase, spec
+from kernels.spec import OpCase, OpSpec, spec, specs
 
 __all__ = ["WIDTHS", "OpCase", "dtype_size", "fused_minimum", "network_ops", "recipe_ops", "unique_ops"]
 
@@ -102,9 +102,30 @@ def fusion_savings(cases: list[OpCase], peak, esize: int = 2) -> list[dict]:
             for k in FUSIONS]
 
 
-def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu", recipe=None) -> list[OpCase]:
+def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu", recipe=None,
+                backend: str | None = None) -> list[OpCase]:
     """Every op call of one forward pass, in order, at batch size ``batch``: of the airbench94
-    network, or with ``recipe`` (a model/recipes.py Recipe or its name) of that recipe's network."""
+    network, or with ``recipe`` (a model/recipes.py Recipe or its name) of that recipe's network.
+    ``backend``: as that backend's network calls them: an op whose implementation there is a fused
+    one (it does not ``compose`` the others, kernels/conv_block.py) rewrites the sequence into its
+    calls (its spec's ``fuse_cases``); None: the composed ops."""
+    cases = _composed_ops(batch, widths, size, activation, recipe)
+    for s in _fusing(backend):
+        cases = s.fuse_cases(cases)
+    return cases
+
+
+def _fusing(backend: str | None) -> list:
+    """The specs of the fused blocks ``backend`` selects: ops whose spec rewrites the sequence
+    (``fuse_cases``) and whose implementation there does not compose the ops it absorbs."""
+    if backend is None:
+        return []
+    names = kernels.resolve_names(backend)
+    return [s for s in specs() if type(s).fuse_cases is not OpSpec.fuse_cases
+            and not getattr(kernels.get(s.name, names[s.name]), "composes", False)]
+
+
+def _composed_ops(batch: int, widths, size: int, activation: str, recipe) -> list[OpCase]:
     if recipe is not None:
         return recipe_ops(recipe, batch)
     cases = []
@@ -130,12 +151,13 @@ def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "ge
     return cases
 
 
-def recipe_ops(recipe, batch: int) -> list[OpCase]:
+def recipe_ops(recipe, batch: int, compose: bool = True) -> list[OpCase]:
     """Every op call of one forward pass of ``recipe``'s network, traced: the network is built
     with recording ops that only compute output shapes (nothing is allocated), named after the
     module that calls them; each op's spec says what a call of it is (``OpSpec.trace``). Producers
     are tracked as in ``network_ops``: ``from_conv_cin`` is the input channels of the conv whose
-    output an op reads (0: not a conv)."""
+    output an op reads (0: not a conv). ``compose`` false: the network calls its fused blocks
+    (kernels/conv_block.py), as under a backend that selects them."""
     from model.net import build_net
     from model.recipes import get_recipe
     if isinstance(recipe, str):
@@ -160,6 +182,7 @@ def recipe_ops(recipe, batch: int) -> list[OpCase]:
             out = torch.empty(out_shape, device="meta")
             made_by[id(out)] = s.produces(case)
             return out
+        call.composes = compose  # a block op's recorder: the network composes the other ops, or calls it
         return call
 
     net = build_net({op: recorder(op) for op in kernels.ops()}, recipe)
@@ -188,7 +211,9 @@ def unique_ops(batch: int, op: str | None = None, producers: bool = False, **kw)
     ``producers``: also tell apart calls whose input comes from different producers
     (``from_conv_cin``: what an fp8 backend does differs; profiling static models both)."""
     seen, out = set(), []
-    for c in network_ops(batch, **kw):
+    # every backend's calls: a fused backend's network calls its blocks instead of the ops they absorb
+    calls = [c for b in [None] + [b for b in kernels.backends() if _fusing(b)] for c in network_ops(batch, **kw, backend=b)]
+    for c in calls:
         params = {k: v for k, v in c.params.items() if producers or k != "from_conv_cin"}
         key = (c.op, c.x_shape, tuple(sorted(params.items())))
         if key in seen or (op and c.op != op):

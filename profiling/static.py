@@ -22,6 +22,7 @@ committed ``reports/static``):
                 training step, backend and architecture), ``host`` (host time per step), ``rules``
   static.md     the same as tables, default configurations first, findings and rules last
   static.png    predicted vs roofline per op and architecture (matplotlib)
+  static_steps.png  predicted training step per backend with its range, and its HBM traffic (model)
 Every configuration of each launcher's configuration lists (``*_CONFIGS`` in kernels/<op>.py) is
 compiled and modelled too, unless ``--default-only``.
 
@@ -50,7 +51,7 @@ from .drive import collect
 from .report_io import write_json
 from .rules import known
 from .shapes import fusion_savings, network_ops, unique_ops
-from .static_render import compact, print_summary, plot, render
+from .static_render import compact, plot, plot_steps, print_summary, render
 
 
 def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, out: str | None,
@@ -76,7 +77,7 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
         op_rows += op_table(records, arch_rows, arch_glue, [arch], esize)
     rows.sort(key=lambda r: (not r["default"], r["op"], r["impl"], r["case"], r["phase"], r["launch_index"], r["arch"],
                              r["variant"]))
-    steps = step_table(op_rows, batch, archs, esize, activation, recipe) if set(ops) == {"bn_act", "maxpool", "conv"} else []
+    steps = step_table(op_rows, batch, archs, esize, activation, recipe) if {"bn_act", "maxpool", "conv"} <= set(ops) else []
     host_rows = None
     if host and steps:
         from .hosttime import host_times
@@ -116,7 +117,9 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
             f.write(text)
         if plot(op_rows, os.path.join(out, "static.png"), f"batch {batch}") is None:
             print("# no chart: matplotlib is not installed (pip install -e .[plots])")
-        print(f"# wrote {out}/static.json, static.md" + (", static.png" if os.path.exists(os.path.join(out, "static.png")) else ""))
+        plot_steps(steps, os.path.join(out, "static_steps.png"), f"batch {batch}")
+        charts = [f for f in ("static.png", "static_steps.png") if os.path.exists(os.path.join(out, f))]
+        print(f"# wrote {out}/static.json, static.md" + "".join(f", {f}" for f in charts))
     return result
 
 
@@ -125,8 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="batch size of the real shapes (default: the recipe's, 2000 for airbench94_muon)")
     p.add_argument("--recipe", default=None,
                    help="model the network of this recipe (model/recipes.py; default: airbench94_muon)")
-    p.add_argument("--ops", default="bn_act,maxpool,conv",
-                   help="comma-separated ops to compile (default: bn_act,maxpool,conv, all of them)")
+    p.add_argument("--ops", default="bn_act,maxpool,conv,conv_block",
+                   help="comma-separated ops to compile (default: bn_act,maxpool,conv,conv_block, all of them; "
+                        "a training step per backend needs the first three)")
     p.add_argument("--archs", default="sm_80,sm_90",
                    help="comma-separated targets: sm_80 (A100), sm_90 (H100/H200) (default: both)")
     p.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"),

@@ -188,6 +188,47 @@ def plot(ops: list[dict], path: str, title: str) -> str | None:
     return path
 
 
+def plot_steps(steps: list[dict], path: str, title: str) -> str | None:
+    """Predicted training step per backend (the Triton kernels' time, with the model's range as an
+    error bar) and its HBM traffic, one panel per architecture; a backend that leaves ops to
+    cuDNN / ATen is drawn hatched (its eager ops are a roofline, not a prediction)."""
+    from .plots import _plt
+    plt = _plt()
+    rows = [s for s in steps if s.get("predicted_ms")]
+    if plt is None or not rows:
+        return None
+    archs = sorted({s["arch"] for s in rows})
+    fig, axes = plt.subplots(len(archs), 2, figsize=(12, 1.2 + 2.2 * len(archs)), squeeze=False)
+    for (ax, axb), arch in zip(axes, archs):
+        rs = sorted((s for s in rows if s["arch"] == arch), key=lambda s: -s["predicted_ms"])
+        ys = list(range(len(rs)))
+        ms = [s["predicted_ms"] + (s.get("eager_roofline_ms") or 0) for s in rs]
+        lo = [s["predicted_ms"] - (s.get("predicted_range_ms") or [s["predicted_ms"]] * 2)[0] for s in rs]
+        hi = [(s.get("predicted_range_ms") or [s["predicted_ms"]] * 2)[1] - s["predicted_ms"] for s in rs]
+        bars = ax.barh(ys, ms, xerr=[lo, hi], color="C0", alpha=0.8, capsize=3)
+        for b, s in zip(bars, rs):
+            if s.get("eager_ops"):
+                b.set_hatch("//")
+                b.set_alpha(0.4)
+        ax.axvline(rs[0]["fused_min_ms"], c="k", ls=":", lw=1, label="fused minimum")
+        ax.set_yticks(ys)
+        ax.set_yticklabels([s["backend"] for s in rs])
+        ax.set_xlabel("ms per training step (predicted; hatched: + eager ops' roofline)")
+        ax.set_title(f"{arch}: predicted step", fontsize=10)
+        ax.legend(fontsize=8)
+        axb.barh(ys, [s.get("hbm_mb") or 0 for s in rs], color="C1", alpha=0.8)
+        axb.axvline(rs[0]["fused_min_mb"], c="k", ls=":", lw=1)
+        axb.set_yticks(ys)
+        axb.set_yticklabels([])
+        axb.set_xlabel("HBM MB per training step (model)")
+        axb.set_title(f"{arch}: DRAM traffic", fontsize=10)
+    fig.suptitle(f"{title} (predictions of the static model, no GPU)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 _SLIM = ("notes", "bounds_ms", "loop_instrs", "async_widths", "plain_load_widths", "tc", "grid", "layer",
          "launch_index", "l2_bytes", "mma_flops", "case_key")
 
