@@ -82,6 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="capture each whole training step (batch gather, forward, backward, optimizer update and "
                         "schedules) in a CUDA graph and replay it: no host sync, allocation or Python per step. "
                         "GPU only; combines with --compile none, default or max-autotune-no-cudagraphs")
+    p.add_argument("--fast", action="store_true",
+                   help="the fastest known configuration for this GPU: sets --backend, --compile and --cuda-graph "
+                        "from a GPU report when one exists, else from the static model's predicted step "
+                        "(reports/static); printed in full. Not with --backend, --op or --compile")
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="persistent compile caches (inductor FX graphs, AOTAutograd, autotuning, Triton) under DIR")
     p.add_argument("--allow-interpreter", action="store_true",
@@ -175,7 +179,17 @@ INTERP_IMAGE_S = 7.5
 INTERP_MEMBOUND_IMAGE_S = 0.13
 
 
-INTERPRETED = ("triton", "triton_recompute", "fp8")  # implementations that run in the interpreter on a CPU
+INTERPRETED = ("triton", "triton_recompute", "fp8", "triton_fused")  # implementations the interpreter runs on a CPU
+INTERPRETED_BLOCKS = ("triton_fused",)  # conv_block implementations with a Triton conv inside
+
+
+def triton_conv(names: dict) -> str | None:
+    """``op=impl`` of the Triton conv a mapping runs (a conv or a fused conv block), or None."""
+    if names.get("conv") in INTERPRETED_CONVS:
+        return f"conv={names['conv']}"
+    if names.get("conv_block") in INTERPRETED_BLOCKS:
+        return f"conv_block={names['conv_block']}"
+    return None
 
 
 INTERP_SMOKE = ("python train.py --device cpu {which} --subset 8 --batch-size 2 --epochs 1 --tta 0 "
@@ -185,7 +199,7 @@ INTERP_SMOKE = ("python train.py --device cpu {which} --subset 8 --batch-size 2 
 def interpreter_cost_s(batch: int, names: dict) -> float:
     """Predicted seconds per training step spent in the Triton interpreter on a CPU (from the
     measurements above): a Triton conv's cost, plus bn_act / maxpool's when they are Triton too."""
-    s = INTERP_STEP_S + INTERP_IMAGE_S * batch if names.get("conv") in INTERPRETED_CONVS else 0.0
+    s = INTERP_STEP_S + INTERP_IMAGE_S * batch if triton_conv(names) else 0.0
     if any(names.get(op) in INTERPRETED for op in ("bn_act", "maxpool")):
         s += INTERP_MEMBOUND_IMAGE_S * batch
     return s
@@ -193,8 +207,7 @@ def interpreter_cost_s(batch: int, names: dict) -> float:
 
 def interpreter_refusal(cfg: TrainConfig, names: dict) -> str:
     """Why a Triton conv on a CPU is refused without --allow-interpreter, with a smoke command."""
-    impl = names["conv"]
-    which = f"--backend {cfg.backend}" if cfg.backend in ("triton_all", "fp8") else f"--op conv={impl}"
+    which = f"--backend {cfg.backend}" if cfg.backend in ("triton_all", "fp8", "fused") else f"--op {triton_conv(names)}"
     batch = cfg.batch_size or get_recipe(cfg.recipe).batch_size
     return (f"{which} on a CPU runs the Triton conv in the Triton interpreter: about "
             f"{fmt_duration(interpreter_cost_s(batch, names))} per training step at batch {batch} (measured on a 2-core "
@@ -242,6 +255,22 @@ def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser | None = 
     return TrainConfig.from_flags(argv, parser)
 
 
+def fast_values(args: argparse.Namespace, ops: dict) -> dict:
+    """--fast: backend, compile and cuda_graph of the fastest known configuration for the run's GPU
+    (model/training/fast.py), and the line that says so; SessionError beside a flag it would override."""
+    from . import fast
+    given = [flag for flag, on in (("--backend", args.backend != "eager"), ("--op", bool(ops)),
+                                   ("--compile", args.compile != "none")) if on]
+    if given:
+        raise SessionError(f"--fast chooses --backend, --compile and --cuda-graph itself; drop {', '.join(given)} "
+                           f"(or drop --fast)")
+    try:
+        choice = fast.choose(device_of(args.device))
+    except fast.FastError as e:
+        raise SessionError(str(e)) from None
+    return dict(backend=choice.backend, compile=choice.compile, cuda_graph=choice.cuda_graph, fast=choice.line())
+
+
 def fmt_duration(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else (f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h")
 
@@ -273,6 +302,7 @@ class TrainConfig:
     cache_dir: str | None = None
     allow_interpreter: bool = False
     warmup_steps: int | None = None
+    fast: str | None = None              # --fast: the line that says what it chose and why
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
@@ -282,7 +312,9 @@ class TrainConfig:
         except kernels.UnknownNameError as e:
             raise SessionError(str(e)) from None
         values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                  if f.name not in ("recipe_sets", "ops") and hasattr(args, f.name)}
+                  if f.name not in ("recipe_sets", "ops", "fast") and hasattr(args, f.name)}
+        if getattr(args, "fast", False):
+            values.update(fast_values(args, ops))
         return cls(**values, recipe_sets=parse_recipe_sets(args.set), ops=ops).check()
 
     @classmethod
@@ -322,7 +354,7 @@ class TrainConfig:
         if unknown:
             raise SessionError(f"--set: unknown recipe field {unknown[0]!r}{did_you_mean(unknown[0], settable_fields())}")
         device = device_of(self.device)
-        if device.type == "cpu" and names["conv"] in INTERPRETED_CONVS and not self.allow_interpreter:
+        if device.type == "cpu" and triton_conv(names) and not self.allow_interpreter:
             raise SessionError(interpreter_refusal(self, names))
         if self.cache_dir and os.path.exists(self.cache_dir) and not os.path.isdir(self.cache_dir):
             raise SessionError(f"--cache-dir {self.cache_dir} is not a directory")

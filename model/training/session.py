@@ -66,7 +66,7 @@ class Session:
         except ValueError as e:
             raise SessionError(str(e)) from None
         dtype = DTYPES[cfg.dtype or ("fp16" if device.type == "cuda" else "fp32")]
-        notes = []
+        notes = [cfg.fast] if cfg.fast else []  # --fast: what it chose, and on what evidence
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         if cfg.cache_dir:

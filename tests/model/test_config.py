@@ -52,3 +52,49 @@ def test_a_config_is_immutable_and_replace_checks_nothing_until_asked():
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 3
     assert cfg.replace(seed=3).seed == 3 and cfg.seed == 0
+
+
+def test_fast_on_a_cpu_is_a_clear_error():
+    with pytest.raises(SessionError, match="--fast picks the fastest configuration of a GPU"):
+        TrainConfig.from_flags(["--device", "cpu", "--fast"])
+    with pytest.raises(SessionError, match="drop --backend"):
+        TrainConfig.from_flags(["--device", "cpu", "--fast", "--backend", "triton"])
+
+
+def test_fast_takes_the_static_models_fastest_whole_backend(monkeypatch, tmp_path):
+    """--fast on a GPU: the backend with the smallest predicted step among those modelled whole
+    (no eager op) and runnable on the arch, --cuda-graph, compile none; the choice printed in full;
+    a GPU report (fast.json for this arch) wins over the model."""
+    import json
+    import torch
+    from model.training import config, fast
+    steps = [dict(backend="triton", arch="sm_90", predicted_ms=1.0, eager_ops=5),          # cuDNN convs: not whole
+             dict(backend="triton_all", arch="sm_90", predicted_ms=4.9, eager_ops=0, predicted_range_ms=[4.1, 5.5]),
+             dict(backend="fused", arch="sm_90", predicted_ms=4.6, eager_ops=0, predicted_range_ms=[3.9, 5.2]),
+             dict(backend="fp8", arch="sm_80", predicted_ms=None, eager_ops=0),
+             dict(backend="fused", arch="sm_80", predicted_ms=9.0, eager_ops=0, predicted_range_ms=[7.6, 10.1])]
+    static = tmp_path / "static.json"
+    static.write_text(json.dumps(dict(steps=steps)))
+    monkeypatch.setattr(fast.from_static, "__defaults__", (str(static),))
+    monkeypatch.setattr(config, "device_of", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(fast, "arch_of", lambda device: "sm_90")
+    monkeypatch.setattr(fast, "from_gpu_reports", lambda arch: None)
+    values = config.fast_values(build_parser().parse_args(["--fast"]), {})
+    assert (values["backend"], values["compile"], values["cuda_graph"]) == ("fused", "none", True)
+    assert values["fast"].startswith("--fast: --backend fused --compile none --cuda-graph (predicted by the static")
+    assert "4.60 ms" in values["fast"] and "3.90-5.20" in values["fast"] and "not a measurement" in values["fast"]
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "fast.json").write_text(json.dumps(dict(arch="sm_90", backend="triton_all", compile="default",
+                                                               cuda_graph=True, basis="A/B 10 runs each")))
+    monkeypatch.undo()
+    choice = fast.from_gpu_reports("sm_90", str(tmp_path))
+    assert choice.flags() == "--backend triton_all --compile default --cuda-graph" and "measured on a GPU" in choice.line()
+    assert fast.from_gpu_reports("sm_80", str(tmp_path)) is None
+
+
+def test_fast_reads_the_committed_static_report():
+    """The committed report ranks a whole backend on both architectures (what --fast would take)."""
+    from model.training import fast
+    for arch in ("sm_80", "sm_90"):
+        choice = fast.from_static(arch)
+        assert choice.cuda_graph and choice.compile == "none" and "prediction" in choice.basis
