@@ -165,6 +165,17 @@ def _cl_strides(shape) -> list[int]:
     return [h * w * c, 1, w * c, c]
 
 
+def _outputs(x: torch.Tensor, w: torch.Tensor, padding: int, pool: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, idx) as conv2d_fwd_fused returns them, unwritten (the op and its fake implementation)."""
+    N, _, H, W = x.shape
+    CO, _, KH, KW = w.shape
+    OH, OW = H + 2 * padding - KH + 1, W + 2 * padding - KW + 1
+    y = _conv._out_nhwc((N, CO, OH // 2, OW // 2) if pool else (N, CO, OH, OW), x)
+    idx = (torch.empty_strided(y.shape, y.stride(), device=x.device, dtype=torch.uint8) if pool
+           else x.new_empty(0, dtype=torch.uint8))
+    return y, idx
+
+
 @torch.library.custom_op("speedrun::conv2d_fwd_fused", mutates_args=())
 def conv2d_fwd_fused(x: torch.Tensor, w: torch.Tensor, padding: int, pool: bool, stats: bool
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -173,31 +184,21 @@ def conv2d_fwd_fused(x: torch.Tensor, w: torch.Tensor, padding: int, pool: bool,
     variance of y per channel (fp32 [C]; else empty), from the conv's epilogue. y channels_last."""
     N, CI, H, W = x.shape
     CO, _, KH, KW = w.shape
-    OH, OW = H + 2 * padding - KH + 1, W + 2 * padding - KW + 1
-    shape = (N, CO, OH // 2, OW // 2) if pool else (N, CO, OH, OW)
-    y = _conv._out_nhwc(shape, x)
-    idx = (torch.empty_strided(shape, y.stride(), device=x.device, dtype=torch.uint8) if pool
-           else x.new_empty(0, dtype=torch.uint8))
+    y, idx = _outputs(x, w, padding, pool)
     fused = dict(pool=pool, stats=stats, idx=idx)
-    _conv._launch_conv(_conv._gemm_input(x), _conv._weight_cl(w), None, y, H, W, OH, OW, CI, CO, KH, KW, padding,
-                       False, 0, "fwd", fused=fused)
+    _conv._launch_conv(_conv._gemm_input(x), _conv._weight_cl(w), None, y, H, W, H + 2 * padding - KH + 1,
+                       W + 2 * padding - KW + 1, CI, CO, KH, KW, padding, False, 0, "fwd", fused=fused)
     if not stats:
         empty = x.new_empty(0, dtype=torch.float32)
         return y, idx, empty, empty.clone()
-    mean, var = _merge(fused["part"], fused["rows"], N * shape[2] * shape[3])
+    mean, var = _merge(fused["part"], fused["rows"], N * y.shape[2] * y.shape[3])
     return y, idx, mean, var
 
 
 @conv2d_fwd_fused.register_fake
 def _(x, w, padding, pool, stats):
-    N, _, H, W = x.shape
-    CO, _, KH, KW = w.shape
-    OH, OW = H + 2 * padding - KH + 1, W + 2 * padding - KW + 1
-    shape = (N, CO, OH // 2, OW // 2) if pool else (N, CO, OH, OW)
-    y = _conv._out_nhwc(shape, x)
-    idx = (torch.empty_strided(shape, y.stride(), device=x.device, dtype=torch.uint8) if pool
-           else x.new_empty(0, dtype=torch.uint8))
-    n = CO if stats else 0
+    y, idx = _outputs(x, w, padding, pool)
+    n = w.shape[0] if stats else 0
     return y, idx, x.new_empty(n, dtype=torch.float32), x.new_empty(n, dtype=torch.float32)
 
 
