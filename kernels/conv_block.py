@@ -12,12 +12,12 @@ conv, stride 2, floor mode):
                   The network composes its *backend's* conv, maxpool and bn_act for it (the function
                   is marked ``composes``), so every backend that does not name conv_block runs
                   exactly as before; called directly it composes the eager references.
-    triton_fused  3 launches forward (eval: 2): conv's implicit GEMM (kernels/conv.py ``_conv_kernel``)
+    triton_fused  4 launches forward (eval: 2): conv's implicit GEMM (kernels/conv.py ``_conv_kernel``)
                   with the POOL and STATS epilogues: it writes the pooled tensor and its 1-byte
                   window index (never the full-size output) and per row tile the pooled output's
                   sum and squared deviations from the tile's mean; ``_stats_merge_kernel`` merges the
                   partials (Chan's parallel variance: no cancellation) into the batch mean and
-                  variance and updates the running statistics; bn_act's apply kernel normalises and
+                  variance, ``_running_kernel`` updates the running statistics; bn_act's apply normalises and
                   activates. Backward: bn_act's backward (it differentiates through the batch
                   statistics), maxpool's backward through the 1-byte index (the full-size gradient),
                   conv's input-grad and weight-grad.
@@ -265,7 +265,7 @@ def conv_block_fused(x: torch.Tensor, weight: torch.Tensor, running_mean, runnin
                      pool: bool = False) -> torch.Tensor:
     """The max-pool and the BatchNorm statistics in the Triton conv's epilogue (the full-size conv
     output is never written; no statistics pass), then bn_act's apply; backward through bn_act's,
-    the pool's (1-byte index) and the conv's Triton kernels. 3 launches forward, 5-6 backward."""
+    the pool's (1-byte index) and the conv's Triton kernels. 4 launches forward (two of them C-sized), 5-6 backward."""
     _bn.check_activation(activation)
     check_tensor("conv_block", "x", x, dim=4)
     check_tensor("conv_block", "weight", weight, dim=4)

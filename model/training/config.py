@@ -89,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, metavar="DIR",
                    help="persistent compile caches (inductor FX graphs, AOTAutograd, autotuning, Triton) under DIR")
     p.add_argument("--allow-interpreter", action="store_true",
-                   help="on a CPU, run a Triton conv (conv=triton or fp8: --backend triton_all, fp8) in the Triton "
+                   help="on a CPU, run a Triton conv (conv=triton or fp8, conv_block=triton_fused: --backend "
+                        "triton_all, fp8, fused) in the Triton "
                         "interpreter anyway: about 30 s per step at batch 2, hours at the recipe's batch; "
                         "refused without this flag")
     p.add_argument("--warmup-steps", type=int, default=None,
