@@ -309,7 +309,9 @@ class ConvBlockSpec(OpSpec):
     y's gradient written (BatchNorm), the pool's backward (gradient and index read, the full-size
     gradient written), the input-grad (it and w read, dx written) and weight-grad (x and it read)."""
     name = "conv_block"
-    config_lists = (_conv.FUSED_CONFIGS, _conv.FWD_CONFIGS, _conv.WGRAD_CONFIGS)  # its GEMMs: conv's launchers
+    # its own configurations: the pooled forward's (the rest are conv's lists, which profiling static
+    # already compiles entry by entry for the conv op at the same shapes)
+    config_lists = (_conv.FUSED_CONFIGS,)
 
     def forget_choices(self):
         _conv.forget_choices()

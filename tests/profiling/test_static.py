@@ -131,9 +131,11 @@ def test_report_says_predictions_and_writes_chart(static):
 
 
 def test_rules_hold(static):
-    from profiling.rules import RULES, check
+    """Every rule holds but the known findings (profiling/rules.py KNOWN, each with its open issue),
+    as ``profiling static --check`` decides."""
+    from profiling.rules import RULES, check, known
     assert {r["name"] for r in static["rules"]} == {r.name for r in RULES}
-    violated = check(static["rows"])
+    violated = [f for f in check(static["rows"]) if not known(f, static["meta"]["triton"])]
     assert not violated, violated
 
 
