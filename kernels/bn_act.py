@@ -278,6 +278,14 @@ if HAS_TRITON:
             fp8_rollover(st_ptr, cnt_ptr, nf_ptr, tl.num_programs(0) * tl.num_programs(1))
 
     @triton.jit
+    def xhat_dz(x, dy, invstd, nshift, w, b, ACT: tl.constexpr):
+        """(xhat, dz) of a [rows, BLOCK_C] tile: xhat = x * invstd + nshift (nshift = -mean * invstd),
+        dz = dy * act'(w * xhat + b); the per-channel vectors are [BLOCK_C]. Shared with the fused
+        conv block's backward (kernels/conv_block.py)."""
+        xhat = x * invstd[None, :] + nshift[None, :]
+        return xhat, dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)
+
+    @triton.jit
     def _bwd_reduce_kernel(dy_ptr, x_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, ws_ptr, cnt_ptr, sdz_ptr, sdzx_ptr,
                            M, C, HW, ROWS, eps,
                            BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, CHANNELS_LAST: tl.constexpr,
@@ -305,8 +313,7 @@ if HAS_TRITON:
             offs, mask = _offsets(rows, cols, end, C, HW, CHANNELS_LAST)  # this program's rows only
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            xhat = x * invstd[None, :] + nshift[None, :]
-            dz = dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)  # dy = 0 where masked
+            xhat, dz = xhat_dz(x, dy, invstd, nshift, w, b, ACT)  # dz = 0 where masked (dy = 0)
             acc1 += dz
             acc2 += dz * xhat
         tl.atomic_add(ws_ptr + cols, tl.sum(acc1, axis=0), mask=cmask)
@@ -355,8 +362,7 @@ if HAS_TRITON:
             offs, mask = _offsets(rows, cols, M, C, HW, CHANNELS_LAST)
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            xhat = x * invstd[None, :] + nshift[None, :]
-            dz = dy * _act_grad(xhat * w[None, :] + b[None, :], ACT)
+            xhat, dz = xhat_dz(x, dy, invstd, nshift, w, b, ACT)
             if TRAINING:
                 dz = dz - m_dz[None, :] - xhat * m_dzx[None, :]
             dx = dz * wi[None, :]
@@ -412,10 +418,11 @@ def _reduce_grid(kernel, M: int, C: int, flags: dict, device):
     return meta, rows, (triton.cdiv(M, rows), cblocks)
 
 
-def _stream_grid(kernel, M: int, C: int, flags: dict, device):
+def _stream_grid(kernel, M: int, C: int, flags: dict, device, configs=None):
     """(launch options, row tiles, grid) of an elementwise pass: a grid-stride loop over the row tiles
-    on a grid of whole waves (fewer programs when there are fewer tiles)."""
-    bm, bc, warps, per_sm = _pick(APPLY_CONFIGS, C, M)
+    on a grid of whole waves (fewer programs when there are fewer tiles); ``configs``: the list to
+    pick from (APPLY_CONFIGS when None)."""
+    bm, bc, warps, per_sm = _pick(APPLY_CONFIGS if configs is None else configs, C, M)
     meta = dict(BLOCK_M=bm, BLOCK_C=bc, num_warps=warps, **flags)
     cblocks = triton.cdiv(C, bc)
     tiles = triton.cdiv(M, bm)
@@ -522,6 +529,21 @@ def _(x, mean, var, weight, bias, training, eps, activation, fp8_owner=None, fp8
     return torch.empty_like(x)
 
 
+def bwd_sums(dy: torch.Tensor, x: torch.Tensor, cl: bool, mean, var, weight, bias, eps: float, activation: str):
+    """(kernel flags, sum(dz), sum(dz * xhat)) of the training backward, dz = dy * act'(w * xhat + b):
+    one launch of _bwd_reduce_kernel over x and dy (same layout; ``cl``: channels_last). Shared with
+    the fused conv block's backward (kernels/conv_block.py)."""
+    M, C, HW = _geometry(x)
+    flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation])
+    meta, rows, grid = _reduce_grid(_bwd_reduce_kernel, M, C, flags, x.device)
+    ws, cnt = _workspace(x.device, C, grid[1])
+    sdz = torch.empty(C, device=x.device, dtype=torch.float32)
+    sdzx = torch.empty_like(sdz)
+    _launch(_bwd_reduce_kernel, grid, (dy, x, mean, var, _opt(weight, x), _opt(bias, x), ws, cnt, sdz, sdzx,
+                                       M, C, HW, rows, eps), meta, x.device)
+    return flags, sdz, sdzx
+
+
 @torch.library.custom_op("speedrun::bn_act_bwd", mutates_args=())
 def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                weight: torch.Tensor | None, bias: torch.Tensor | None, training: bool, eps: float,
@@ -532,14 +554,8 @@ def bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, var: torch
     x, cl = memory_layout(x)
     dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
     M, C, HW = _geometry(x)
-    flags = dict(CHANNELS_LAST=cl, HAS_W=weight is not None, HAS_B=bias is not None, ACT=_ACT_CODE[activation])
-    meta, rows, grid = _reduce_grid(_bwd_reduce_kernel, M, C, flags, x.device)
-    ws, cnt = _workspace(x.device, C, grid[1])
-    sdz = torch.empty(C, device=x.device, dtype=torch.float32)
-    sdzx = torch.empty_like(sdz)
+    flags, sdz, sdzx = bwd_sums(dy, x, cl, mean, var, weight, bias, eps, activation)
     w, b = _opt(weight, x), _opt(bias, x)
-    _launch(_bwd_reduce_kernel, grid, (dy, x, mean, var, w, b, ws, cnt, sdz, sdzx, M, C, HW, rows, eps), meta,
-            x.device)
     dx = torch.empty_like(x)
     state = fp8.of(fp8_state) if fp8_state else None
     fp8_args, q, sc = _fp8_out(state.grad_wanted(x) if state is not None else None, dx, fp8.GRAD)

@@ -18,15 +18,19 @@ conv, stride 2, floor mode):
                   sum and squared deviations from the tile's mean; ``_stats_merge_kernel`` merges the
                   partials (Chan's parallel variance: no cancellation) into the batch mean and
                   variance, ``_running_kernel`` updates the running statistics; bn_act's apply normalises and
-                  activates. Backward: bn_act's backward (it differentiates through the batch
-                  statistics), maxpool's backward through the 1-byte index (the full-size gradient),
+                  activates. In training the block is one autograd node (custom op ``conv_block_train``).
+                  Backward: bn_act's gradient sums (one launch over the pooled y and the output's
+                  gradient), then its dx pass: with the pool ``_bn_dx_pool_kernel`` writes the conv's
+                  full-size gradient through the 1-byte index (winner gets it, the other three pixels
+                  and an odd size's dropped row / column get zeros), so the pooled gradient is never
+                  written nor read back (op ``bn_act_pool_bwd``); without it bn_act's own dx pass. Then
                   conv's input-grad and weight-grad.
 
 Fusions of issue 23 left out for now (the static model's predicted saving per step is in
 reports/static/static.md, "Fusions of issue 23"): BatchNorm + activation in the next conv's
 prologue (it would be recomputed per tap and per column tile: 9 x 2 activations per element for a
-256-channel conv, against one pass that writes it), the BatchNorm backward's sums in the input-
-grad's epilogue and the pool backward in the BatchNorm backward's dx pass.
+256-channel conv, against one pass that writes it) and the BatchNorm backward's sums in the input-
+grad's epilogue.
 
 Eval mode (``training=False``): the conv with the pool epilogue, then bn_act's apply with the
 running statistics. fp16, bf16 and fp32 inputs (as conv=triton); stride 1, square odd filters.
@@ -43,7 +47,7 @@ from . import maxpool as _pool
 from . import _triton
 from ._triton import HAS_TRITON, check_tensor, interpreting
 from .registry import register
-from .spec import OpCase, OpSpec, SampleCall, Sampler, Work, grid_of, programs_of, register_spec
+from .spec import ConfigList, OpCase, OpSpec, SampleCall, Sampler, Work, grid_of, programs_of, register_spec, stride_iters
 
 if HAS_TRITON:
     import triton
@@ -138,8 +142,61 @@ if HAS_TRITON:
         tl.store(rm_ptr + cols, ((1 - momentum) * rm + momentum * mean).to(rm_ptr.dtype.element_ty), mask=m)
         tl.store(rv_ptr + cols, ((1 - momentum) * rv + momentum * var * unbias).to(rv_ptr.dtype.element_ty), mask=m)
 
+    @triton.jit
+    def _bn_dx_pool_kernel(dy_ptr, x_ptr, idx_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sdz_ptr, sdzx_ptr,
+                           M, C, OH, OW, PH, PW, HE, WE, PE, eps, TILES,
+                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+                           ACT: tl.constexpr, IDX64: tl.constexpr):
+        """The BatchNorm + activation backward's dx pass (training) scattered through the 2x2 max-pool's
+        index: the gradient of the conv's full-size output, written once, never the pooled gradient.
+
+        dy_ptr   the block output's gradient, pooled [N][PH][PW][C] channels_last (contiguous)
+        x_ptr    the pooled conv output the BatchNorm normalised, dy's layout; idx_ptr: its uint8 window
+                 index (the pool's winner in scan order), dy's layout
+        dx_ptr   the conv output's gradient, full-size [N][OH][OW][C] channels_last (contiguous)
+        mean_ptr, var_ptr, w_ptr, b_ptr, sdz_ptr, sdzx_ptr  as in bn_act's _bwd_dx_kernel
+        M        pooled pixels N * PH * PW (the BatchNorm's count); C: channels
+        HE, WE   the ceil-mode window grid, cdiv(OH, 2) x cdiv(OW, 2): its last row / column (odd OH /
+                 OW) covers the row / column the floor-mode pool dropped, whose gradient is zero
+        PE       windows of that grid, N * HE * WE; TILES: tiles of BLOCK_M windows, walked grid-stride
+        IDX64    64-bit offsets (a full-size gradient of 2^31 elements or more)
+
+        dx = w / sqrt(var + eps) * (dz - mean(dz) - xhat * mean(dz * xhat)) at the window's winner,
+        zero at its other three pixels: every element of the full-size gradient is written once."""
+        cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
+        mean, invstd, w, b = _bn._channel_affine(cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, HAS_W, HAS_B)
+        nshift = -mean * invstd
+        wi = w * invstd
+        m_dz = tl.load(sdz_ptr + cols, mask=cmask, other=0.0) / M
+        m_dzx = tl.load(sdzx_ptr + cols, mask=cmask, other=0.0) / M
+        for t in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            p = t * BLOCK_M + tl.arange(0, BLOCK_M)
+            live = p < PE
+            n, he, we = _conv._pixels(p, HE, WE)  # image, window row and column
+            if IDX64:
+                n = n.to(tl.int64)
+            pooled = (live & (he < PH) & (we < PW))[:, None] & cmask[None, :]
+            poff = (((n * PH + he) * PW + we) * C)[:, None] + cols[None, :]
+            x = tl.load(x_ptr + poff, mask=pooled, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + poff, mask=pooled, other=0.0).to(tl.float32)
+            arg = tl.load(idx_ptr + poff, mask=pooled, other=0).to(tl.int32)
+            xhat, dz = _bn.xhat_dz(x, dy, invstd, nshift, w, b, ACT)
+            g = ((dz - m_dz[None, :] - xhat * m_dzx[None, :]) * wi[None, :]).to(dx_ptr.dtype.element_ty)
+            zero = tl.zeros([BLOCK_M, BLOCK_C], dtype=dx_ptr.dtype.element_ty)
+            fbase = ((n * OH + 2 * he) * OW + 2 * we) * C  # the window's top-left pixel, once per row
+            for k in tl.static_range(4):
+                inb = (live & (2 * he + k // 2 < OH) & (2 * we + k % 2 < OW))[:, None] & cmask[None, :]
+                off = (fbase + ((k // 2) * OW + k % 2) * C)[:, None] + cols[None, :]
+                tl.store(dx_ptr + off, tl.where(pooled & (arg == k), g, zero), mask=inb)
+
 
 MERGE_BLOCK_P, MERGE_MIN_CHUNK, MERGE_MAX_PROGRAMS = 16, 16, 64
+# _bn_dx_pool_kernel's tiles (bn_act's RowConfig: BLOCK_M windows x BLOCK_C channels, warps, programs per SM),
+# the first whose channel block is not wider than the channels: each window stores four pixels, so
+# its tiles are half bn_act's apply tiles (at 64 x 64 the sm_90 build holds 234 registers, 2 programs per SM)
+DX_POOL_CONFIGS = ConfigList("DX_POOL_CONFIGS", [_bn.RowConfig(32, 64, 4, 4), _bn.RowConfig(64, 32, 4, 4),
+                                                 _bn.RowConfig(16, 128, 4, 4)])
 
 
 def _merge(part: torch.Tensor, rows: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,6 +285,88 @@ def _backward(ctx, dy, _didx, _dmean, _dvar):
 conv2d_fwd_fused.register_autograd(_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op("speedrun::bn_act_pool_bwd", mutates_args=())
+def bn_act_pool_bwd(dy: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
+                    weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, activation: str,
+                    full_shape: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(d full, dweight, dbias) of pool -> bn_act (training) from the block output's gradient ``dy``:
+    bn_act's gradient sums over the pooled ``x`` (one launch), then ``_bn_dx_pool_kernel``, which writes
+    the gradient of the full-size conv output [``full_shape``] (channels_last) through the pool's
+    index: the pooled gradient is never written. dweight, dbias fp32."""
+    dy = dy.contiguous(memory_format=torch.channels_last)
+    _, sdz, sdzx = _bn.bwd_sums(dy, x, True, mean, var, weight, bias, eps, activation)
+    N, C, PH, PW = x.shape
+    OH, OW = full_shape[2], full_shape[3]
+    dfull = torch.empty_strided(tuple(full_shape), _cl_strides(full_shape), device=x.device, dtype=x.dtype)
+    HE, WE = triton.cdiv(OH, 2), triton.cdiv(OW, 2)
+    PE = N * HE * WE
+    flags = dict(HAS_W=weight is not None, HAS_B=bias is not None, ACT=_bn._ACT_CODE[activation],
+                 IDX64=dfull.numel() >= 2 ** 31)
+    meta, tiles, grid = _bn._stream_grid(_bn_dx_pool_kernel, PE, C, flags, x.device, DX_POOL_CONFIGS)
+    _triton.launch(_bn_dx_pool_kernel, grid, (dy, x, idx, dfull, mean, var, _bn._opt(weight, x), _bn._opt(bias, x),
+                                              sdz, sdzx, N * PH * PW, C, OH, OW, PH, PW, HE, WE, PE, eps, tiles),
+                   meta, x.device)
+    return dfull, sdzx, sdz
+
+
+@bn_act_pool_bwd.register_fake
+def _(dy, x, idx, mean, var, weight, bias, eps, activation, full_shape):
+    C = x.shape[1]
+    return (torch.empty_strided(tuple(full_shape), _cl_strides(full_shape), device=x.device, dtype=x.dtype),
+            x.new_empty(C, dtype=torch.float32), x.new_empty(C, dtype=torch.float32))
+
+
+@torch.library.custom_op("speedrun::conv_block_train", mutates_args=())
+def conv_block_train(x: torch.Tensor, w: torch.Tensor, bn_weight: torch.Tensor | None, bn_bias: torch.Tensor | None,
+                     padding: int, pool: bool, eps: float, activation: str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, y, idx, mean, var): the training block forward as one autograd node, so that its
+    backward can go from the output's gradient to the conv's without the pooled gradient in between.
+    y: the (pooled) conv output, idx its window index (empty without ``pool``), mean / var its batch
+    statistics (fp32 [C]), out = act(BatchNorm(y)) in y's dtype and layout."""
+    y, idx, mean, var = conv2d_fwd_fused(x, w, padding, pool, True)
+    return _bn.bn_act_apply(y, mean, var, bn_weight, bn_bias, True, eps, activation), y, idx, mean, var
+
+
+@conv_block_train.register_fake
+def _(x, w, bn_weight, bn_bias, padding, pool, eps, activation):
+    y, idx = _outputs(x, w, padding, pool)
+    C = w.shape[0]
+    return torch.empty_like(y), torch.empty_like(y), idx, x.new_empty(C, dtype=torch.float32), \
+        x.new_empty(C, dtype=torch.float32)
+
+
+def _setup_train(ctx, inputs, output):
+    x, w, bn_weight, bn_bias, padding, pool, eps, activation = inputs
+    _, y, idx, mean, var = output
+    ctx.save_for_backward(x, w, bn_weight, bn_bias, y, idx, mean, var)
+    ctx.padding, ctx.pool, ctx.eps, ctx.activation = padding, pool, eps, activation
+    N, _, H, W = x.shape
+    CO, _, KH, KW = w.shape
+    ctx.conv_shape = [N, CO, H + 2 * padding - KH + 1, W + 2 * padding - KW + 1]
+    ctx.mark_non_differentiable(y, idx, mean, var)
+    ctx.set_materialize_grads(False)
+
+
+def _backward_train(ctx, dout, _dy, _didx, _dmean, _dvar):
+    x, w, bn_weight, bn_bias, y, idx, mean, var = ctx.saved_tensors
+    if dout is None:
+        return (None,) * 8
+    if ctx.pool:  # BatchNorm's dx pass scatters through the index: the full-size gradient directly
+        dy, dbw, dbb = bn_act_pool_bwd(dout, y, idx, mean, var, bn_weight, bn_bias, ctx.eps, ctx.activation,
+                                       ctx.conv_shape)
+    else:
+        dy, dbw, dbb = _bn.bn_act_bwd(dout, y, mean, var, bn_weight, bn_bias, True, ctx.eps, ctx.activation)
+    dx = _conv.conv2d_dgrad(dy, w, list(x.shape), ctx.padding) if ctx.needs_input_grad[0] else None
+    dw = _conv.conv2d_wgrad(dy, x, list(w.shape), ctx.padding) if ctx.needs_input_grad[1] else None
+    dbw = dbw.to(bn_weight.dtype) if bn_weight is not None and ctx.needs_input_grad[2] else None
+    dbb = dbb.to(bn_bias.dtype) if bn_bias is not None and ctx.needs_input_grad[3] else None
+    return dx, dw, dbw, dbb, None, None, None, None
+
+
+conv_block_train.register_autograd(_backward_train, setup_context=_setup_train)
+
+
 @torch.library.custom_op("speedrun::bn_running_update", mutates_args=("running_mean", "running_var"))
 def bn_running_update(running_mean: torch.Tensor, running_var: torch.Tensor, mean: torch.Tensor, var: torch.Tensor,
                       momentum: float, unbias: float) -> None:
@@ -265,7 +404,8 @@ def conv_block_fused(x: torch.Tensor, weight: torch.Tensor, running_mean, runnin
                      pool: bool = False) -> torch.Tensor:
     """The max-pool and the BatchNorm statistics in the Triton conv's epilogue (the full-size conv
     output is never written; no statistics pass), then bn_act's apply; backward through bn_act's,
-    the pool's (1-byte index) and the conv's Triton kernels. 4 launches forward (two of them C-sized), 5-6 backward."""
+    the pool's scatter in BatchNorm's dx pass (1-byte index) and the conv's Triton kernels. 4 launches forward (two
+    of them C-sized), 5 backward (bn sums, dx, input-grad, weight-grad and its sum)."""
     _bn.check_activation(activation)
     check_tensor("conv_block", "x", x, dim=4)
     check_tensor("conv_block", "weight", weight, dim=4)
@@ -286,17 +426,20 @@ def conv_block_fused(x: torch.Tensor, weight: torch.Tensor, running_mean, runnin
         raise ValueError("conv_block (triton_fused): eval mode (training=False) needs running_mean and running_var")
     if training and momentum is None:
         raise ValueError("conv_block (triton_fused): momentum=None (cumulative average) is not supported")
-    y, _, mean, var = conv2d_fwd_fused(x, weight, pad, pool, training)
-    if training:
-        count = y.numel() // C
-        if count <= 1:
-            raise ValueError(f"conv_block: expected more than 1 value per channel when training, got {list(y.shape)}")
-        if running_mean is not None and running_var is not None:
-            with torch.no_grad():
-                bn_running_update(running_mean, running_var, mean, var, momentum, count / (count - 1))
-    else:
+    if not training:
+        y, _, _, _ = conv2d_fwd_fused(x, weight, pad, pool, False)
         mean, var = running_mean.detach().float().clone(), running_var.detach().float().clone()
-    return _bn.bn_act_apply(y, mean, var, bn_weight, bn_bias, training, eps, activation)
+        return _bn.bn_act_apply(y, mean, var, bn_weight, bn_bias, False, eps, activation)
+    N, _, H, W = x.shape
+    count = N * ((H // 2) * (W // 2) if pool else H * W)
+    if count <= 1:
+        raise ValueError(f"conv_block: expected more than 1 value per channel when training, got {count} "
+                         f"(input {list(x.shape)}, pool={pool})")
+    out, _, _, mean, var = conv_block_train(x, weight, bn_weight, bn_bias, pad, pool, eps, activation)
+    if running_mean is not None and running_var is not None:
+        with torch.no_grad():
+            bn_running_update(running_mean, running_var, mean, var, momentum, count / (count - 1))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ spec
@@ -306,12 +449,12 @@ class ConvBlockSpec(OpSpec):
     FLOPs: the conv's three GEMMs (the pool and BatchNorm are memory work). Bytes, the fused design's
     must-move (each tensor once per kernel that needs it): forward x, w, the pooled y and its index
     (or y) written, y read and the activation written; backward the activation's gradient and y read,
-    y's gradient written (BatchNorm), the pool's backward (gradient and index read, the full-size
-    gradient written), the input-grad (it and w read, dx written) and weight-grad (x and it read)."""
+    y's gradient written (BatchNorm; with the pool, the index read and the full-size gradient written
+    instead), the input-grad (it and w read, dx written) and weight-grad (x and it read)."""
     name = "conv_block"
-    # its own configurations: the pooled forward's (the rest are conv's lists, which profiling static
+    # its own configurations: the pooled forward's and the pooled dx pass's (the rest are conv's lists, which profiling static
     # already compiles entry by entry for the conv op at the same shapes)
-    config_lists = (_conv.FUSED_CONFIGS,)
+    config_lists = (_conv.FUSED_CONFIGS, DX_POOL_CONFIGS)
 
     def forget_choices(self):
         _conv.forget_choices()
@@ -334,9 +477,11 @@ class ConvBlockSpec(OpSpec):
         idx = y if case.params.get("pool") else 0
         if phase == "fwd":
             return esize * (x + w + y + y + y) + idx
-        pool_bwd = esize * (y + full) + idx if case.params.get("pool") else 0
+        # BatchNorm's backward reads the output's gradient and y, then writes y's gradient: with the pool,
+        # its dx pass writes the full-size gradient through the index instead (the pooled one never exists)
+        bn_bwd = esize * (2 * y + full) + idx if case.params.get("pool") else esize * 3 * y
         dgrad = esize * (full + w + x) if case.params.get("input_grad", True) else 0
-        return esize * (3 * y) + pool_bwd + dgrad + esize * (x + full + w)
+        return bn_bwd + dgrad + esize * (x + full + w)
 
     def sample_call(self, case, device, dtype, *, grad=True, fill="randn", seed=0):
         """As the network calls it (model/net.py ConvGroup): fp32 BatchNorm state, the weight frozen
@@ -416,6 +561,20 @@ def _work_running(launch, peak, capacity: int) -> Work:
                 units=programs_of(launch))
 
 
+def _work_dx_pool(launch, peak, capacity: int) -> Work:
+    a, cx = launch.args, launch.cx
+    x, dx, C = a["x_ptr"], a["dx_ptr"], a["C"]
+    es = x.esize
+    pooled = a["M"] * C
+    read = 2 * x.nbytes + pooled  # x and dy (pooled), the 1-byte index
+    nbytes = read + dx.nbytes
+    return Work("memory", stride_iters(launch), cx["BLOCK_M"] * cx["BLOCK_C"], nbytes, nbytes, 2 * es + 1 + 4 * es,
+                notes=["reads the pooled x, dy and window index, writes the full-size gradient (elements = windows "
+                       "of the ceil-mode grid)"], units=a["TILES"] * grid_of(launch)[1], read_bytes=read)
+
+
 SPEC = register_spec(ConvBlockSpec())
 if HAS_TRITON:
-    SPEC.work = {_stats_merge_kernel: _work_merge, _running_kernel: _work_running}
+    SPEC.work = {_stats_merge_kernel: _work_merge, _running_kernel: _work_running, _bn_dx_pool_kernel: _work_dx_pool}
+    # like the pool's backward it writes the full-size gradient from scattered windows: no 128-bit vector stores
+    SPEC.tags = {_bn_dx_pool_kernel: ("scatter",)}

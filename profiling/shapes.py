@@ -71,7 +71,8 @@ FUSIONS = {
 
 
 # the fusions built so far, and where (the rest are predictions of what building them would save)
-BUILT = {"pool_stats_in_conv1": "conv_block=triton_fused", "stats_in_conv2": "conv_block=triton_fused"}
+BUILT = {"pool_stats_in_conv1": "conv_block=triton_fused", "stats_in_conv2": "conv_block=triton_fused",
+         "pool_bwd_in_bn_dx": "conv_block=triton_fused"}
 
 
 def fusion_savings(cases: list[OpCase], peak, esize: int = 2) -> list[dict]:

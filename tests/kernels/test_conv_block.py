@@ -93,6 +93,36 @@ def test_pool_ties_and_index_route_the_gradient_as_the_unfused_pool():
     assert torch.equal(idx.long(), win)
 
 
+@pytest.mark.parametrize("h, w, affine", [(7, 7, True), (6, 5, False), (4, 4, True)])
+def test_bn_dx_scatters_through_the_pool_index(h, w, affine):
+    """bn_act_pool_bwd (BatchNorm's dx pass writing the full-size gradient through the pool's index)
+    equals bn_act's backward followed by the pool's, element for element: the winner gets the
+    gradient, the other three pixels and the row / column an odd size drops get zeros, whatever the
+    memory held before (the allocator's previous block is filled with NaN first)."""
+    from kernels import bn_act, maxpool
+    g = torch.Generator().manual_seed(7)
+    C = 12
+    full = cl(torch.randn(2, C, h, w, generator=g))
+    y, idx = maxpool.maxpool_fwd_index(full, 2)
+    mean, var = y.mean((0, 2, 3)), y.var((0, 2, 3), unbiased=False)
+    bw, bb = ((torch.rand(C, generator=g) + 0.5).to(DEV), torch.randn(C, generator=g).to(DEV)) if affine else (None, None)
+    dy = cl(torch.randn(y.shape, generator=g))
+    ref_pooled, ref_dw, ref_db = bn_act.bn_act_bwd(dy, y, mean, var, bw, bb, True, 1e-5, "gelu")
+    ref = maxpool.maxpool_bwd_index(ref_pooled, idx, list(full.shape), list(full.stride()), 2)
+    dirty = torch.full_like(full, float("nan"))
+    del dirty
+    got, dw, db = cb.bn_act_pool_bwd(dy, y, idx, mean, var, bw, bb, 1e-5, "gelu", list(full.shape))
+    assert got.shape == full.shape and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    assert int((got != 0).sum()) <= y.numel()  # one winner per window at most
+    if h % 2:
+        assert torch.equal(got[:, :, -1], torch.zeros_like(got[:, :, -1]))
+    if w % 2:
+        assert torch.equal(got[..., -1], torch.zeros_like(got[..., -1]))
+    torch.testing.assert_close(dw, ref_dw)
+    torch.testing.assert_close(db, ref_db)
+
+
 def test_statistics_have_no_cancellation_at_a_large_mean():
     """Outputs of mean ~1000 and std ~1: the tile partials (deviations from each tile's own mean,
     merged pairwise) keep the variance exact where sum-of-squares minus squared sum in fp32 would

@@ -51,7 +51,14 @@ def _samples():
             (conv_block.conv2d_fwd_fused, (x, w, 1, True, False)),   # pool only (eval)
             (conv_block.bn_running_update, (torch.zeros(8, device=DEV), torch.ones(8, device=DEV),
                                             torch.randn(8, generator=g).to(DEV), torch.rand(8, generator=g).to(DEV),
-                                            0.4, 1.1))]
+                                            0.4, 1.1)),
+            (conv_block.conv_block_train, (x, w, wb.new_ones(8), torch.randn(8, generator=g).to(DEV), 1, True, 1e-5,
+                                           "gelu")),                  # 5x7 -> 2x3: a dropped row and column
+            (conv_block.conv_block_train, (x, w, None, None, 1, False, 1e-5, "silu"))]
+    _, idx = maxpool.maxpool_fwd_index(x, 2)  # x as the full-size conv output of 6 channels
+    pooled = maxpool.maxpool_fwd(x, 2)
+    out.append((conv_block.bn_act_pool_bwd, (cl(torch.randn(pooled.shape, generator=g)), pooled, idx, mean, var, wb, bb,
+                                             1e-5, "gelu", list(x.shape))))
     return out
 
 
