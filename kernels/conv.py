@@ -1018,6 +1018,7 @@ class ConvSpec(OpSpec):
     bytes = each GEMM's two operands and its result, once each. ``input_grad`` / ``weight_grad``
     false (the whitening conv: frozen, on the images) drop that GEMM; ``bias``: the conv has one."""
     name = "conv"
+    optional_input_grad = True
     config_lists = (FWD_CONFIGS, WGRAD_CONFIGS)
 
     def out_shape(self, case):

@@ -452,6 +452,7 @@ class ConvBlockSpec(OpSpec):
     y's gradient written (BatchNorm; with the pool, the index read and the full-size gradient written
     instead), the input-grad (it and w read, dx written) and weight-grad (x and it read)."""
     name = "conv_block"
+    optional_input_grad = True
     # its own configurations: the pooled forward's and the pooled dx pass's (the rest are conv's lists, which profiling static
     # already compiles entry by entry for the conv op at the same shapes)
     config_lists = (_conv.FUSED_CONFIGS, DX_POOL_CONFIGS)

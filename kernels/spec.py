@@ -238,6 +238,9 @@ class OpSpec:
     # the case records which op produced its input (``from_conv_cin``: a conv's input channels, 0 for
     # any other producer): with conv=fp8 the backward of such an op writes the conv's gradient copy
     tracks_producer: bool = False
+    # a case's ``params["input_grad"] = False`` models a call whose input needs no gradient (its
+    # backward skips the input-grad): the op after the frozen whitening conv (profiling step_calls)
+    optional_input_grad: bool = False
 
     def produces(self, case: OpCase) -> int:
         """What a consumer of this op's output records as ``from_conv_cin``: 0 but for a conv."""

@@ -19,7 +19,7 @@ from .devices import PEAKS, detect
 from .drive import OpRecord
 from .kernel_work import work_of
 from .perfmodel import glue_ms, predict, resident_programs, with_range
-from .shapes import fused_minimum, network_ops
+from .shapes import fused_minimum, input_grad_shares, network_ops, step_calls
 
 
 # --------------------------------------------------------------------------------- the model
@@ -162,13 +162,15 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
 
 def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activation: str = "gelu",
                recipe=None) -> list[dict]:
-    """Per backend x arch: one training step (forward + backward of every layer) predicted for the
-    Triton implementations, beside its roofline; the ops a backend leaves to eager code (cuDNN,
-    ATen) are not modelled and appear as their roofline only."""
+    """Per backend x arch: the mean training step of a run (forward + backward of every layer; the
+    op after the whitening conv with its input-grad only in the steps where the whitening bias
+    trains, ``step_calls``) predicted for the Triton implementations, beside its roofline; the ops a
+    backend leaves to eager code (cuDNN, ATen) are not modelled and appear as their roofline only."""
     by_key = {(o["op"], o["impl"], o["key"], o["arch"]): o for o in ops}
     out = []
+    shares = input_grad_shares(batch, activation, recipe)
     fused = {arch: fused_minimum(network_ops(batch, activation=activation, recipe=recipe), PEAKS[ARCHS[arch][1]],
-                                 esize) for arch in archs}
+                                 esize, input_grad_share=shares) for arch in archs}
     for backend in kernels.backends():
         names = kernels.resolve_names(backend)
         for arch in archs:
@@ -176,25 +178,27 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
             row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
                        per_op={}, modelled_ops=0, eager_ops=0, hbm_bytes=0.0)
             runnable = True
-            for case in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
+            for case, weight in step_calls(batch, activation=activation, recipe=recipe, backend=backend):
                 impl = names[case.op]
                 if not _runs_on(impl, arch):
                     runnable = False
                 o = by_key.get((case.op, impl, case_key(case), arch))
                 if o is None:
                     ms = 1e3 * (case.phase_bound_s(peak, "fwd", esize) + case.phase_bound_s(peak, "bwd", esize))
-                    row["eager_roofline_ms"] += ms
-                    row["eager_ops"] += 1
+                    row["eager_roofline_ms"] += weight * ms
+                    row["eager_ops"] += weight
                     # an op left to cuDNN / ATen moves at least its must-move bytes
-                    row["hbm_bytes"] += sum(case.spec.phase_bytes(case, ph, esize) for ph in ("fwd", "bwd"))
+                    row["hbm_bytes"] += weight * sum(case.spec.phase_bytes(case, ph, esize) for ph in ("fwd", "bwd"))
                     continue
-                row["predicted_ms"] += o["predicted_ms"]
-                row["hbm_bytes"] += o.get("dram_bytes") or 0.0
-                row["roofline_ms"] += o["roofline_ms"]
+                row["predicted_ms"] += weight * o["predicted_ms"]
+                row["hbm_bytes"] += weight * (o.get("dram_bytes") or 0.0)
+                row["roofline_ms"] += weight * o["roofline_ms"]
                 for b, ms in (o.get("bound_ms") or {}).items():
-                    row.setdefault("_bounds", {})[b] = row.setdefault("_bounds", {}).get(b, 0.0) + ms
-                row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + o["predicted_ms"]
-                row["modelled_ops"] += 1
+                    row.setdefault("_bounds", {})[b] = row.setdefault("_bounds", {}).get(b, 0.0) + weight * ms
+                row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + weight * o["predicted_ms"]
+                row["modelled_ops"] += weight
+            # calls per step: the split call's two weights add up to one
+            row["modelled_ops"], row["eager_ops"] = round(row["modelled_ops"]), round(row["eager_ops"])
             if not runnable:
                 row.update(predicted_ms=None, roofline_ms=None, eager_roofline_ms=None,
                            note="conv=fp8 needs FP8 tensor cores (sm_89+)")
@@ -223,12 +227,12 @@ def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: s
     summed over the layers: what a profiler trace of that backend reports per kernel."""
     names = kernels.resolve_names(backend)
     totals: dict[str, float] = {}
-    for case in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
+    for case, weight in step_calls(batch, activation=activation, recipe=recipe, backend=backend):
         impl, key = names[case.op], case_key(case)
         for r in rows:
             if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
                     and r["phase"] in TRAIN_PHASES):
-                totals[r["kernel"]] = totals.get(r["kernel"], 0.0) + r["predicted_ms"]
+                totals[r["kernel"]] = totals.get(r["kernel"], 0.0) + weight * r["predicted_ms"]
     return totals
 
 
@@ -307,9 +311,9 @@ def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: st
     the kernel's own roofline, summed over the layers that launch it."""
     names = kernels.resolve_names(backend)
     count: dict = {}
-    for case in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
+    for case, weight in step_calls(batch, activation=activation, recipe=recipe, backend=backend):
         k = (names[case.op], case_key(case))
-        count[k] = count.get(k, 0) + 1
+        count[k] = count.get(k, 0) + weight
     loss: dict[str, float] = {}
     for r in rows:
         if not r["default"] or r["arch"] != arch or r["phase"] not in TRAIN_PHASES:

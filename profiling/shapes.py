@@ -16,19 +16,22 @@ import torch
 import kernels
 from kernels.spec import OpCase, OpSpec, spec, specs
 
-__all__ = ["WIDTHS", "OpCase", "dtype_size", "fused_minimum", "network_ops", "recipe_ops", "unique_ops"]
+__all__ = ["WIDTHS", "OpCase", "dtype_size", "fused_minimum", "input_grad_shares", "network_ops", "recipe_ops", "step_calls", "unique_ops",
+           "whiten_fraction"]
 
 WIDTHS = (64, 256, 256)
 
 
-def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False) -> dict:
+def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False,
+                  input_grad_share: dict | None = None) -> dict:
     """The step's physical limit if every op were fused where the data allows: each conv reads its
     input, weights and output gradient and writes its output, input gradient and weight gradient
     once; the max-pool, the BatchNorm statistics and the activation live in the convs' epilogues and
     prologues (a conv followed by a max-pool writes the pooled tensor and its 1-byte index instead
     of its full output); the BatchNorm backward's sums in the input-grad epilogue. Per conv and
     phase, the larger of its bytes at full HBM bandwidth and its FLOPs at the tensor-core peak.
-    Returns bytes, FLOPs and ms per training step (forward + backward)."""
+    ``input_grad_share``: case name -> the fraction of steps in which its input-grad runs (1 when not
+    named; ``input_grad_shares``). Returns bytes, FLOPs and ms per training step (forward + backward)."""
     tflops = peak.fp8_tflops if fp8 and peak.fp8_tflops else peak.fp16_tflops
     total_bytes = total_flops = seconds = 0.0
     for i, c in enumerate(cases):
@@ -42,16 +45,27 @@ def fused_minimum(cases: list[OpCase], peak, esize: int = 2, fp8: bool = False) 
             out = esize * pooled + pooled  # the pooled tensor and its 1-byte window index
         else:
             out = esize * y
-        fwd_b = esize * (x + w) + out
-        bwd_b = ((out + esize * (w + x)) if c.params.get("input_grad", True) else 0) + \
-            ((esize * x + out + esize * w) if c.params.get("weight_grad", True) else 0)
+        share = (input_grad_share or {}).get(c.name, 1.0) if c.params.get("input_grad", True) else 0.0
         fwd_f = c.flops("fwd")
-        bwd_f = c.flops("fwd+bwd") - fwd_f
-        for b, f in ((fwd_b, fwd_f), (bwd_b, bwd_f)):
-            total_bytes += b
-            total_flops += f
-            seconds += max(b / (peak.hbm_gbps * 1e9), f / (tflops * 1e12))
+        wgrad_b = (esize * x + out + esize * w) if c.params.get("weight_grad", True) else 0
+        wgrad_f = fwd_f if c.params.get("weight_grad", True) else 0.0
+        phases = [(esize * (x + w) + out, fwd_f, 1.0)]  # (bytes, FLOPs, share of the steps)
+        if share:  # a backward with the input-grad (one more GEMM of the forward's size)
+            phases.append((out + esize * (w + x) + wgrad_b, fwd_f + wgrad_f, share))
+        if share < 1:
+            phases.append((wgrad_b, wgrad_f, 1.0 - share))
+        for b, f, part in phases:
+            total_bytes += part * b
+            total_flops += part * f
+            seconds += part * max(b / (peak.hbm_gbps * 1e9), f / (tflops * 1e12))
     return dict(bytes=total_bytes, flops=total_flops, ms=1e3 * seconds)
+
+
+def input_grad_shares(batch: int, activation: str = "gelu", recipe=None) -> dict:
+    """Case name -> the fraction of a run's steps in which that call's input-grad runs, for the calls
+    ``step_calls`` splits (the op after the whitening conv); fused_minimum's ``input_grad_share``."""
+    return {c.name[:-len(FROZEN)]: 1.0 - w for c, w in step_calls(batch, activation=activation, recipe=recipe)
+            if c.name.endswith(FROZEN)}
 
 
 # the fusions of issue 23, in the order a session would build them: name -> what moves where
@@ -210,14 +224,54 @@ def recipe_ops(recipe, batch: int, compose: bool = True) -> list[OpCase]:
     return cases
 
 
-def unique_ops(batch: int, op: str | None = None, producers: bool = False, **kw) -> list[OpCase]:
+FROZEN = " (whitening bias frozen)"  # the name suffix of a call's variant without its input-grad (step_calls)
+
+
+def whiten_fraction(recipe=None) -> float:
+    """The fraction of a run's steps in which the whitening bias trains (``whiten_bias_epochs`` of the
+    recipe's epochs; airbench94_muon when None, the recipe the run predictions use)."""
+    from model.recipes import get_recipe
+    r = get_recipe(recipe or "airbench94_muon") if recipe is None or isinstance(recipe, str) else recipe
+    return min(1.0, max(0.0, r.whiten_bias_epochs / r.epochs))
+
+
+def step_calls(batch: int, activation: str = "gelu", recipe=None, backend: str | None = None
+               ) -> list[tuple[OpCase, float]]:
+    """Every op call of the mean training step of a run, with its weight (calls per step).
+
+    The whitening conv is frozen and its bias trains only for the recipe's first
+    ``whiten_bias_epochs``; after that nothing before the op that reads the whitening output needs a
+    gradient, so that op's input-grad is skipped (autograd: the bias is detached, model/net.py). That
+    op appears twice: as is, weighted by the fraction of steps the bias trains (``whiten_fraction``),
+    and without its input-grad (named with ``FROZEN``), weighted by the rest. Every other call has
+    weight 1."""
+    f = whiten_fraction(recipe)
+    out, after_whiten = [], False
+    for c in network_ops(batch, activation=activation, recipe=recipe, backend=backend):
+        if after_whiten and c.params.get("input_grad", True) and c.spec.optional_input_grad:
+            frozen = OpCase(c.op, c.name + FROZEN, c.x_shape, dict(c.params, input_grad=False))
+            out += [(x, w) for x, w in ((c, f), (frozen, 1.0 - f)) if w > 0]
+        else:
+            out.append((c, 1.0))
+        after_whiten = c.op == "conv" and c.name == "whiten"
+    return out
+
+
+def unique_ops(batch: int, op: str | None = None, producers: bool = False, frozen: bool = False,
+               **kw) -> list[OpCase]:
     """network_ops without repeats of the same (op, shape, params), optionally for one op (with the
     op's ``extra_cases``, the cases of an op the network does not call).
     ``producers``: also tell apart calls whose input comes from different producers
-    (``from_conv_cin``: what an fp8 backend does differs; profiling static models both)."""
+    (``from_conv_cin``: what an fp8 backend does differs; profiling static models both).
+    ``frozen``: also the calls of the mean step (``step_calls``) that run without their input-grad
+    once the whitening bias is frozen (profiling static weighs both)."""
     seen, out = set(), []
     # every backend's calls: a fused backend's network calls its blocks instead of the ops they absorb
-    calls = [c for b in [None] + [b for b in kernels.backends() if _fusing(b)] for c in network_ops(batch, **kw, backend=b)]
+    backends = [None] + [b for b in kernels.backends() if _fusing(b)]
+    if frozen:
+        calls = [c for b in backends for c, _ in step_calls(batch, **kw, backend=b)]
+    else:
+        calls = [c for b in backends for c in network_ops(batch, **kw, backend=b)]
     for c in calls:
         params = {k: v for k, v in c.params.items() if producers or k != "from_conv_cin"}
         key = (c.op, c.x_shape, tuple(sorted(params.items())))

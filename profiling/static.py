@@ -60,7 +60,8 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     import triton
 
     from . import rules as rule_mod
-    cases = [c for op in ops for c in unique_ops(batch, op, producers=True, activation=activation, recipe=recipe)]
+    cases = [c for op in ops for c in unique_ops(batch, op, producers=True, frozen=True, activation=activation,
+                                                 recipe=recipe)]
     esize = {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
     rows, glue, op_rows, cache = [], [], [], {}
     for arch in archs:  # the launchers size their grids from the SM count: record per modelled GPU

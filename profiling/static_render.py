@@ -8,6 +8,7 @@ from .assemble import PUBLISHED_RUNS, losses
 from .capture import TRAIN_PHASES
 from .perfmodel import RANGE, constants, with_range
 from .report_io import markdown_table
+from .shapes import whiten_fraction
 
 # ------------------------------------------------------------------------------ presentation
 KERNEL_COLUMNS = [("kernel", "kernel"), ("impl", "impl"), ("case", "used at"), ("phase", "phase"), ("arch", "arch"),
@@ -114,6 +115,10 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
              "constants: " + ", ".join(f"{k} = {v}" for k, v in dict(constants(), RANGE=RANGE).items()) + ".", "",
              "## Per training step (forward + backward of every layer)", "",
              markdown(step_display(steps), STEP_COLUMNS), "",
+             "A step is the mean step of a run: the op after the whitening conv computes its input-grad only "
+             "while the whitening bias trains (the recipe's whiten_bias_epochs of its epochs, "
+             f"{100 * whiten_fraction(meta.get('recipe')):.1f}% of the steps here; after that autograd skips it), "
+             "so it is modelled twice (the second named '(whitening bias frozen)') and weighted by that share. "
              "The Triton column covers the ops each backend runs in Triton; the ops it leaves to cuDNN / "
              "ATen are shown by their roofline only (not modelled). Host time: the CPU time of one step's "
              "Python, dispatch and launch preparation with launches recorded (see `host` in static.json). "
