@@ -63,12 +63,13 @@ def test_fused_backend_training_matches_triton_all():
     """--backend fused (the conv blocks of kernels/conv_block.py) trains like --backend triton_all (the
     same Triton conv, pool and BatchNorm kernels unfused), seeds paired, for airbench94_muon and hiverge
     (hiverge keeps BatchNorm in fp16 on a GPU: here both run fp32). Slow on a CPU (every conv in the
-    Triton interpreter: about 15 min); same tolerance as above."""
+    Triton interpreter: 16 images, two steps of 8); same tolerance as above."""
     from model.net import build_net
     from model.recipes import HIVERGE
-    data = small_problem(32, 16, DEV)
+    n_test = 8
+    data = small_problem(16, n_test, DEV)
     for recipe in (AIRBENCH94_MUON, HIVERGE):
-        recipe = recipe.replace(batch_size=16, whiten_images=32, widths=(8, 8, 8))
+        recipe = recipe.replace(batch_size=8, whiten_images=16, widths=(8, 8, 8))
         results = {}
         for backend in ("triton_all", "fused"):
             net = build_net(kernels.resolve(backend), recipe).to(DEV)
@@ -77,4 +78,4 @@ def test_fused_backend_training_matches_triton_all():
         assert a["steps"] == f["steps"] >= 2
         for ra, rf in zip(a["per_epoch"], f["per_epoch"]):
             assert abs(ra["train_loss"] - rf["train_loss"]) < 2e-3, (recipe.name, a["per_epoch"], f["per_epoch"])
-        assert abs(a["accuracy"] - f["accuracy"]) <= 2 / 16, recipe.name
+        assert abs(a["accuracy"] - f["accuracy"]) <= 2 / n_test, recipe.name
