@@ -293,7 +293,8 @@ def bn_act_pool_bwd(dy: torch.Tensor, x: torch.Tensor, idx: torch.Tensor, mean: 
     bn_act's gradient sums over the pooled ``x`` (one launch), then ``_bn_dx_pool_kernel``, which writes
     the gradient of the full-size conv output [``full_shape``] (channels_last) through the pool's
     index: the pooled gradient is never written. dweight, dbias fp32."""
-    dy = dy.contiguous(memory_format=torch.channels_last)
+    # the kernel indexes all three as dense channels_last (the block's own y and idx already are: no copy)
+    dy, x, idx = (t.contiguous(memory_format=torch.channels_last) for t in (dy, x, idx))
     _, sdz, sdzx = _bn.bwd_sums(dy, x, True, mean, var, weight, bias, eps, activation)
     N, C, PH, PW = x.shape
     OH, OW = full_shape[2], full_shape[3]

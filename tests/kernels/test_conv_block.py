@@ -121,6 +121,10 @@ def test_bn_dx_scatters_through_the_pool_index(h, w, affine):
         assert torch.equal(got[..., -1], torch.zeros_like(got[..., -1]))
     torch.testing.assert_close(dw, ref_dw)
     torch.testing.assert_close(db, ref_db)
+    # any layout of the pooled inputs gives the same gradient (the op makes them channels_last)
+    nchw = [t.contiguous() for t in (dy, y, idx)]
+    again, _, _ = cb.bn_act_pool_bwd(nchw[0], nchw[1], nchw[2], mean, var, bw, bb, 1e-5, "gelu", list(full.shape))
+    torch.testing.assert_close(again, got, rtol=0, atol=0)
 
 
 def test_statistics_have_no_cancellation_at_a_large_mean():
