@@ -578,5 +578,3 @@ def _work_dx_pool(launch, peak, capacity: int) -> Work:
 SPEC = register_spec(ConvBlockSpec())
 if HAS_TRITON:
     SPEC.work = {_stats_merge_kernel: _work_merge, _running_kernel: _work_running, _bn_dx_pool_kernel: _work_dx_pool}
-    # like the pool's backward it writes the full-size gradient from scattered windows: no 128-bit vector stores
-    SPEC.tags = {_bn_dx_pool_kernel: ("scatter",)}
