@@ -16,8 +16,8 @@ import torch
 import kernels
 from kernels.spec import OpCase, OpSpec, spec, specs
 
-__all__ = ["WIDTHS", "OpCase", "dtype_size", "fused_minimum", "input_grad_shares", "network_ops", "recipe_ops", "step_calls", "unique_ops",
-           "whiten_fraction"]
+__all__ = ["WIDTHS", "OpCase", "dtype_size", "fusion_costs", "fusion_savings", "fused_minimum", "input_grad_shares",
+           "network_ops", "recipe_ops", "step_calls", "unique_ops", "whiten_fraction"]
 
 WIDTHS = (64, 256, 256)
 
@@ -119,6 +119,71 @@ def fusion_savings(cases: list[OpCase], peak, esize: int = 2) -> list[dict]:
     bw = peak.hbm_gbps * 1e9 * MEM_EFFICIENCY
     return [dict(fusion=k, what=FUSIONS[k], layers=layers[k], mb=saved[k] / 1e6, ms=1e3 * saved[k] / bw,
                  built=BUILT.get(k)) for k in FUSIONS]
+
+
+def fusion_costs(savings: list[dict], cases: list[OpCase], rows: list[dict], arch: str, peak,
+                 esize: int = 2) -> list[dict]:
+    """``savings`` (fusion_savings) with the predicted extra work of each fusion not built yet, from
+    the compiled kernels of ``rows`` (profiling static's rows: the unfused ``triton`` kernels of
+    ``arch``), so that a fusion is judged by its net time, not by its bytes alone:
+
+    - bn_act_in_prologue: the next conv transforms its operand (scale, shift, activation, the padding
+      zeroed after it) as it loads it, once per tap (implicit GEMM loads each input element KxK
+      times), in its forward and again in its weight-grad. Each transform is charged the issue time
+      of BatchNorm's apply pass over the tensor (its SASS instructions per element, its own loads
+      and stores included: an upper estimate of the transform alone).
+    - bn_bwd_sums_in_dgrad: the input-grad's epilogue does the reduce pass's work (read x, x-hat,
+      the activation's derivative, two sums), charged its issue time, and reads x.
+
+    The added time is a range. Overlapped (``extra_ms``): the model's own rule, a kernel's time is
+    its fixed cost plus its largest bound (profiling/perfmodel.py), so extra work costs only the
+    growth of the largest bound. Serial (``extra_serial_ms``): the extra work adds its own largest
+    bound in full, as an epilogue does when one program per SM is resident and nothing overlaps it. Each fusion gains those two,
+    ``net_ms`` (ms - extra_ms, the best case) and ``net_low_ms`` (ms - extra_serial_ms), all None
+    when it is built (its work is in the fused backend's prediction) or a kernel is missing from
+    ``rows``, and ``by_layer`` (layer -> the same per layer)."""
+    from .perfmodel import MEM_EFFICIENCY
+    bw = peak.hbm_gbps * 1e9 * MEM_EFFICIENCY
+    from .assemble import case_key  # rows hold each distinct case once (group3.conv1 is group2.conv2's)
+    index = {(r["kernel"], r["case_key"], r["phase"]): r for r in rows
+             if r["arch"] == arch and r.get("default") and r["impl"] == "triton" and r["op"] in ("bn_act", "conv")}
+
+    def grows(row: dict, **extra: float) -> tuple[float, float]:
+        b = {k: v for k, v in row["bounds_ms"].items() if k != "fixed"}
+        return max(v + extra.get(k, 0.0) for k, v in b.items()) - max(b.values()), max(extra.values())
+
+    layer_costs = {"bn_act_in_prologue": {}, "bn_bwd_sums_in_dgrad": {}}
+    for i, c in enumerate(cases[:-1]):
+        nxt = cases[i + 1]
+        if c.op != "bn_act" or nxt.op != "conv":
+            continue
+        x_ms = 1e3 * esize * c.numel(c.x_shape) / bw
+        taps = nxt.params["k"] ** 2
+        apply = index.get(("_apply_kernel", case_key(c), "fwd"))
+        reduce = index.get(("_bwd_reduce_kernel", case_key(c), "bwd"))
+        fwd = index.get(("_conv_kernel", case_key(nxt), "fwd"))
+        wgrad = index.get(("_wgrad_kernel", case_key(nxt), "bwd"))
+        dgrad = index.get(("_conv_kernel", case_key(nxt), "bwd"))
+        if apply and fwd and wgrad:
+            t = taps * apply["bounds_ms"]["issue"]
+            (f0, f1), (w0, w1) = grows(fwd, issue=t), grows(wgrad, issue=t)
+            layer_costs["bn_act_in_prologue"][c.name] = (2 * x_ms, f0 + w0, f1 + w1)
+        if reduce and dgrad:
+            layer_costs["bn_bwd_sums_in_dgrad"][c.name] = (
+                x_ms, *grows(dgrad, issue=reduce["bounds_ms"]["issue"], memory=x_ms))
+    out = []
+    for s in savings:
+        s = dict(s, extra_ms=None, extra_serial_ms=None, net_ms=None, net_low_ms=None, by_layer=None)
+        per = layer_costs.get(s["fusion"])
+        if not s.get("built") and per and set(per) == set(s["layers"]):
+            s["by_layer"] = {n: dict(saved_ms=a, extra_ms=e, extra_serial_ms=e1, net_ms=a - e, net_low_ms=a - e1)
+                             for n, (a, e, e1) in per.items()}
+            s["extra_ms"] = sum(v[1] for v in per.values())
+            s["extra_serial_ms"] = sum(v[2] for v in per.values())
+            s["net_ms"] = s["ms"] - s["extra_ms"]
+            s["net_low_ms"] = s["ms"] - s["extra_serial_ms"]
+        out.append(s)
+    return out
 
 
 def network_ops(batch: int, widths=WIDTHS, size: int = 32, activation: str = "gelu", recipe=None,

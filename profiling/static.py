@@ -50,7 +50,7 @@ from .devices import PEAKS
 from .drive import collect
 from .report_io import write_json
 from .rules import known
-from .shapes import fusion_savings, network_ops, unique_ops
+from .shapes import fusion_costs, fusion_savings, network_ops, unique_ops
 from .static_render import compact, plot, plot_steps, print_summary, render
 
 
@@ -104,8 +104,10 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
                 date=datetime.date.today().isoformat(), network_ops=len(network_ops(batch, recipe=recipe)),
                 recipe=recipe)
     # what each fusion of issue 23 would remove per step, predicted before any is built
-    fusions = ({arch: fusion_savings(network_ops(batch, activation=activation, recipe=recipe), PEAKS[ARCHS[arch][1]],
-                                     {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]) for arch in archs} if steps else None)
+    # and, for those not built, the extra work the compiled kernels would do (net of it)
+    net_cases, esize = network_ops(batch, activation=activation, recipe=recipe), {"fp16": 2, "bf16": 2, "fp32": 4}[dtype]
+    fusions = ({arch: fusion_costs(fusion_savings(net_cases, PEAKS[ARCHS[arch][1]], esize), net_cases, rows, arch,
+                                   PEAKS[ARCHS[arch][1]], esize) for arch in archs} if steps else None)
     text = render(meta, rows, op_rows, steps, findings, measured, host_rows, glue, fusions)
     print_summary(meta, steps, op_rows, findings, out)
     result = dict(meta=meta, rows=rows, ops=op_rows, steps=steps, host=host_rows,

@@ -72,14 +72,27 @@ def markdown(rows, columns):
     return markdown_table([{k: _fmt_list(v) for k, v in r.items()} for r in rows], columns)
 
 
+def _span(row: dict, best: str, worst: str) -> str:
+    """``row[best]`` to ``row[worst]`` (ms) as a range, "-" when not modelled (a built fusion)."""
+    if row.get(best) is None:
+        return "in the fused step" if row.get("built") else "-"
+    return f"{row[best]:+.3f} to {row[worst]:+.3f}"
+
+
 def fusion_section(fusions: dict, steps: list[dict]) -> list[str]:
     """The HBM traffic each fusion of issue 23 would remove per step (profiling/shapes.py
     fusion_savings), per arch, beside triton_all's modelled traffic."""
-    parts = ["### Fusions of issue 23: predicted HBM traffic removed per step", "",
+    parts = ["### Fusions of issue 23: predicted HBM traffic removed per step, and the extra work", "",
              "Bytes each fusion removes from a training step of the network, and their time at the model's "
-             "effective HBM bandwidth (a prediction before building; the fused kernels' extra work is not "
-             "counted). Beside: `triton_all`'s modelled HBM traffic per step; `built`: the implementation that "
-             "has it, whose step (backend `fused`) the table above predicts with its extra work.", ""]
+             "effective HBM bandwidth (a prediction before building). Beside: `triton_all`'s modelled HBM traffic "
+             "per step; `built`: the implementation that has it, whose step (backend `fused`) the table above "
+             "predicts with its extra work. For a fusion not built, `extra ms` is the work it would add to the "
+             "kernels that absorb it, from their compiled SASS (profiling/shapes.py fusion_costs): the prologue "
+             "transform is charged BatchNorm's apply pass once per tap in the next conv's forward and again in "
+             "its weight-grad (implicit GEMM loads each input element KxK times), the backward sums the reduce "
+             "pass in the input-grad's epilogue. It is a range: overlapped (only the growth of the kernel's "
+             "largest bound, the model's rule) to serial (added in full, as an epilogue with one program per SM "
+             "is); `net ms` is the saving minus it, best to worst case.", ""]
     by = {(s["backend"], s["arch"]): s for s in steps}
     for arch, rows in fusions.items():
         base = by.get(("triton_all", arch), {}).get("hbm_mb")
@@ -92,9 +105,17 @@ def fusion_section(fusions: dict, steps: list[dict]) -> list[str]:
                      f"triton_all's {by[('triton_all', arch)]['predicted_ms']:.2f}"
                      if base and fused.get("hbm_mb") and fused.get("predicted_ms") else ""), "",
                   markdown([dict(r, mb=f"{r['mb']:.1f}", ms=f"{r['ms']:.4f}", layers=", ".join(r["layers"]),
-                                 built=r.get("built") or "no")
+                                 built=r.get("built") or "no", extra=_span(r, "extra_ms", "extra_serial_ms"),
+                                 net=_span(r, "net_ms", "net_low_ms"))
                             for r in rows], [("fusion", "fusion"), ("mb", "MB / step"), ("ms", "ms / step"),
-                                             ("built", "built"), ("layers", "where"), ("what", "what moves")]), ""]
+                                             ("built", "built"), ("extra", "extra ms (overlapped - serial)"),
+                                             ("net", "net ms (best - worst)"), ("layers", "where"),
+                                             ("what", "what moves")]), ""]
+        for r in rows:
+            if r.get("by_layer"):
+                parts += [f"{arch} {r['fusion']} per layer, net ms (best - worst): "
+                          + "; ".join(f"{n} {v['net_ms']:+.3f} to {v['net_low_ms']:+.3f}"
+                                      for n, v in r["by_layer"].items()), ""]
     return parts
 
 
