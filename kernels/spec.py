@@ -14,6 +14,8 @@ An op's kernels, its launchers, its registered implementations and its spec live
   backends that select it; profiling/shapes.py ``network_ops(backend=...)``);
 - ``config_lists``: the launchers' configuration lists (named tuples), each of which can be pinned
   to one entry (``ConfigList.pinned``); ``forget_choices`` clears the launchers' per-shape choices;
+  ``variants``: other forms of the default launch that only a GPU's autotuner chooses (name ->
+  a context manager under which the launchers run that form), compiled and modelled beside the lists;
 - ``work``: the static work model of each of its Triton kernels, keyed by the kernel itself
   (``Work``: main-loop iterations, elements per iteration, DRAM / L2 bytes, FLOPs), and ``tags``:
   what the rules of profiling/rules.py need to know about a kernel (``"pipelined_gemm"`` ...).
@@ -202,6 +204,7 @@ class OpSpec:
     """The base of every op's spec; an op overrides what applies to it."""
     name: str = ""
     config_lists: tuple = ()
+    variants: dict = {}
     work: dict = {}
     tags: dict = {}
 

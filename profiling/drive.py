@@ -74,8 +74,8 @@ def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: st
             cases: list | None = None, sms: int | None = None) -> list[OpRecord]:
     """Record the launches and glue of the Triton implementations of ``ops`` at the real shapes,
     for the default configuration and (``all_configs``) each entry of each of the op's spec's
-    configuration lists, pinned in turn. ``sms``: the SM count of the modelled GPU, from which the
-    launchers size their grids."""
+    configuration lists, pinned in turn, and of each of its spec's ``variants``. ``sms``: the SM
+    count of the modelled GPU, from which the launchers size their grids."""
     import torch
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
@@ -84,16 +84,17 @@ def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: st
         s = spec(op)
         for impl in triton_impls(op):
             for case in (c for c in (cases or unique_ops(batch, op)) if c.op == op):
-                variants = [("default", None, None)]
+                variants = [("default", contextlib.nullcontext)]
                 if all_configs:
-                    variants += [(f"{cl.name}[{j}]", cl, cfg) for cl in s.config_lists for j, cfg in enumerate(cl)]
-                for label, config_list, cfg in variants:
+                    variants += [(f"{cl.name}[{j}]", lambda cl=cl, cfg=cfg: cl.pinned(cfg))
+                                 for cl in s.config_lists for j, cfg in enumerate(cl)]
+                    variants += list(s.variants.items())
+                for label, form in variants:
                     rec = OpRecord(op, impl, case, label)
                     # the launchers remember their choice per shape: the default asks afresh, and a
                     # pinned list forgets it before and after (ConfigList.pinned)
                     s.forget_choices()
-                    pin = config_list.pinned(cfg) if config_list is not None else contextlib.nullcontext()
-                    with pin, record_launches(rec.launches, sms=sms):
+                    with form(), record_launches(rec.launches, sms=sms):
                         _drive(case, impl, dtype, rec.glue)
                     s.forget_choices()
                     records.append(rec)

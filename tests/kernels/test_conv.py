@@ -230,6 +230,80 @@ def test_autotuning_drops_a_candidate_whose_output_differs(monkeypatch):
     assert cfg == configs[0][:5] and conv._rejected and conv._rejected[0][2] == configs[1][:5]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_the_l1_twin_reads_the_activation_in_8_byte_vectors_and_computes_the_same(monkeypatch, dtype):
+    """The A_VIA_L1 twin (an autotuning candidate only) launches the same kernel with 8-byte
+    vectors for the activation tile (cp.async.ca: through L1) and gives the same forward and
+    input-grad; a tile already narrower than 16 bytes has no twin."""
+    from kernels import _triton, conv
+    orig_select, orig_launch, aligns, twins = conv._select, _triton.launch, [], []
+
+    def select(kind, key, configs, *a, twin=None, **k):
+        cfg = orig_select(kind, key, configs, *a, twin=twin, **k)
+        twins.append(twin)
+        return twin(cfg) if twin is not None else cfg
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._conv_kernel:
+            aligns.append(meta["ALIGN_X"])
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(conv, "_select", select)
+    monkeypatch.setattr(_triton, "launch", launch)
+    monkeypatch.setattr(conv, "_chosen", {})
+    errs = run(conv_triton, (2, 16, 6, 7), 24, 3, 1, dtype)
+    assert max(errs.values()) < TOL[dtype], errs
+    esize = torch.empty((), dtype=dtype).element_size()
+    assert aligns == [8 // esize] * 2, aligns  # forward and input-grad, both twins
+    # 6 input channels: rows of 12 or 24 bytes, copied in narrower vectors already (through L1): no twin
+    twins.clear()
+    run(conv_triton, (2, 6, 6, 7), 8, 3, 1, dtype)
+    assert twins and twins[0] is None, twins
+
+
+def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
+    """On a GPU the twin (A_VIA_L1 appended) is timed beside the list and kept when faster;
+    without autotuning it never runs; --cache-dir keeps it as a choice."""
+    from kernels import conv
+
+    class Dev:
+        type = "cuda"
+    out = torch.zeros(4)
+    configs = [(128, 128, 64, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
+    launched = []
+
+    def launch(cfg):
+        launched.append(cfg)
+        out.copy_(torch.arange(4.0))
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    import triton.testing
+    monkeypatch.setattr(triton.testing, "do_bench",
+                        lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][-1] == conv.A_VIA_L1 else 1.0)[1])
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_rejected", [])
+    twin = lambda c: tuple(c) + (conv.A_VIA_L1,)  # noqa: E731
+    cfg = conv._select("fwd", ("l1",), configs, 256, 64, launch, Dev(), output=lambda: out, twin=twin)
+    assert cfg == (128, 128, 64, 4, 4, conv.A_VIA_L1)
+    assert (64, 64, 32, 4, 3, conv.A_VIA_L1) not in launched  # the twin of the first candidate only
+    monkeypatch.setattr(conv, "AUTOTUNE", False)
+    launched.clear()
+    assert conv._select("fwd", ("no tuning",), configs, 256, 64, launch, Dev(), output=lambda: out,
+                        twin=twin) == configs[0][:5]
+    assert not launched
+
+
+def test_the_l1_twin_survives_the_choices_file(tmp_path, monkeypatch):
+    from kernels import conv
+    monkeypatch.setattr(conv, "_chosen", {})
+    key = ("fwd", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")
+    conv._chosen[key] = tuple(conv.FWD_CONFIGS[0][:-1]) + (conv.A_VIA_L1,)
+    path = str(tmp_path / "choices.json")
+    conv.save_choices(path)
+    conv._chosen.clear()
+    assert conv.load_choices(path) == 1 and conv._chosen[key][-1] == conv.A_VIA_L1
+
+
 def test_fp8_narrow_convs_run_in_input_dtype():
     errs = run(conv_fp8, (1, 3, 8, 8), 24, 2, 0, torch.float32)  # the whitening conv: not quantised
     assert max(errs.values()) < TOL[torch.float32], errs
@@ -335,23 +409,31 @@ def test_autotune_choices_round_trip(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["fwd", "wgrad"])
 def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
-    flattened-loop trap of pytorch issue 173068), forward / input-grad / weight-grad against cuDNN."""
+    flattened-loop trap of pytorch issue 173068), and each forward one's L1 twin (A_VIA_L1, which the
+    autotuner may choose), forward / input-grad / weight-grad against cuDNN."""
     from kernels import conv
     torch.backends.cudnn.allow_tf32 = False
     major = torch.cuda.get_device_capability()[0]
     listname = "FWD_CONFIGS" if kind == "fwd" else "WGRAD_CONFIGS"
+    orig_select = conv._select
+
+    def as_twin(kind, key, configs, *a, twin=None, **k):  # the autotuner's L1 twin (A_VIA_L1), forced
+        cfg = orig_select(kind, key, configs, *a, twin=twin, **k)
+        return twin(cfg) if twin is not None else cfg
     for cfg in getattr(conv, listname):
         if major not in cfg[-1]:  # its archs
             continue
-        monkeypatch.setattr(conv, listname, [cfg])
-        monkeypatch.setattr(conv, "AUTOTUNE", False)
-        conv._chosen.clear()
-        for dtype in (torch.float16, torch.bfloat16):
-            errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
-            assert max(errs.values()) < TOL[dtype], (cfg, dtype, errs)
-        if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
-            errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
-            assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, "fp8", errs)
+        for twin in ((False, True) if kind == "fwd" else (False,)):
+            monkeypatch.setattr(conv, listname, [cfg])
+            monkeypatch.setattr(conv, "AUTOTUNE", False)
+            monkeypatch.setattr(conv, "_select", as_twin if twin else orig_select)
+            conv._chosen.clear()
+            for dtype in (torch.float16, torch.bfloat16):
+                errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
+                assert max(errs.values()) < TOL[dtype], (cfg, twin, dtype, errs)
+            if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
+                errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
+                assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, twin, "fp8", errs)
     conv._chosen.clear()
 
 
