@@ -3,6 +3,8 @@
 In the Triton interpreter (CPU) tl.dot is exact for fp32, fp16 and fp8 but returns garbage for
 bf16, so the bf16 case runs only where a GPU compiles the kernels.
 """
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -232,32 +234,31 @@ def test_autotuning_drops_a_candidate_whose_output_differs(monkeypatch):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_the_l1_twin_reads_the_activation_in_8_byte_vectors_and_computes_the_same(monkeypatch, dtype):
-    """The A_VIA_L1 twin (an autotuning candidate only) launches the same kernel with 8-byte
-    vectors for the activation tile (cp.async.ca: through L1) and gives the same forward and
-    input-grad; a tile already narrower than 16 bytes has no twin."""
+    """The A_VIA_L1 twin (an autotuning candidate only; forced here as profiling static forces it,
+    ``l1_twins``) launches the same kernel with 8-byte vectors for the activation tile
+    (cp.async.ca: through L1) and gives the same forward and input-grad; a tile already narrower
+    than 16 bytes has no twin."""
     from kernels import _triton, conv
-    orig_select, orig_launch, aligns, twins = conv._select, _triton.launch, [], []
-
-    def select(kind, key, configs, *a, twin=None, **k):
-        cfg = orig_select(kind, key, configs, *a, twin=twin, **k)
-        twins.append(twin)
-        return twin(cfg) if twin is not None else cfg
+    orig_launch, aligns = _triton.launch, []
 
     def launch(fn, grid, args, meta, dev, **kw):
         if fn is conv._conv_kernel:
             aligns.append(meta["ALIGN_X"])
         return orig_launch(fn, grid, args, meta, dev, **kw)
-    monkeypatch.setattr(conv, "_select", select)
     monkeypatch.setattr(_triton, "launch", launch)
     monkeypatch.setattr(conv, "_chosen", {})
-    errs = run(conv_triton, (2, 16, 6, 7), 24, 3, 1, dtype)
-    assert max(errs.values()) < TOL[dtype], errs
     esize = torch.empty((), dtype=dtype).element_size()
-    assert aligns == [8 // esize] * 2, aligns  # forward and input-grad, both twins
-    # 6 input channels: rows of 12 or 24 bytes, copied in narrower vectors already (through L1): no twin
-    twins.clear()
-    run(conv_triton, (2, 6, 6, 7), 8, 3, 1, dtype)
-    assert twins and twins[0] is None, twins
+    with conv.l1_twins():
+        errs = run(conv_triton, (2, 16, 6, 7), 24, 3, 1, dtype)
+        assert max(errs.values()) < TOL[dtype], errs
+        assert aligns == [8 // esize] * 2, aligns  # forward and input-grad, both twins
+        # the forward of 6 input channels (rows of 12 or 24 bytes) already copies 2-element vectors: no twin
+        aligns.clear()
+        run(conv_triton, (2, 6, 6, 7), 8, 3, 1, dtype)
+        assert aligns[0] == 2, aligns
+    aligns.clear()
+    run(conv_triton, (2, 16, 6, 7), 24, 3, 1, dtype)
+    assert aligns == [16 // esize] * 2, aligns  # outside the block: the configuration as listed
 
 
 def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
@@ -415,25 +416,20 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     torch.backends.cudnn.allow_tf32 = False
     major = torch.cuda.get_device_capability()[0]
     listname = "FWD_CONFIGS" if kind == "fwd" else "WGRAD_CONFIGS"
-    orig_select = conv._select
-
-    def as_twin(kind, key, configs, *a, twin=None, **k):  # the autotuner's L1 twin (A_VIA_L1), forced
-        cfg = orig_select(kind, key, configs, *a, twin=twin, **k)
-        return twin(cfg) if twin is not None else cfg
     for cfg in getattr(conv, listname):
         if major not in cfg[-1]:  # its archs
             continue
         for twin in ((False, True) if kind == "fwd" else (False,)):
             monkeypatch.setattr(conv, listname, [cfg])
             monkeypatch.setattr(conv, "AUTOTUNE", False)
-            monkeypatch.setattr(conv, "_select", as_twin if twin else orig_select)
             conv._chosen.clear()
-            for dtype in (torch.float16, torch.bfloat16):
-                errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
-                assert max(errs.values()) < TOL[dtype], (cfg, twin, dtype, errs)
-            if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
-                errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
-                assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, twin, "fp8", errs)
+            with conv.l1_twins() if twin else contextlib.nullcontext():  # the autotuner's L1 twin, forced
+                for dtype in (torch.float16, torch.bfloat16):
+                    errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
+                    assert max(errs.values()) < TOL[dtype], (cfg, twin, dtype, errs)
+                if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
+                    errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
+                    assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, twin, "fp8", errs)
     conv._chosen.clear()
 
 

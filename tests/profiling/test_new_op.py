@@ -1,7 +1,7 @@
 """Adding an op touches its own file, the registry and its tests, nothing under profiling/ (issue 21):
 a made-up elementwise op with a Triton kernel (tests/fixtures/double_op.py) appears in ``profiling
 bench`` (timed, eager against Triton) and in ``profiling static`` (compiled for sm_90, modelled
-with the work model its spec gives, its configuration list enumerated)."""
+with the work model its spec gives, its configuration list and its variants enumerated)."""
 import json
 import os
 import subprocess
@@ -40,7 +40,8 @@ def test_a_new_op_appears_in_static(tmp_path):
     rows = [r for r in json.loads((out / "static.json").read_text())["rows"] if r["op"] == "double"]
     assert rows and {r["kernel"] for r in rows} == {"_double_kernel"}
     assert all(r["work_model"] == "kernel" and r["predicted_ms"] > 0 for r in rows)  # the spec's model, not generic
-    assert {r["variant"] for r in rows} == {"default", "CONFIGS[0]", "CONFIGS[1]"}
-    # the pinned entry is the one launched
+    assert {r["variant"] for r in rows} == {"default", "CONFIGS[0]", "CONFIGS[1]", "NARROW"}
+    # the pinned entry is the one launched, and a spec's variant runs under its own context
     assert all("BLOCK=1024" in r["config"] for r in rows if r["variant"] == "CONFIGS[1]")
-    assert all("BLOCK=256" in r["config"] for r in rows if r["variant"] == "CONFIGS[0]")
+    assert all("BLOCK=256" in r["config"] for r in rows if r["variant"] in ("CONFIGS[0]", "default"))
+    assert all("BLOCK=64" in r["config"] for r in rows if r["variant"] == "NARROW")
