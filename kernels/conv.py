@@ -436,7 +436,8 @@ FUSED_CONFIGS = ConfigList("FUSED_CONFIGS", [GemmConfig(*c) for c in (
 # LDGSTS.E.BYPASS.128: L2 only), so each tap of a channel block re-reads its shifted tile from L2, the bound
 # of most convs in the static model (9 reads of each activation element per column tile). With 8-byte vectors
 # the copy is cp.async.ca (LDGSTS.E.64), which allocates in L1, where the next taps' tiles (the same rows
-# shifted by a pixel or an image row, loaded in the following iterations) may hit. It costs instructions
+# shifted by a pixel or an image row, loaded in the following iterations) may hit. The weight-grad's twin
+# does the same for its x chunks, one per tap of the tile in the same iteration. It costs instructions
 # (sm_90, triton 3.8: 152 -> 199 per main-loop iteration for group2.conv1's 128x256x64 forward, 186 -> 213
 # for its 256x64x64 input-grad), and the static model has no L1, so it predicts only that cost: never the
 # default. On a GPU the autotuner times it as a twin of the first candidate (the configuration with A_VIA_L1
@@ -445,10 +446,22 @@ A_VIA_L1 = "l1"
 _twins_forced = False
 
 
+def _l1_twin(align: int, esize: int):
+    """The twin maker for a tile copied in vectors of ``align`` elements of ``esize`` bytes: only
+    16-byte copies bypass L1 (narrower ones are cp.async.ca already), so otherwise None."""
+    return (lambda c: tuple(c) + (A_VIA_L1,)) if align * esize == 16 else None
+
+
+def _vector(via: list, align: int, esize: int) -> int:
+    """The ALIGN_X a launch passes: 8 bytes' worth of elements for the twin, else the tile's own."""
+    return 8 // esize if via == [A_VIA_L1] else align
+
+
 @contextlib.contextmanager
 def l1_twins():
-    """Within the block the forward / input-grad launchers run the L1 twin of the configuration
-    they choose, where it has one (profiling static compiles and models it: conv's ``variants``)."""
+    """Within the block the conv launchers (forward, input-grad, weight-grad) run the L1 twin of
+    the configuration they choose, where it has one (profiling static compiles and models it:
+    conv's ``variants``)."""
     global _twins_forced
     saved, _twins_forced = _twins_forced, True
     forget_choices()
@@ -518,8 +531,8 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        valid = {"wgrad": {tuple(c[:-1]) for c in WGRAD_CONFIGS},
-                 "fwd": {tuple(c[:-1]) + via for c in FWD_CONFIGS + FUSED_CONFIGS for via in ((), (A_VIA_L1,))}}
+        valid = {kind: {tuple(c[:-1]) + via for c in cs for via in ((), (A_VIA_L1,))}
+                 for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS + FUSED_CONFIGS))}
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
@@ -580,7 +593,13 @@ def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, d
     ``min_k``: tl.dot needs a reduction block of at least 16 (fp16/bf16) or 32 (fp8).
     ``output()`` returns the tensor a launch writes: autotuning keeps only the candidates whose
     output matches the first 4-warp candidate's (a miscompiled configuration is dropped).
-    ``twin(cfg)``: a variant of the first candidate that only autotuning tries (A_VIA_L1)."""
+    ``twin(cfg)``: a variant of the first candidate that only autotuning tries (A_VIA_L1); under
+    ``l1_twins`` (profiling static) the choice's twin, where it has one."""
+    choice = _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, cands, programs, esize, twin)
+    return twin(choice) if _twins_forced and twin is not None else choice
+
+
+def _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, cands, programs, esize, twin):
     full_key = (kind,) + key
     if full_key in _chosen:  # the launch path: one dict lookup after the first call per shape
         return _chosen[full_key]
@@ -679,12 +698,10 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     # 32-bit offsets unless an offset can reach 2^31 (the last element of x or y, plus a tap's shift)
     idx64 = max(_span(x), _span(y)) + abs(pad) * (abs(sxh) + abs(sxw)) >= 2 ** 31
 
-    # the L1 twin (A_VIA_L1) where the tile is copied in 16-byte vectors (narrower ones already go through L1)
-    l1_twin = (lambda c: tuple(c) + (A_VIA_L1,)) if align_x * x.element_size() == 16 else None
 
     def launch(cfg):
         bm, bn, bk, warps, stages, *via = cfg
-        ax = 8 // x.element_size() if via == [A_VIA_L1] else align_x  # 8-byte vectors: cp.async.ca
+        ax = _vector(via, align_x, x.element_size())
         meta = dict(CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
                     HAS_SCALE=scales is not None, ALIGN_X=ax, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
@@ -703,9 +720,7 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     cfg = _select(kind, key, FUSED_CONFIGS if pool else FWD_CONFIGS, cout, cred, launch, dev,
                   32 if x.element_size() == 1 else 16, output=lambda: y,
                   programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]), esize=x.element_size(),
-                  twin=l1_twin)
-    if _twins_forced and l1_twin is not None:
-        cfg = l1_twin(cfg)
+                  twin=_l1_twin(align_x, x.element_size()))
     launch(cfg)
     return cfg
 
@@ -814,11 +829,13 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
     align_d = _align(dy.element_size(), dy.stride(0), dy.stride(2), dy.stride(3))
     idx64 = max(x.numel(), dy.numel()) >= 2 ** 31
 
+
     def launch(cfg):
-        bm, bn, bk, warps, stages, taps = cfg
+        bm, bn, bk, warps, stages, taps, *via = cfg
         taps = _wgrad_taps(taps, KH, KW)
         tiles = triton.cdiv(CO, bm) * (KH * KW // taps) * triton.cdiv(CI, bn)
-        meta0 = dict(H=H, W=W, OH=OH, OW=OW, PAD=padding, CI=CI, CO=CO, KH=KH, KW=KW, ALIGN_X=align_x,
+        ax = _vector(via, align_x, x.element_size())  # the twin: the taps' shifted x chunks through L1
+        meta0 = dict(H=H, W=W, OH=OH, OW=OW, PAD=padding, CI=CI, CO=CO, KH=KH, KW=KW, ALIGN_X=ax,
                      ALIGN_D=align_d, IDX64=idx64, TAPS=taps, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
                      num_stages=stages)
         if interpreting():
@@ -849,7 +866,7 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
         c = min(mine, key=lambda c: c[0] * c[1])
         cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), *c[2:-1])]
     cfg = _select("wgrad", (tuple(x.shape), CO, KH, KW, padding, str(x.dtype)), WGRAD_CONFIGS, ncol, CO,
-                  launch, x.device, 16, output=lambda: dw, cands=cands)
+                  launch, x.device, 16, output=lambda: dw, cands=cands, twin=_l1_twin(align_x, x.element_size()))
     launch(cfg)
     return dw
 
@@ -1058,7 +1075,7 @@ class ConvSpec(OpSpec):
     name = "conv"
     optional_input_grad = True
     config_lists = (FWD_CONFIGS, WGRAD_CONFIGS)
-    variants = {"A_VIA_L1": l1_twins}  # the autotuner's L1 twin of the default forward / input-grad
+    variants = {"A_VIA_L1": l1_twins}  # the autotuner's L1 twin of each default launch
 
     def out_shape(self, case):
         n, c, h, w = case.x_shape

@@ -235,30 +235,32 @@ def test_autotuning_drops_a_candidate_whose_output_differs(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_the_l1_twin_reads_the_activation_in_8_byte_vectors_and_computes_the_same(monkeypatch, dtype):
     """The A_VIA_L1 twin (an autotuning candidate only; forced here as profiling static forces it,
-    ``l1_twins``) launches the same kernel with 8-byte vectors for the activation tile
-    (cp.async.ca: through L1) and gives the same forward and input-grad; a tile already narrower
-    than 16 bytes has no twin."""
+    ``l1_twins``) launches the same kernels with 8-byte vectors for the tile each reads once per
+    tap (cp.async.ca: through L1; the weight-grad's x chunks) and gives the same forward,
+    input-grad and weight-grad; a tile already narrower than 16 bytes has no twin."""
     from kernels import _triton, conv
     orig_launch, aligns = _triton.launch, []
 
     def launch(fn, grid, args, meta, dev, **kw):
-        if fn is conv._conv_kernel:
-            aligns.append(meta["ALIGN_X"])
+        if fn in (conv._conv_kernel, conv._wgrad_kernel):
+            aligns.append((fn.__name__, meta["ALIGN_X"]))
         return orig_launch(fn, grid, args, meta, dev, **kw)
     monkeypatch.setattr(_triton, "launch", launch)
     monkeypatch.setattr(conv, "_chosen", {})
     esize = torch.empty((), dtype=dtype).element_size()
+    kinds = ["_conv_kernel", "_conv_kernel", "_wgrad_kernel"]  # forward, input-grad, weight-grad
     with conv.l1_twins():
         errs = run(conv_triton, (2, 16, 6, 7), 24, 3, 1, dtype)
         assert max(errs.values()) < TOL[dtype], errs
-        assert aligns == [8 // esize] * 2, aligns  # forward and input-grad, both twins
-        # the forward of 6 input channels (rows of 12 or 24 bytes) already copies 2-element vectors: no twin
+        assert sorted(aligns) == sorted(zip(kinds, [8 // esize] * 3)), aligns  # all three twins
+        # 6 input channels (rows of 12 or 24 bytes) already copy 2-element vectors: the forward and
+        # the weight-grad (whose x it is) have no twin
         aligns.clear()
         run(conv_triton, (2, 6, 6, 7), 8, 3, 1, dtype)
-        assert aligns[0] == 2, aligns
+        assert [a for a in aligns if a[0] == "_wgrad_kernel"] == [("_wgrad_kernel", 2)] and aligns[0][1] == 2, aligns
     aligns.clear()
     run(conv_triton, (2, 16, 6, 7), 24, 3, 1, dtype)
-    assert aligns == [16 // esize] * 2, aligns  # outside the block: the configuration as listed
+    assert sorted(aligns) == sorted(zip(kinds, [16 // esize] * 3)), aligns  # outside: as listed
 
 
 def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
@@ -299,10 +301,12 @@ def test_the_l1_twin_survives_the_choices_file(tmp_path, monkeypatch):
     monkeypatch.setattr(conv, "_chosen", {})
     key = ("fwd", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16")
     conv._chosen[key] = tuple(conv.FWD_CONFIGS[0][:-1]) + (conv.A_VIA_L1,)
+    wkey = ("wgrad",) + key[1:]
+    conv._chosen[wkey] = tuple(conv.WGRAD_CONFIGS[0][:-1]) + (conv.A_VIA_L1,)
     path = str(tmp_path / "choices.json")
     conv.save_choices(path)
     conv._chosen.clear()
-    assert conv.load_choices(path) == 1 and conv._chosen[key][-1] == conv.A_VIA_L1
+    assert conv.load_choices(path) == 2 and conv._chosen[key][-1] == conv._chosen[wkey][-1] == conv.A_VIA_L1
 
 
 def test_fp8_narrow_convs_run_in_input_dtype():
@@ -410,7 +414,7 @@ def test_autotune_choices_round_trip(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["fwd", "wgrad"])
 def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
-    flattened-loop trap of pytorch issue 173068), and each forward one's L1 twin (A_VIA_L1, which the
+    flattened-loop trap of pytorch issue 173068), and each one's L1 twin (A_VIA_L1, which the
     autotuner may choose), forward / input-grad / weight-grad against cuDNN."""
     from kernels import conv
     torch.backends.cudnn.allow_tf32 = False
@@ -419,7 +423,7 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     for cfg in getattr(conv, listname):
         if major not in cfg[-1]:  # its archs
             continue
-        for twin in ((False, True) if kind == "fwd" else (False,)):
+        for twin in (False, True):
             monkeypatch.setattr(conv, listname, [cfg])
             monkeypatch.setattr(conv, "AUTOTUNE", False)
             conv._chosen.clear()
