@@ -184,7 +184,11 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
               if findings else "No rule is violated.", ""]
     other = [r for r in rows if not r["default"]]
     if other:
-        parts += ["## Every configuration", "", markdown(other, CONFIG_COLUMNS), ""]
+        parts += ["## Every configuration", "",
+                  "Each entry of each configuration list, pinned in turn (`LIST[i]`), and each variant an op's "
+                  "spec names (`OpSpec.variants`; conv's `A_VIA_L1`: the autotuner's L1 twin, its tap-read tiles "
+                  "in 8-byte vectors that go through L1; the model has no L1, so it shows only their cost).", "",
+                  markdown(other, CONFIG_COLUMNS), ""]
     return "\n".join(parts)
 
 
