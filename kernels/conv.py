@@ -698,7 +698,6 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     # 32-bit offsets unless an offset can reach 2^31 (the last element of x or y, plus a tap's shift)
     idx64 = max(_span(x), _span(y)) + abs(pad) * (abs(sxh) + abs(sxw)) >= 2 ** 31
 
-
     def launch(cfg):
         bm, bn, bk, warps, stages, *via = cfg
         ax = _vector(via, align_x, x.element_size())
@@ -828,7 +827,6 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
     align_x = _align(x.element_size(), x.stride(0), x.stride(2), x.stride(3))
     align_d = _align(dy.element_size(), dy.stride(0), dy.stride(2), dy.stride(3))
     idx64 = max(x.numel(), dy.numel()) >= 2 ** 31
-
 
     def launch(cfg):
         bm, bn, bk, warps, stages, taps, *via = cfg
