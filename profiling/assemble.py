@@ -19,7 +19,7 @@ from .devices import PEAKS, detect
 from .drive import OpRecord
 from .kernel_work import work_of
 from .perfmodel import glue_ms, predict, resident_programs, with_range
-from .shapes import fused_minimum, input_grad_shares, network_ops, step_calls
+from .shapes import case_key, fused_minimum, input_grad_shares, network_ops, step_calls
 
 
 # --------------------------------------------------------------------------------- the model
@@ -104,10 +104,6 @@ def glue_rows(records: list[OpRecord], archs: list[str]) -> list[dict]:
                                 default=rec.default, phase=phase, arch=arch, aten=op.name, kind=op.kind,
                                 bytes=op.bytes, predicted_ms=glue_ms(op.bytes, PEAKS[ARCHS[arch][1]])))
     return out
-
-
-def case_key(case) -> str:
-    return json.dumps([case.op, list(case.x_shape), sorted(case.params.items())])
 
 
 def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs: list[str], esize: int) -> list[dict]:

@@ -9,6 +9,7 @@ inference forward; "fwd+bwd" a training step, split into ``phase_bytes`` "fwd" a
 """
 from __future__ import annotations
 
+import json
 import re
 
 import torch
@@ -16,7 +17,7 @@ import torch
 import kernels
 from kernels.spec import OpCase, OpSpec, spec, specs
 
-__all__ = ["WIDTHS", "OpCase", "dtype_size", "fusion_costs", "fusion_savings", "fused_minimum", "input_grad_shares",
+__all__ = ["WIDTHS", "OpCase", "case_key", "dtype_size", "fusion_costs", "fusion_savings", "fused_minimum", "input_grad_shares",
            "network_ops", "recipe_ops", "step_calls", "unique_ops", "whiten_fraction"]
 
 WIDTHS = (64, 256, 256)
@@ -89,6 +90,11 @@ BUILT = {"pool_stats_in_conv1": "conv_block=triton_fused", "stats_in_conv2": "co
          "pool_bwd_in_bn_dx": "conv_block=triton_fused"}
 
 
+def case_key(case: OpCase) -> str:
+    """A case's identity in profiling static's rows (op, input shape, parameters; not its name)."""
+    return json.dumps([case.op, list(case.x_shape), sorted(case.params.items())])
+
+
 def fusion_savings(cases: list[OpCase], peak, esize: int = 2) -> list[dict]:
     """HBM bytes per training step each fusion of issue 23 removes (``FUSIONS``), from the network's
     op sequence (conv -> pool -> BatchNorm -> conv ...), and the time they take at the model's
@@ -144,7 +150,7 @@ def fusion_costs(savings: list[dict], cases: list[OpCase], rows: list[dict], arc
     ``rows``, and ``by_layer`` (layer -> the same per layer)."""
     from .perfmodel import MEM_EFFICIENCY
     bw = peak.hbm_gbps * 1e9 * MEM_EFFICIENCY
-    from .assemble import case_key  # rows hold each distinct case once (group3.conv1 is group2.conv2's)
+    # rows hold each distinct case once (group3.conv1 is group2.conv2's): found by case_key
     index = {(r["kernel"], r["case_key"], r["phase"]): r for r in rows
              if r["arch"] == arch and r.get("default") and r["impl"] == "triton" and r["op"] in ("bn_act", "conv")}
 

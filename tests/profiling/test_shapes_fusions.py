@@ -29,7 +29,7 @@ def test_fusion_savings_count_the_bytes_each_fusion_removes():
 
 
 def _row(kernel, case, phase, op, impl="triton", arch="sm_90", **bounds):
-    from profiling.assemble import case_key
+    from profiling.shapes import case_key
     b = dict(memory=0.0, latency=0.0, l2=0.0, issue=0.0, tensor=0.0, smem=0.0, fixed=0.002)
     b.update(bounds)
     return dict(kernel=kernel, case_key=case_key(case), phase=phase, op=op, impl=impl, arch=arch, default=True,
