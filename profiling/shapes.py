@@ -144,8 +144,9 @@ def fusion_costs(savings: list[dict], cases: list[OpCase], rows: list[dict], arc
     The added time is a range. Overlapped (``extra_ms``): the model's own rule, a kernel's time is
     its fixed cost plus its largest bound (profiling/perfmodel.py), so extra work costs only the
     growth of the largest bound. Serial (``extra_serial_ms``): the extra work adds its own largest
-    bound in full, as an epilogue does when one program per SM is resident and nothing overlaps it. Each fusion gains those two,
-    ``net_ms`` (ms - extra_ms, the best case) and ``net_low_ms`` (ms - extra_serial_ms), all None
+    bound in full, as an epilogue does when one program per SM is resident and nothing overlaps it.
+    Each fusion gains those two, ``net_ms`` (ms - extra_ms, the best case) and ``net_low_ms``
+    (ms - extra_serial_ms), all None
     when it is built (its work is in the fused backend's prediction) or a kernel is missing from
     ``rows``, and ``by_layer`` (layer -> the same per layer)."""
     from .perfmodel import MEM_EFFICIENCY
