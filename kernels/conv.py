@@ -5,7 +5,10 @@ Implementations
     compile  F.conv2d under torch.compile
     triton   implicit-GEMM Triton kernels on tensor cores: forward, input-grad and weight-grad,
              computed in the input's dtype (fp16 or bf16 in the network, fp32 for tests) with
-             fp32 accumulation
+             fp32 accumulation; fp32 operands in TF32 unless torch.backends.cudnn.allow_tf32 is
+             off (as F.conv2d on a GPU), then in full fp32. The configuration lists are sized for
+             fp16: on a GPU a configuration whose tiles overflow its shared memory (fp32 doubles
+             them) is dropped, or run with fewer pipeline stages
     fp8      the same GEMMs with FP8 operands for the forward (e4m3) and the input-grad (e5m2
              gradients x e4m3 weights); the weight-grad stays in the input's dtype
 
@@ -106,7 +109,7 @@ if HAS_TRITON:
                      FLIP: tl.constexpr, WLAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                     POOL: tl.constexpr, STATS: tl.constexpr):
+                     POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32"):
         """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
 
         WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
@@ -201,7 +204,7 @@ if HAS_TRITON:
             else:
                 w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
             b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
-            acc = tl.dot(a, b, acc)  # the accumulator stays in the tensor cores
+            acc = tl.dot(a, b, acc, input_precision=DOT_PREC)  # the accumulator stays in the tensor cores
         if HAS_SCALE:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
         if HAS_BIAS:
@@ -258,7 +261,8 @@ if HAS_TRITON:
     def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
                            CI: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                            HAS_BIAS: tl.constexpr, ALIGN_Y: tl.constexpr,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           DOT_PREC: tl.constexpr = "tf32"):
         """A valid conv whose whole reduction (KH*KW*CI <= BLOCK_K: the whitening conv's 12) is one
         MMA step: k = (kh, kw, c), the channels_last order of the weight.
         x_ptr    input [N][H][W][CI] (channel stride 1), strides sxn, sxh, sxw in elements
@@ -280,7 +284,7 @@ if HAS_TRITON:
             + (kh * sxh + kw * sxw + c)[None, :]
         a = tl.load(x_ptr + a_off, mask=row_ok[:, None] & (rk < K)[None, :], other=0.0)
         b = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=(rk < K)[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(a, b)
+        acc = tl.dot(a, b, input_precision=DOT_PREC)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
@@ -293,7 +297,8 @@ if HAS_TRITON:
                       H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
                       CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                       ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
-                      TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                      DOT_PREC: tl.constexpr = "tf32"):
         """dw[co, (tap, ci)] = sum over pixels p of dy[p, co] * x[p shifted by tap, ci]: one GEMM
         (M = CO, N = KH*KW*CI, K = pixels), the pixels split in chunks of ROWS (program_id 1).
 
@@ -345,7 +350,7 @@ if HAS_TRITON:
                 ok = live & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
                 x_row = tl.multiple_of(x_pix + (kh - PAD) * sxh + (kw - PAD) * sxw, ALIGN_X)
                 b = tl.load(x_ptr + x_row[:, None] + ci[None, :], mask=ok[:, None] & ci_ok[None, :], other=0.0)
-                nxt = nxt + (tl.dot(a, b, accs[j]),)
+                nxt = nxt + (tl.dot(a, b, accs[j], input_precision=DOT_PREC),)
             accs = nxt
         omask = co_ok[:, None] & ci_ok[None, :]
         for j in tl.static_range(TAPS):
@@ -599,11 +604,67 @@ def _select(kind: str, key: tuple, configs, n_cols: int, k_chans: int, launch, d
     return twin(choice) if _twins_forced and twin is not None else choice
 
 
+def _smem_need(kind: str, cfg, esize: int) -> int:
+    """Shared memory a configuration's pipelined operand tiles take: stages x (A tile + B tile) x
+    element size, the weight-grad's B tile spanning its taps. It matches the compiler's figures in
+    the OutOfResources errors of the first GPU run (H200: fp32 weight-grads of 9 taps, 245760 and
+    270336 bytes); an epilogue's scratch can add a little (``_run_chosen`` covers that)."""
+    bm, bn, bk, _, stages = cfg[:5]
+    taps = cfg[5] if kind == "wgrad" else 1
+    return stages * (bm * bk + bk * bn * taps) * esize
+
+
+def _smem_limit(device) -> int:
+    """The most shared memory one program may use on ``device`` (opt-in: 227 KB on an H100 / H200,
+    163 KB on an A100)."""
+    return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+
+
+def _fitting(kind: str, cands: list, esize: int, limit: int) -> list:
+    """The candidates whose tiles fit ``limit`` (in their order); where none does, the first with
+    as few pipeline stages as it needs (at least 2), else the smallest as it is (the compiler's
+    error then names the problem). The lists are sized for fp16: fp32 doubles every tile."""
+    fit = [c for c in cands if _smem_need(kind, c, esize) <= limit]
+    if fit:
+        return fit
+    first = cands[0]
+    for stages in range(first[4] - 1, 1, -1):
+        c = tuple(first[:4]) + (stages,) + tuple(first[5:])
+        if _smem_need(kind, c, esize) <= limit:
+            return [c]
+    return [min(cands, key=lambda c: _smem_need(kind, c, esize))]
+
+
+def _run_chosen(full_key: tuple, cfg: tuple, launch) -> tuple:
+    """Launch the configuration chosen for ``full_key``; where the compiled kernel needs more shared
+    memory than the GPU has (triton's OutOfResources, raised before anything runs), the same tile with
+    one pipeline stage fewer, down to one, kept as the shape's choice. Returns what ran."""
+    from triton.runtime.errors import OutOfResources
+    while True:
+        try:
+            launch(cfg)
+            return cfg
+        except OutOfResources:
+            if cfg[4] <= 1:
+                raise
+            cfg = tuple(cfg[:4]) + (cfg[4] - 1,) + tuple(cfg[5:])
+            _chosen[full_key] = cfg
+
+
+def _dot_precision(esize: int) -> str:
+    """tl.dot's input_precision: fp32 operands in TF32 unless torch.backends.cudnn.allow_tf32 is off
+    (as F.conv2d runs them on a GPU), then in full fp32 ("ieee"); other dtypes: the default, "tf32",
+    which they ignore."""
+    return "ieee" if esize == 4 and not torch.backends.cudnn.allow_tf32 else "tf32"
+
+
 def _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, cands, programs, esize, twin):
     full_key = (kind,) + key
     if full_key in _chosen:  # the launch path: one dict lookup after the first call per shape
         return _chosen[full_key]
     cands = cands or _candidates(configs, n_cols, k_chans, min_k, _arch(device))
+    if device.type == "cuda" and not interpreting():
+        cands = _fitting(kind, cands, esize, _smem_limit(device))
     if programs is not None and not interpreting():
         cands = _wave_aware(cands, programs, device, esize)
     if interpreting():
@@ -613,20 +674,24 @@ def _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, 
         from triton.testing import do_bench
         if twin is not None:
             cands = cands + [twin(cands[0])]
+        from triton.runtime.errors import OutOfResources
         ref_cfg = next((c for c in cands if c[3] <= 4), cands[0])
-        launch(ref_cfg)
+        ref_cfg = _run_chosen(full_key, ref_cfg, launch)
         ref = output().detach().float().clone() if output else None
         tol = autotune_tolerance(output().dtype, esize) if output else None
         times = {}
         for c in cands:
-            t = do_bench(lambda c=c: launch(c), warmup=5, rep=20)
+            try:
+                t = do_bench(lambda c=c: launch(c), warmup=5, rep=20)
+            except OutOfResources:  # more shared memory than the estimate: not a candidate here
+                continue
             if ref is not None and c != ref_cfg:
                 err = _rel_err(output(), ref)
                 if not err <= tol:
                     _rejected.append((kind, key, c, err))
                     continue
             times[c] = t
-        _chosen[full_key] = min(times, key=times.get)
+        _chosen[full_key] = min(times, key=times.get) if times else ref_cfg
     else:
         _chosen[full_key] = _checked(kind, key, cands, launch, output, device, esize)
     return _chosen[full_key]
@@ -704,7 +769,7 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
         meta = dict(CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
                     HAS_SCALE=scales is not None, ALIGN_X=ax, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
-        meta.update(POOL=pool, STATS=stats)
+        meta.update(POOL=pool, STATS=stats, DOT_PREC=_dot_precision(x.element_size()))
         part = y
         if stats:  # a fresh buffer per call (two streams never share one); every entry is written
             part = torch.empty((triton.cdiv(M, bm), 2, cout), device=dev, dtype=torch.float32)
@@ -720,8 +785,7 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
                   32 if x.element_size() == 1 else 16, output=lambda: y,
                   programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]), esize=x.element_size(),
                   twin=_l1_twin(align_x, x.element_size()))
-    launch(cfg)
-    return cfg
+    return _run_chosen((kind,) + key, cfg, launch)
 
 
 def _launch_small(x, w, bias, y, KH, KW):
@@ -732,7 +796,7 @@ def _launch_small(x, w, bias, y, KH, KW):
     bn = min(bn, max(16, triton.next_power_of_2(CO))) if CO <= bn else bn
     meta = dict(CI=CI, COUT=CO, KH=KH, KW=KW, HAS_BIAS=bias is not None,
                 ALIGN_Y=_align(y.element_size(), y.stride(0), y.stride(2), y.stride(3)),
-                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps)
+                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DOT_PREC=_dot_precision(x.element_size()), num_warps=warps)
     M = N * OH * OW
     _triton.launch(_conv_small_kernel, (triton.cdiv(M, bm), triton.cdiv(CO, bn)),
                    (x, w, bias if bias is not None else y, y, M, H, W, OH, OW, x.stride(0), x.stride(2), x.stride(3),
@@ -834,8 +898,8 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
         tiles = triton.cdiv(CO, bm) * (KH * KW // taps) * triton.cdiv(CI, bn)
         ax = _vector(via, align_x, x.element_size())  # the twin: the taps' shifted x chunks through L1
         meta0 = dict(H=H, W=W, OH=OH, OW=OW, PAD=padding, CI=CI, CO=CO, KH=KH, KW=KW, ALIGN_X=ax,
-                     ALIGN_D=align_d, IDX64=idx64, TAPS=taps, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,
-                     num_stages=stages)
+                     ALIGN_D=align_d, IDX64=idx64, TAPS=taps, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
+                     DOT_PREC=_dot_precision(x.element_size()), num_warps=warps, num_stages=stages)
         if interpreting():
             split = min(2, max(1, P // bk))
         else:
@@ -863,9 +927,10 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
     if not cands:
         c = min(mine, key=lambda c: c[0] * c[1])
         cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), *c[2:-1])]
-    cfg = _select("wgrad", (tuple(x.shape), CO, KH, KW, padding, str(x.dtype)), WGRAD_CONFIGS, ncol, CO,
-                  launch, x.device, 16, output=lambda: dw, cands=cands, twin=_l1_twin(align_x, x.element_size()))
-    launch(cfg)
+    key = (tuple(x.shape), CO, KH, KW, padding, str(x.dtype))
+    cfg = _select("wgrad", key, WGRAD_CONFIGS, ncol, CO, launch, x.device, 16, output=lambda: dw, cands=cands,
+                  esize=x.element_size(), twin=_l1_twin(align_x, x.element_size()))
+    _run_chosen(("wgrad",) + key, cfg, launch)
     return dw
 
 

@@ -19,6 +19,18 @@ from model.synthetic import synthetic_images, write_cifar_dir  # noqa: E402,F401
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def exact_fp32():
+    """fp32 in full precision on a GPU: cuDNN's convs and cuBLAS run fp32 in TF32 by default, and so
+    do the Triton convs (they follow torch.backends.cudnn.allow_tf32), which puts an fp32 comparison
+    3e-4 to 8e-2 off its 1e-5 tolerance (first GPU run, H200). The tests compare fp32 exactly; the
+    TF32 switch itself is tested in tests/kernels/test_conv.py. No effect on a CPU."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture
 def cifar_dir(tmp_path):
     write_cifar_dir(str(tmp_path))

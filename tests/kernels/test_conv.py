@@ -47,6 +47,8 @@ def rel(a, b):
     return ((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12)).item()
 
 
+H100_SMEM = 232448  # an H100 / H200 block's shared memory (opt-in), as the first GPU run reported it
+
 def run(fn, shape, co, k, pad, dtype, layout="channels_last", bias=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g).to(dtype)
@@ -223,6 +225,7 @@ def test_autotuning_drops_a_candidate_whose_output_differs(monkeypatch):
         out.copy_(torch.arange(4.0) if cfg[3] == 4 else -torch.arange(4.0))
     monkeypatch.setattr(conv, "interpreting", lambda: False)
     monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 1.0 if out[1] > 0 else 0.1)[1])
@@ -279,6 +282,7 @@ def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
         out.copy_(torch.arange(4.0))
     monkeypatch.setattr(conv, "interpreting", lambda: False)
     monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench",
@@ -460,6 +464,7 @@ def test_autotune_drops_a_candidate_beyond_its_dtype_tolerance(monkeypatch, dtyp
         out.copy_(ref if cfg[3] == 4 else bad)
     monkeypatch.setattr(conv, "interpreting", lambda: False)
     monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 1.0 if out.equal(ref) else 0.1)[1])
@@ -488,6 +493,7 @@ def test_an_eight_warp_choice_is_checked_even_without_autotuning(monkeypatch, di
         out.copy_(ref * (1.05 if differs and cfg[3] == 8 else 1.0))
     monkeypatch.setattr(conv, "interpreting", lambda: False)
     monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
     monkeypatch.setattr(conv, "AUTOTUNE", False)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     monkeypatch.setattr(conv, "_chosen", {})
@@ -531,3 +537,83 @@ def test_weight_grad_taps_per_tile():
     from kernels.conv import _wgrad_taps
     assert _wgrad_taps(9, 3, 3) == 9 and _wgrad_taps(3, 3, 3) == 3 and _wgrad_taps(1, 3, 3) == 1
     assert _wgrad_taps(9, 1, 1) == 1 and _wgrad_taps(9, 2, 2) == 4 and _wgrad_taps(3, 2, 2) == 1
+
+
+
+def _smem(kind, cfg, esize):
+    """Shared memory the pipelined operand tiles take: stages x (A tile + B tile(s)) x element size
+    (the weight-grad's B spans its taps). The first GPU run's OutOfResources figures match it."""
+    bm, bn, bk, _, stages = cfg[:5]
+    taps = cfg[5] if kind == "wgrad" else 1
+    return stages * (bm * bk + bk * bn * taps) * esize
+
+
+@pytest.mark.parametrize("kind, cands, esize", [
+    ("wgrad", [(64, 32, 64, 4, 3, 9)], 4),                           # 270336 bytes in fp32 (H200, 2026-11-30)
+    ("wgrad", [(64, 64, 32, 8, 3, 9), (64, 32, 64, 4, 3, 9)], 4),    # 245760 and 270336
+    ("fwd", [(128, 128, 64, 4, 4), (128, 64, 32, 4, 4)], 4),         # 262144, then one that fits
+    ("fwd", [(128, 128, 64, 4, 4)], 2),                              # fp16: fits as listed
+])
+def test_the_chosen_configuration_fits_the_gpus_shared_memory(monkeypatch, kind, cands, esize):
+    """fp32 doubles every tile's bytes: the first GPU run (H200) found fp32 convs failing with
+    OutOfResources (270336 bytes of shared memory asked, 232448 there). A candidate that does not
+    fit is dropped, or, where none fits, run with fewer pipeline stages."""
+    from kernels import conv
+
+    class Dev:
+        type = "cuda"
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
+    monkeypatch.setattr(conv, "AUTOTUNE", False)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(conv, "_chosen", {})
+    cfg = conv._select(kind, ("smem", esize), [], 256, 64, lambda c: None, Dev(), cands=list(cands), esize=esize)
+    assert _smem(kind, cfg, esize) <= H100_SMEM, cfg
+    assert cfg[:4] == cands[0][:4] or _smem(kind, cands[0], esize) > H100_SMEM, cfg  # the first kept if it fits
+    if _smem(kind, cands[0], esize) <= H100_SMEM:
+        assert cfg == cands[0]
+
+
+def test_a_launch_out_of_shared_memory_retries_with_fewer_stages(monkeypatch):
+    """Where the compiler needs more shared memory than the estimate (an epilogue's scratch), the
+    launch's OutOfResources is not the user's error: the same tile runs with one stage fewer, and
+    that choice is kept for the shape."""
+    from triton.runtime.errors import OutOfResources
+    from kernels import conv
+    tried = []
+
+    def launch(cfg):
+        tried.append(cfg)
+        if cfg[4] > 2:
+            raise OutOfResources(300000, H100_SMEM, "shared memory")
+    monkeypatch.setattr(conv, "_chosen", {("fwd", "k"): (128, 128, 64, 4, 4, conv.A_VIA_L1)})
+    cfg = conv._run_chosen(("fwd", "k"), (128, 128, 64, 4, 4, conv.A_VIA_L1), launch)
+    assert cfg == (128, 128, 64, 4, 2, conv.A_VIA_L1) and conv._chosen[("fwd", "k")] == cfg
+    assert [c[4] for c in tried] == [4, 3, 2]
+    with pytest.raises(OutOfResources):  # one stage and still too large: the compiler's error stands
+        conv._run_chosen(("fwd", "k2"), (128, 128, 64, 4, 1), launch=lambda c: launch((0, 0, 0, 0, 9)))
+
+
+@pytest.mark.parametrize("allow_tf32, want", [(True, "tf32"), (False, "ieee")])
+def test_fp32_convs_follow_cudnns_tf32_switch(monkeypatch, allow_tf32, want):
+    """In fp32, F.conv2d on a GPU runs in TF32 unless torch.backends.cudnn.allow_tf32 is off; the
+    Triton convs do the same (tl.dot's input_precision), so swapping eager for triton keeps the
+    numerics the user asked for. The first GPU run found fp32 kernel tests 3e-4 to 8e-2 off a
+    1e-5 tolerance: both sides had run in TF32. fp16 is never changed."""
+    from kernels import _triton, conv
+    orig_launch, precs = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn in (conv._conv_kernel, conv._wgrad_kernel, conv._conv_small_kernel):
+            precs.append((fn.__name__, meta.get("DOT_PREC")))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow_tf32)
+    monkeypatch.setattr(conv, "_chosen", {})
+    run(conv_triton, (2, 16, 5, 6), 24, 3, 1, torch.float32)
+    run(conv_triton, (2, 3, 6, 6), 8, 2, 0, torch.float32)  # the whitening conv's small kernel
+    assert {p for _, p in precs} == {want} and len({n for n, _ in precs}) == 3, precs
+    precs.clear()
+    run(conv_triton, (2, 16, 5, 6), 24, 3, 1, torch.float16)
+    assert {p for _, p in precs} == {"tf32"}, precs  # the default: ignored for fp16 operands
