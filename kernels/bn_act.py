@@ -69,6 +69,11 @@ def bn_act_eager(x: torch.Tensor, running_mean, running_var, weight=None, bias=N
                  activation: str = "gelu") -> torch.Tensor:
     """Reference: F.batch_norm followed by F.gelu, F.silu or nothing (cuDNN / ATen kernels)."""
     check_activation(activation)
+    if weight is None and bias is not None:
+        # CUDA's native batch-norm backward returns an empty bias gradient when the weight is None
+        # (torch 2.11, fp32: "NativeBatchNormBackward0 returned an invalid gradient at index 2 - got
+        # [0]", first GPU run); a weight of ones without a gradient gives the same numbers exactly
+        weight = torch.ones_like(bias)
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return F.gelu(y) if activation == "gelu" else F.silu(y) if activation == "silu" else y
 
