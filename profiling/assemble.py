@@ -7,6 +7,7 @@ import glob
 import json
 import math
 import os
+import statistics
 
 import kernels
 import kernels._triton as kt
@@ -232,9 +233,47 @@ def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: s
     return totals
 
 
-def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports_dir: str) -> dict | None:
-    """The newest GPU report under ``reports_dir`` with a profiler trace of ``--backend triton`` and op
-    benchmarks: measured beside predicted per kernel (ms per step) and per op (fwd+bwd), with ratios."""
+def measured_runs(base: str, steps: list[dict], arch: str) -> list[dict]:
+    """Training records of a GPU report (``runs/*.jsonl``, train.py --json) beside the step table's
+    whole-run prediction: per backend run with --cuda-graph and no torch.compile (the model has
+    none), the median run time and the median step of epochs 2 on (the first holds the warm-up's
+    leftovers), against ``run_graph_s`` and the predicted step of Triton ops."""
+    by_backend: dict[str, list[dict]] = {}
+    for path in sorted(glob.glob(os.path.join(base, "runs", "*.jsonl"))):
+        try:
+            recs = [json.loads(line) for line in open(path) if line.strip()]
+        except (OSError, ValueError):
+            continue
+        for r in recs:
+            c = r.get("config", {})
+            if r.get("failed") or not c.get("cuda_graph") or c.get("compile", "none") != "none":
+                continue
+            if c.get("recipe", "airbench94_muon") != "airbench94_muon" or not r.get("per_epoch"):
+                continue
+            by_backend.setdefault(c.get("backend"), []).append(r)
+    out = []
+    for backend, recs in by_backend.items():
+        s = next((s for s in steps if s["backend"] == backend and s["arch"] == arch and s.get("run_graph_s")), None)
+        if s is None:
+            continue
+        step_ms = []
+        for r in recs:
+            e = r["per_epoch"]
+            if len(e) > 1:
+                step_ms.append(1e3 * (e[-1]["time_s"] - e[0]["time_s"]) / (r["steps"] * (len(e) - 1) / len(e)))
+        t = statistics.median(r["time_s"] for r in recs)
+        out.append(dict(backend=backend, runs=len(recs), measured_s=t, predicted_s=s["run_graph_s"],
+                        predicted_range=s.get("run_graph_range"), ratio=t / s["run_graph_s"],
+                        measured_step_ms=statistics.median(step_ms) if step_ms else None,
+                        predicted_step_ms=s.get("predicted_ms")))
+    return sorted(out, key=lambda r: r["backend"])
+
+
+def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports_dir: str,
+                          steps: list[dict] | None = None) -> dict | None:
+    """The newest GPU report under ``reports_dir`` with a profiler trace of ``--backend triton``, op
+    benchmarks or training records: measured beside predicted per kernel (ms per step), per op
+    (forward, forward + backward) and per whole run (``steps``: the step table), with ratios."""
     found = []
     for path in glob.glob(os.path.join(reports_dir, "*", "report.json")):
         try:
@@ -251,7 +290,8 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
     device = rep["env"]["device"]
     peak = detect(device)
     arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
-    out = dict(report=os.path.relpath(base), device=device, arch=arch, kernels=[], ops=[])
+    out = dict(report=os.path.relpath(base), device=device, arch=arch, kernels=[], ops=[],
+               runs=measured_runs(base, steps or [], arch))
     try:
         traces = json.load(open(os.path.join(base, "trace", "trace.json")))
         tri = next(t for t in traces if "triton" in t.get("flags", ""))
@@ -266,16 +306,22 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
     try:
         bench = json.load(open(os.path.join(base, "bench", "bench.json")))
         for b in bench["records"]:
-            if "error" in b or b.get("mode") != "fwd+bwd":
+            if "error" in b or b.get("mode") not in ("fwd", "fwd+bwd"):
                 continue
+            # the same layer and shape (two layers can share an input shape, not their work)
             o = next((o for o in ops if o["impl"] == b["impl"] and o["arch"] == arch
-                      and o["case"].split(" ")[1] == b["case"].split(" ")[1] and o["op"] == b["op"]), None)
-            if o:
-                out["ops"].append(dict(op=b["op"], case=b["case"], impl=b["impl"], measured_ms=b["ms"],
-                                       predicted_ms=o["predicted_ms"], ratio=b["ms"] / o["predicted_ms"]))
+                      and o["case"] == b["case"] and o["op"] == b["op"]), None)
+            predicted = (o or {}).get("fwd_ms" if b["mode"] == "fwd" else "predicted_ms")
+            if predicted:  # the device's time where the bench has it (graph replay), as the model predicts
+                ms = b.get("graph_ms") or b["ms"]
+                out["ops"].append(dict(op=b["op"], case=b["case"], impl=b["impl"], mode=b["mode"], measured_ms=ms,
+                                       timed="graph" if b.get("graph_ms") else "do_bench",
+                                       predicted_ms=predicted, ratio=ms / predicted))
     except (OSError, ValueError, KeyError):
         pass
-    return out if (out["kernels"] or out["ops"]) else None
+    return out if (out["kernels"] or out["ops"] or out["runs"]) else None
+
+
 # published, measured records (A100) the whole-run predictions stand beside
 PUBLISHED_RUNS = [("airbench94_muon (KellerJordan/cifar10-airbench)", 2.59, "A100"),
                   ("record (hiverge/cifar10-speedrun, Oct 2025)", 1.98, "A100")]

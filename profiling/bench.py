@@ -33,10 +33,12 @@ from .timing import (
     UNRELIABLE_SPREAD,
     load_average,
     measure,
+    measure_graph,
 )
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "ms"), ("gbps", "GB/s"),
+COLUMNS = [("case", "op @ shape"), ("impl", "impl"), ("mode", "mode"), ("ms", "ms"), ("graph_ms", "graph ms"),
+           ("gbps", "GB/s"),
            ("tflops_text", "TFLOP/s"), ("bound_ms", "bound ms"), ("frac_roofline", "of roofline"), ("reps", "reps")]
 
 
@@ -172,12 +174,21 @@ def measure_case(op: str, case, impl: str, mode: str, dtype: torch.dtype, device
     except Exception as e:  # one failing implementation must not hide the others
         print(f"  {case.label()} {impl} {mode}: FAILED {type(e).__name__}: {e}", file=sys.stderr)
         return dict(op=op, case=case.label(), impl=impl, mode=mode, error=str(e))
+    graph = graph_error = None
+    try:
+        graph = measure_graph(fn, device)
+    except Exception as e:  # a call that cannot be captured keeps its do_bench time
+        graph_error = f"{type(e).__name__}: {e}"[:200]
     s = ms / 1e3
     nbytes = case.bytes_min(mode, dtype_size(dtype))
     r = dict(op=op, case=case.label(), shape=list(case.x_shape), impl=impl, mode=mode, ms=ms,
              bytes_min=nbytes, flops=case.flops(mode), gbps=nbytes / s / 1e9,
              tflops=case.flops(mode) / s / 1e12, reps=timing.reps, spread=timing.spread,
              statistic=timing.statistic, unreliable=timing.unreliable)
+    if graph is not None:  # device time alone; a do_bench time well above it was the host's
+        r.update(graph_ms=graph.ms, host_bound=ms > 1.5 * graph.ms)
+    elif graph_error:
+        r["graph_error"] = graph_error
     if peak:
         bound = case.bound_s(peak, mode, dtype_size(dtype))
         r.update(bound_ms=1e3 * bound, frac_roofline=bound / s, frac_hbm=r["gbps"] / peak.hbm_gbps,
@@ -185,7 +196,8 @@ def measure_case(op: str, case, impl: str, mode: str, dtype: torch.dtype, device
     print(f"  {case.label():<28} {impl:<8} {mode:<8} {ms:9.3f} ms {r['gbps']:8.1f} GB/s "
           f"{fmt_tflops(r):>7} TFLOP/s" + (f"  {100 * r['frac_roofline']:5.1f}% of roofline" if peak else "")
           + ("  (unreliable: repetitions spread %.0f%%)" % (100 * timing.spread) if timing.unreliable
-             else ""))
+             else "") + (f"  graph {graph.ms:.3f} ms" + ("  (host-bound)" if r["host_bound"] else "")
+                         if graph is not None else ""))
     return r
 
 

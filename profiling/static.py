@@ -96,7 +96,8 @@ def run_static(batch: int, ops: list[str], archs: list[str], all_configs: bool, 
     if steps:
         run_times(steps, batch, recipe)
     findings = rule_mod.check(rows) + rule_mod.check_ops(op_rows)
-    measured = measured_vs_predicted(rows, op_rows, batch, reports_dir) if recipe in (None, "airbench94_muon") else None
+    measured = (measured_vs_predicted(rows, op_rows, batch, reports_dir, steps)
+                if recipe in (None, "airbench94_muon") else None)
     header = (f"Static performance model of the Triton kernels ({dtype}, batch {batch}"
               + (f", recipe {recipe}" if recipe else "") + f"), triton {triton.__version__}, "
               f"{datetime.date.today().isoformat()}; compiled on a CPU for {', '.join(archs)}")

@@ -17,7 +17,9 @@ import torch
 
 CPU_NOTE = "CPU timings say nothing about GPU speed (Triton kernels run in the interpreter there)."
 UNRELIABLE_SPREAD = 0.5   # (typical - best) / best above this: the repetitions disagree
-TIMING_NOTE_GPU = "Times: median of triton.testing.do_bench repetitions (CUDA events, L2 flushed)."
+TIMING_NOTE_GPU = ("Times: median of triton.testing.do_bench repetitions (CUDA events, L2 flushed), the host-side "
+                   "launch included; `graph ms`: the same calls replayed from a CUDA graph (device time alone, "
+                   "as in a --cuda-graph training step; L2 not flushed).")
 TIMING_NOTE_CPU = ("Times: minimum of at least 5 perf_counter repetitions (at least 0.2 s in all); "
                    "CPU timings move with other load, which the load average records.")
 
@@ -62,3 +64,39 @@ def measure(fn: Callable[[], None], device: torch.device | str, warmup_ms: float
         times.append(1e3 * (time.perf_counter() - t0))
     best = min(times)
     return Timing(best, len(times), (statistics.median(times) - best) / best if best > 0 else 0.0, "min")
+
+
+def measure_graph(fn: Callable[[], None], device: torch.device | str, calls: int = 20, replays: int = 10
+                  ) -> Timing | None:
+    """Time one call of ``fn`` replayed from a CUDA graph of ``calls`` calls: the device's time with
+    no host in the way. The first GPU run (H200) timed every Triton conv's forward at 0.2-0.24 ms
+    with do_bench whatever its size (cuDNN: 0.06 ms for group3.conv2, whose kernel the model puts
+    at 0.05): the Python launch path, not the kernels. None on a CPU. ``fn`` must have run once
+    (compilation, autotuning) and must not sync."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture wants
+        fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    torch.cuda.synchronize(device)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    torch.cuda.synchronize(device)
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    times.sort()
+    med = statistics.median(times)
+    del graph
+    return Timing(med, replays * calls, (times[-1] - times[0]) / med if med > 0 else 0.0, "median")
