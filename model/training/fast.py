@@ -3,7 +3,8 @@
 Evidence, best first:
   1. a GPU measurement: the newest ``reports/*/fast.json`` written on this GPU's architecture
      (``{"arch": "sm_90", "backend": ..., "compile": ..., "cuda_graph": ..., "basis": ...}``:
-     what a GPU A/B run ranked fastest). None exists yet: no GPU has run this project.
+     what a GPU A/B run ranked fastest). The first, sm_90, is from the first GPU run (an H200,
+     reports/nvidia-h200-2026-11-30): ``--backend triton --compile default --cuda-graph``.
   2. the static model (``python -m profiling static --commit``: reports/static/static.json): the
      backend with the smallest *predicted* training step on this architecture among those it models
      whole (no op left to cuDNN / ATen, whose time it knows only as a roofline) and that run there

@@ -163,6 +163,32 @@ def test_tensor_core_detection_on_a_reference_gemm(arch, dtype, instr):
     assert tc[instr] > 0, tc
 
 
+def _run_record(backend, time_s, compile_="none", cuda_graph=True, steps=200):
+    per_epoch = [dict(epoch=e, time_s=0.14 * e) for e in range(1, 9)]
+    return dict(config=dict(backend=backend, compile=compile_, cuda_graph=cuda_graph, recipe="airbench94_muon",
+                            batch_size=2000), accuracy=0.908, time_s=time_s, steps=steps, per_epoch=per_epoch)
+
+
+def test_measured_runs_beside_the_predicted_run(static, tmp_path):
+    """A GPU report's training records (runs/*.jsonl) stand beside the step table's whole-run
+    prediction of the same backend with --cuda-graph (no torch.compile: the model has none), on the
+    report's architecture: the median time, the step of epochs 2-8, and measured / predicted."""
+    from profiling.assemble import measured_vs_predicted
+    rep = tmp_path / "nvidia-h200-2026-11-30"
+    (rep / "runs").mkdir(parents=True)
+    (rep / "report.json").write_text(json.dumps(dict(quick=False, env=dict(device="NVIDIA H200", device_type="cuda"))))
+    recs = [_run_record("triton_all", t) for t in (1.30, 1.32, 1.35)] + [_run_record("triton_all", 1.0, "default")]
+    recs += [_run_record("triton_all", 9.0, cuda_graph=False)]
+    (rep / "runs" / "runs_a.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    m = measured_vs_predicted(static["rows"], static["ops"], 2000, str(tmp_path), steps=static["steps"])
+    assert m is not None and [r["backend"] for r in m["runs"]] == ["triton_all"], m
+    r = m["runs"][0]
+    step = next(s for s in static["steps"] if s["backend"] == "triton_all" and s["arch"] == "sm_90")
+    assert r["runs"] == 3 and r["measured_s"] == pytest.approx(1.32) and r["predicted_s"] == step["run_graph_s"]
+    assert r["ratio"] == pytest.approx(1.32 / step["run_graph_s"])
+    assert r["measured_step_ms"] == pytest.approx(1e3 * 0.14 * 7 / 175) and r["predicted_step_ms"] == step["predicted_ms"]
+
+
 def test_measured_beside_predicted_when_a_gpu_report_exists(static, tmp_path):
     """A GPU report (trace of --backend triton, op benchmarks) in the reports folder is read and
     put beside the predictions, with the ratio."""
@@ -177,10 +203,19 @@ def test_measured_beside_predicted_when_a_gpu_report_exists(static, tmp_path):
         dict(flags="--data data --backend triton", batch=2000,
              top=[dict(name="_apply_kernel", ms=0.5), dict(name="cudnn_conv", ms=3.0)])]))
     (rep / "bench" / "bench.json").write_text(json.dumps(dict(records=[
-        dict(op="maxpool", case="group1.pool 2000x64x31x31", impl="triton", mode="fwd+bwd", ms=0.4)])))
+        dict(op="maxpool", case="group1.pool 2000x64x31x31", impl="triton", mode="fwd+bwd", ms=0.4),
+        dict(op="maxpool", case="group1.pool 2000x64x31x31", impl="triton", mode="fwd", ms=0.1),
+        dict(op="maxpool", case="group2.pool 2000x64x31x31", impl="triton", mode="fwd+bwd", ms=0.4)])))
     m = measured_vs_predicted(static["rows"], static["ops"], 2000, str(tmp_path))
     assert m["arch"] == "sm_90" and m["device"].startswith("NVIDIA H100")
     k = {x["kernel"]: x for x in m["kernels"]}
     assert set(k) == {"_apply_kernel"} and k["_apply_kernel"]["measured_ms"] == 0.5
     assert k["_apply_kernel"]["ratio"] == pytest.approx(0.5 / k["_apply_kernel"]["predicted_ms"])
-    assert m["ops"][0]["op"] == "maxpool" and m["ops"][0]["ratio"] > 0
+    # matched by layer and shape (group1.conv2 and group2.conv1 share an input shape but not the work; the
+    # first GPU run's table put both beside group1.conv2's prediction); the forward beside the forward
+    op = next(o for o in static["ops"] if o["case"] == "group1.pool 2000x64x31x31" and o["impl"] == "triton"
+              and o["arch"] == "sm_90")
+    got = {(o["case"], o["mode"]): o for o in m["ops"]}
+    assert set(got) == {("group1.pool 2000x64x31x31", "fwd+bwd"), ("group1.pool 2000x64x31x31", "fwd")}, got
+    assert got[("group1.pool 2000x64x31x31", "fwd")]["predicted_ms"] == op["fwd_ms"]
+    assert got[("group1.pool 2000x64x31x31", "fwd+bwd")]["predicted_ms"] == op["predicted_ms"] > 0
