@@ -119,6 +119,39 @@ def fusion_section(fusions: dict, steps: list[dict]) -> list[str]:
     return parts
 
 
+
+def measured_section(measured: dict | None) -> list[str]:
+    """static.md's measured-vs-predicted section: whole runs, kernels and op benchmarks of the newest GPU
+    report (profiling.assemble.measured_vs_predicted)."""
+    if not measured:
+        return ["## Measured vs predicted", "", "No GPU report with a profiler trace exists in reports/ yet: the "
+                "first GPU session's `profiling report` calibrates the model.", ""]
+    parts = [f"## Measured vs predicted ({measured['device']}, report {measured['report']})", ""]
+    if measured.get("runs"):
+        parts += ["Whole training runs (train.py --cuda-graph, no torch.compile; median of the runs) beside the "
+                  "step table's run prediction; a step: epochs 2 on, Triton ops predicted (the run prediction "
+                  "leaves out the optimizer, the augmentation and the loss).", "",
+                  markdown(measured["runs"], [("backend", "backend"), ("runs", "runs"),
+                                              ("measured_s", "measured run s"), ("predicted_s", "predicted run s"),
+                                              ("predicted_range", "range s"), ("ratio", "measured / predicted"),
+                                              ("measured_step_ms", "measured step ms"),
+                                              ("predicted_step_ms", "predicted Triton ops ms")]), ""]
+    if measured["kernels"]:
+        parts += [markdown(measured["kernels"], [("kernel", "kernel"), ("measured_ms", "measured ms / step"),
+                                               ("predicted_ms", "predicted ms / step"), ("ratio", "measured / predicted")]), ""]
+    if measured["ops"]:
+        parts += ["Op benchmarks (`profiling bench`, one op at a time) beside the op's predicted forward, or "
+                  "forward + backward as a training step runs it (the whitening conv computes no input-grad "
+                  "there). `timed`: `graph`, replayed from a CUDA graph (the device's time, what the model "
+                  "predicts), or `do_bench`, the host-side launch included (an op whose Python launch path "
+                  "outlasts its kernels is then timed at the host's pace).", "",
+                  markdown(measured["ops"], [("op", "op"), ("case", "shape"), ("impl", "impl"), ("mode", "mode"),
+                                             ("timed", "timed"), ("measured_ms", "measured ms"),
+                                             ("predicted_ms", "predicted ms"), ("ratio", "measured / predicted")]),
+                  ""]
+    return parts
+
+
 def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
            measured: dict | None, host: list[dict] | None, glue: list[dict], fusions: dict | None = None) -> str:
 
@@ -161,33 +194,7 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
         parts += fusion_section(fusions, steps)
     parts += ["## Per op (default configurations, training forward + backward)", "", markdown(ops, OP_COLUMNS), "",
               "## Per kernel launch (default configurations)", "", markdown(d, KERNEL_COLUMNS), ""]
-    if measured:
-        parts += [f"## Measured vs predicted ({measured['device']}, report {measured['report']})", ""]
-        if measured.get("runs"):
-            parts += ["Whole training runs (train.py --cuda-graph, no torch.compile; median of the runs) beside the "
-                      "step table's run prediction; a step: epochs 2 on, Triton ops predicted (the run prediction "
-                      "leaves out the optimizer, the augmentation and the loss).", "",
-                      markdown(measured["runs"], [("backend", "backend"), ("runs", "runs"),
-                                                  ("measured_s", "measured run s"), ("predicted_s", "predicted run s"),
-                                                  ("predicted_range", "range s"), ("ratio", "measured / predicted"),
-                                                  ("measured_step_ms", "measured step ms"),
-                                                  ("predicted_step_ms", "predicted Triton ops ms")]), ""]
-        if measured["kernels"]:
-            parts += [markdown(measured["kernels"], [("kernel", "kernel"), ("measured_ms", "measured ms / step"),
-                                                   ("predicted_ms", "predicted ms / step"), ("ratio", "measured / predicted")]), ""]
-        if measured["ops"]:
-            parts += ["Op benchmarks (`profiling bench`, one op at a time) beside the op's predicted forward, or "
-                      "forward + backward as a training step runs it (the whitening conv computes no input-grad "
-                      "there). `timed`: `graph`, replayed from a CUDA graph (the device's time, what the model "
-                      "predicts), or `do_bench`, the host-side launch included (an op whose Python launch path "
-                      "outlasts its kernels is then timed at the host's pace).", "",
-                      markdown(measured["ops"], [("op", "op"), ("case", "shape"), ("impl", "impl"), ("mode", "mode"),
-                                                 ("timed", "timed"), ("measured_ms", "measured ms"),
-                                                 ("predicted_ms", "predicted ms"), ("ratio", "measured / predicted")]),
-                      ""]
-    else:
-        parts += ["## Measured vs predicted", "", "No GPU report with a profiler trace exists in reports/ yet: the "
-                  "first GPU session's `profiling report` calibrates the model.", ""]
+    parts += measured_section(measured)
     gl = [g for g in glue if g["default"] and g["phase"] in TRAIN_PHASES and g["bytes"] > 1e6]
     if gl:
         parts += ["## Eager glue around the kernels (ops over 1 MB)", "",
