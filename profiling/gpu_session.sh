@@ -1,35 +1,60 @@
 #!/usr/bin/env bash
 # One device call's worth of GPU checks, in priority order, for a lent H100 / H200 (device tool).
-# Everything it writes goes under $OUT (at most 8 files come back): session.log, gpu.txt,
-# accept.tgz (the acceptance run: kernel tests without the interpreter, one --cuda-graph training
-# run per backend) and bench/bench.{json,md} (conv: cuDNN vs Triton vs FP8 at the real shapes).
+# Everything it writes goes under $OUT (at most 8 files come back, 2 folders down at most).
 #   cp ../shared/data/cifar10_jpeg.npz ../shared/data/make_cifar10.py datasets/
 #   device run: bash profiling/gpu_session.sh   (carry: datasets; timeout_s ~580)
-# Budget: WALL seconds in all (default 550); the acceptance run gets ACCEPT_S of it.
+# STEPS picks and orders the steps (default: "tests fused bench"):
+#   accept  python -m profiling accept: kernel tests + one --cuda-graph run per backend (the first run's step)
+#   tests   the kernel tests without the interpreter, spread over the cores (tests.log)
+#   fused   --backend fused --cuda-graph, 3 seeds (its first warm-up compiles and autotunes for over a minute)
+#   runs    eager / triton / triton_all, 8 seeds each, --cuda-graph (runs_*.jsonl)
+#   bench   profiling bench --ops conv: do_bench and CUDA-graph replay times, cuDNN vs Triton vs FP8
+# WALL: seconds in all (default 550); a step that would start with under 40 s left is skipped.
+# Outputs: session.log, gpu.txt, tests.log, runs.tgz (records and logs), bench.json, bench.md, accept.tgz.
+# The first run (2026-11-30, H200: reports/nvidia-h200-2026-11-30) used "accept runs bench" in three calls.
 set -u
 OUT=${OUT:-runs/gpu_session}
 WALL=${WALL:-550}
-ACCEPT_S=${ACCEPT_S:-440}
-mkdir -p "$OUT/bench"
+STEPS=${STEPS:-tests fused bench}
+mkdir -p "$OUT/runs"
 export PYTHONUNBUFFERED=1 PYTHONPATH=.
 exec > >(tee "$OUT/session.log") 2>&1
-echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null)"
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD 2>/dev/null) steps: $STEPS"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv \
   > "$OUT/gpu.txt" 2>&1
 cat "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
 torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).multi_processor_count, 'SMs')"
 [ -d data/cifar-10-batches-py ] || python3 datasets/make_cifar10.py data
-# pytest-xdist spreads the kernel tests' Triton compiles over the machine's cores
-PYTEST_ADDOPTS="-n 8 --timeout=120" timeout "$ACCEPT_S" python3 -m profiling accept --data data \
-  --budget-s $((ACCEPT_S - 150)) --out "$OUT/acceptance"
-echo "# accept rc=$? at ${SECONDS}s"
-pkill -f "train.py|pytest" 2>/dev/null  # a step's child outlives accept when timeout stops it
-tar -czf "$OUT/accept.tgz" -C "$OUT" acceptance && rm -rf "$OUT/acceptance"
-left=$((WALL - SECONDS))
-if [ "$left" -gt 40 ]; then
-  timeout "$left" python3 -m profiling bench --ops conv --no-plots --out "$OUT/bench"
-  echo "# bench rc=$? at ${SECONDS}s"
-fi
+
+left() { echo $((WALL - SECONDS)); }
+train() {  # backend, seeds, seconds at most, extra flags...
+  local b=$1 n=$2 t=$3; shift 3
+  timeout "$t" python3 train.py --data data --backend "$b" --runs "$n" --cuda-graph "$@" \
+    --json "$OUT/runs/runs_$b.jsonl" > "$OUT/runs/train_$b.log" 2>&1
+  echo "# train $b rc=$? at ${SECONDS}s"; tail -3 "$OUT/runs/train_$b.log"
+}
+for step in $STEPS; do
+  if [ "$(left)" -lt 40 ]; then echo "# $step: skipped, $(left) s left"; continue; fi
+  case $step in
+    accept)
+      PYTEST_ADDOPTS="-n 8 --timeout=120" timeout "$(left)" python3 -m profiling accept --data data \
+        --budget-s $(($(left) - 150)) --out "$OUT/acceptance"
+      echo "# accept rc=$? at ${SECONDS}s"
+      pkill -f "train.py|pytest" 2>/dev/null  # a step's child outlives accept when timeout stops it
+      tar -czf "$OUT/accept.tgz" -C "$OUT" acceptance && rm -rf "$OUT/acceptance" ;;
+    tests)
+      t=$(( $(left) < 240 ? $(left) : 240 ))
+      timeout "$t" python3 -m pytest -q -n 8 --timeout=120 -p no:cacheprovider tests/kernels > "$OUT/tests.log" 2>&1
+      echo "# tests rc=$? at ${SECONDS}s"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -30 ;;
+    fused) train fused 3 $(( $(left) < 200 ? $(left) : 200 )) ;;
+    runs) for b in eager triton triton_all; do train "$b" 8 100; done ;;
+    bench)
+      timeout "$(left)" python3 -m profiling bench --ops conv --no-plots --out "$OUT"
+      echo "# bench rc=$? at ${SECONDS}s" ;;
+    *) echo "# unknown step $step" ;;
+  esac
+done
+tar -czf "$OUT/runs.tgz" -C "$OUT" runs && rm -rf "$OUT/runs"
 nvidia-smi --query-gpu=clocks.sm,temperature.gpu --format=csv,noheader
 echo "# done at ${SECONDS}s"
