@@ -233,6 +233,39 @@ def kernel_step_totals(rows: list[dict], ops: list[dict], batch: int, backend: s
     return totals
 
 
+def on_device(rows: list[dict], arch: str, peak) -> list[dict]:
+    """``rows`` with ``arch``'s predictions redone for the measured GPU ``peak`` where its peaks differ
+    from the GPU the arch is modelled on (an H200 against the H100 SXM: 4800 against 3350 GB/s of
+    HBM, the same SMs, clocks and tensor cores): each bound scaled by the ratio of the peak behind it
+    (memory: HBM; tensor: fp16, or fp8 where the row's MMAs are QGMMA), the rest unchanged. Rows
+    without bounds (non-default configurations) are kept as they are."""
+    model = PEAKS[ARCHS[arch][1]]
+    if peak is None or peak.name == model.name:
+        return rows
+    out = []
+    for r in rows:
+        b = r.get("bounds_ms")
+        if r["arch"] != arch or not b or r.get("predicted_ms") is None:
+            out.append(r)
+            continue
+        fp8 = (r.get("tc") or {}).get("QGMMA", 0) > 0
+        scale = dict(memory=model.hbm_gbps / peak.hbm_gbps,
+                     tensor=(model.fp8_tflops / peak.fp8_tflops) if fp8 else (model.fp16_tflops / peak.fp16_tflops))
+        bounds = {k: v * scale.get(k, 1.0) for k, v in b.items() if k != "fixed"}
+        out.append(dict(r, bounds_ms=dict(bounds, fixed=b.get("fixed", 0.0)),
+                        predicted_ms=b.get("fixed", 0.0) + max(bounds.values(), default=0.0)))
+    return out
+
+
+def _op_scale(model_rows: list[dict], device_rows: list[dict], op: dict, phases) -> float:
+    """How much an op's kernels' predicted time moves from the modelled GPU to the measured one."""
+    def total(rows):
+        return sum(r["predicted_ms"] for r in rows if r["default"] and r["arch"] == op["arch"] and r["impl"] == op["impl"]
+                   and r["case_key"] == op["key"] and r["phase"] in phases)
+    base = total(model_rows)
+    return total(device_rows) / base if base else 1.0
+
+
 def measured_runs(base: str, steps: list[dict], arch: str) -> list[dict]:
     """Training records of a GPU report (``runs/*.jsonl``, train.py --json) beside the step table's
     whole-run prediction: per backend run with --cuda-graph and no torch.compile (the model has
@@ -290,12 +323,22 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
     device = rep["env"]["device"]
     peak = detect(device)
     arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
+    drows = on_device(rows, arch, peak)  # the measured GPU's own peaks (an H200 is not the modelled H100)
     out = dict(report=os.path.relpath(base), device=device, arch=arch, kernels=[], ops=[],
+               predicted_for=(peak.name if peak else ARCHS[arch][1]), modelled=ARCHS[arch][1],
                runs=measured_runs(base, steps or [], arch))
+    if drows is not rows:  # a whole run moves as its Triton kernels do
+        for r in out["runs"]:
+            before = sum(kernel_step_totals(rows, ops, batch, r["backend"], arch).values())
+            after = sum(kernel_step_totals(drows, ops, batch, r["backend"], arch).values())
+            f = after / before if before else 1.0
+            run_s = r["predicted_s"] * f
+            r.update(predicted_s=run_s, ratio=r["ratio"] / f, predicted_range="%.2f-%.2f" % with_range(run_s),
+                     predicted_step_ms=r["predicted_step_ms"] * f if r["predicted_step_ms"] else None)
     try:
         traces = json.load(open(os.path.join(base, "trace", "trace.json")))
         tri = next(t for t in traces if "triton" in t.get("flags", ""))
-        predicted = kernel_step_totals(rows, ops, tri.get("batch", batch), "triton", arch)
+        predicted = kernel_step_totals(drows, ops, tri.get("batch", batch), "triton", arch)
         for t in tri["top"]:
             name = t["name"].split("(")[0].strip()
             if name in predicted:
@@ -312,6 +355,8 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
             o = next((o for o in ops if o["impl"] == b["impl"] and o["arch"] == arch
                       and o["case"] == b["case"] and o["op"] == b["op"]), None)
             predicted = (o or {}).get("fwd_ms" if b["mode"] == "fwd" else "predicted_ms")
+            if predicted and drows is not rows:
+                predicted *= _op_scale(rows, drows, o, ("fwd",) if b["mode"] == "fwd" else TRAIN_PHASES)
             if predicted:  # the device's time where the bench has it (graph replay), as the model predicts
                 ms = b.get("graph_ms") or b["ms"]
                 out["ops"].append(dict(op=b["op"], case=b["case"], impl=b["impl"], mode=b["mode"], measured_ms=ms,

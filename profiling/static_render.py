@@ -127,6 +127,10 @@ def measured_section(measured: dict | None) -> list[str]:
         return ["## Measured vs predicted", "", "No GPU report with a profiler trace exists in reports/ yet: the "
                 "first GPU session's `profiling report` calibrates the model.", ""]
     parts = [f"## Measured vs predicted ({measured['device']}, report {measured['report']})", ""]
+    if measured.get("predicted_for") and measured["predicted_for"] != measured.get("modelled"):
+        parts += [f"Predictions redone for the measured GPU ({measured['predicted_for']}): each bound scaled by the "
+                  f"ratio of its peak to the modelled {measured['modelled']}'s (HBM bandwidth for the memory bound), "
+                  "the rest of the model unchanged.", ""]
     if measured.get("runs"):
         parts += ["Whole training runs (train.py --cuda-graph, no torch.compile; median of the runs) beside the "
                   "step table's run prediction; a step: epochs 2 on, Triton ops predicted (the run prediction "

@@ -176,7 +176,8 @@ def test_measured_runs_beside_the_predicted_run(static, tmp_path):
     from profiling.assemble import measured_vs_predicted
     rep = tmp_path / "nvidia-h200-2026-11-30"
     (rep / "runs").mkdir(parents=True)
-    (rep / "report.json").write_text(json.dumps(dict(quick=False, env=dict(device="NVIDIA H200", device_type="cuda"))))
+    (rep / "report.json").write_text(json.dumps(dict(quick=False, env=dict(device="NVIDIA H100 80GB HBM3",
+                                                                            device_type="cuda"))))
     recs = [_run_record("triton_all", t) for t in (1.30, 1.32, 1.35)] + [_run_record("triton_all", 1.0, "default")]
     recs += [_run_record("triton_all", 9.0, cuda_graph=False)]
     (rep / "runs" / "runs_a.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
@@ -187,6 +188,30 @@ def test_measured_runs_beside_the_predicted_run(static, tmp_path):
     assert r["runs"] == 3 and r["measured_s"] == pytest.approx(1.32) and r["predicted_s"] == step["run_graph_s"]
     assert r["ratio"] == pytest.approx(1.32 / step["run_graph_s"])
     assert r["measured_step_ms"] == pytest.approx(1e3 * 0.14 * 7 / 175) and r["predicted_step_ms"] == step["predicted_ms"]
+    # on an H200 (1.43x the H100's HBM bandwidth, the same SMs) the memory-bound kernels are predicted
+    # faster: the run's prediction moves down, and the ratio up (the first GPU run's case)
+    (rep / "report.json").write_text(json.dumps(dict(quick=False, env=dict(device="NVIDIA H200", device_type="cuda"))))
+    h200 = measured_vs_predicted(static["rows"], static["ops"], 2000, str(tmp_path), steps=static["steps"])
+    assert h200["predicted_for"] == "H200" and h200["modelled"] == "H100-SXM"
+    assert 0.7 * step["run_graph_s"] <= h200["runs"][0]["predicted_s"] < step["run_graph_s"]
+    assert h200["runs"][0]["ratio"] > r["ratio"]
+
+
+def test_predictions_for_a_measured_gpu_scale_each_bound_by_its_peak():
+    """An H200 row: the memory bound shrinks by 3350/4800, an issue bound stays; a row of another
+    arch and a row without bounds are left as they are."""
+    from profiling.assemble import on_device
+    from profiling.devices import PEAKS
+    rows = [dict(arch="sm_90", bounds_ms=dict(memory=1.0, issue=0.8, fixed=0.002), predicted_ms=1.002, tc={}),
+            dict(arch="sm_90", bounds_ms=dict(memory=1.0, issue=0.9, fixed=0.002), predicted_ms=1.002, tc={}),
+            dict(arch="sm_80", bounds_ms=dict(memory=1.0, fixed=0.002), predicted_ms=1.002, tc={}),
+            dict(arch="sm_90", predicted_ms=0.5)]
+    out = on_device(rows, "sm_90", PEAKS["H200"])
+    assert out[0]["predicted_ms"] == pytest.approx(0.002 + 0.8)            # issue-bound now
+    assert out[1]["predicted_ms"] == pytest.approx(0.002 + 0.9)
+    assert out[0]["bounds_ms"]["memory"] == pytest.approx(3350 / 4800)
+    assert out[2] is rows[2] and out[3] is rows[3]
+    assert on_device(rows, "sm_90", PEAKS["H100-SXM"]) is rows
 
 
 def test_measured_beside_predicted_when_a_gpu_report_exists(static, tmp_path):
