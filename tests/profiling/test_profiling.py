@@ -83,8 +83,13 @@ def test_bench_command_outputs(tmp_path):
     assert all(x["reps"] >= 5 and x["statistic"] == "min" and isinstance(x["unreliable"], bool) for x in recs)
     assert "Load average (1 min)" in md and "| reps |" in md
     # memory-bound ops have no FLOP rate: '-', not 0
+    head = next(ln for ln in md.splitlines() if ln.startswith("| op @ shape"))
+    col = {name.strip(): i for i, name in enumerate(head.split("|"))}
     rows = [ln for ln in md.splitlines() if ln.startswith("| group1.norm1")]
-    assert rows and all(ln.split("|")[6].strip() == "-" for ln in rows)
+    assert rows and all(ln.split("|")[col["TFLOP/s"]].strip() == "-" for ln in rows)
+    # no CUDA graph on a CPU: the graph-replay column is empty, and no record claims a graph time
+    assert all(ln.split("|")[col["graph ms"]].strip() == "-" for ln in rows)
+    assert not any("graph_ms" in x for x in recs)
     for png in ("bench_time.png", "roofline.png"):
         pytest.importorskip("matplotlib")
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
