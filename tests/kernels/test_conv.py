@@ -49,6 +49,23 @@ def rel(a, b):
 
 H100_SMEM = 232448  # an H100 / H200 block's shared memory (opt-in), as the first GPU run reported it
 
+
+class MockGPU:
+    type = "cuda"
+
+
+def mock_gpu(monkeypatch, conv):
+    """The conv launcher's view of an H100 on this CPU: compiled mode, sm_90, an H100's shared memory,
+    no capture in progress, nothing chosen or rejected yet. Returns the device to pass."""
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_rejected", [])
+    return MockGPU()
+
+
 def run(fn, shape, co, k, pad, dtype, layout="channels_last", bias=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g).to(dtype)
@@ -216,22 +233,15 @@ def test_autotuning_drops_a_candidate_whose_output_differs(monkeypatch):
     on GPUs, pytorch issue 173068) is dropped even when it is the fastest."""
     from kernels import conv
 
-    class Dev:
-        type = "cuda"
     out = torch.zeros(4)
     configs = [(64, 64, 32, 4, 3, (9,)), (128, 256, 64, 8, 3, (9,))]
 
     def launch(cfg):
         out.copy_(torch.arange(4.0) if cfg[3] == 4 else -torch.arange(4.0))
-    monkeypatch.setattr(conv, "interpreting", lambda: False)
-    monkeypatch.setattr(conv, "_arch", lambda d: 9)
-    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    dev = mock_gpu(monkeypatch, conv)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 1.0 if out[1] > 0 else 0.1)[1])
-    monkeypatch.setattr(conv, "_chosen", {})
-    monkeypatch.setattr(conv, "_rejected", [])
-    cfg = conv._select("fwd", ("test",), configs, 256, 64, launch, Dev(), output=lambda: out)
+    cfg = conv._select("fwd", ("test",), configs, 256, 64, launch, dev, output=lambda: out)
     assert cfg == configs[0][:5] and conv._rejected and conv._rejected[0][2] == configs[1][:5]
 
 
@@ -271,8 +281,6 @@ def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
     without autotuning it never runs; --cache-dir keeps it as a choice."""
     from kernels import conv
 
-    class Dev:
-        type = "cuda"
     out = torch.zeros(4)
     configs = [(128, 128, 64, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
     launched = []
@@ -280,22 +288,17 @@ def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
     def launch(cfg):
         launched.append(cfg)
         out.copy_(torch.arange(4.0))
-    monkeypatch.setattr(conv, "interpreting", lambda: False)
-    monkeypatch.setattr(conv, "_arch", lambda d: 9)
-    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    dev = mock_gpu(monkeypatch, conv)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench",
                         lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][-1] == conv.A_VIA_L1 else 1.0)[1])
-    monkeypatch.setattr(conv, "_chosen", {})
-    monkeypatch.setattr(conv, "_rejected", [])
     twin = lambda c: tuple(c) + (conv.A_VIA_L1,)  # noqa: E731
-    cfg = conv._select("fwd", ("l1",), configs, 256, 64, launch, Dev(), output=lambda: out, twin=twin)
+    cfg = conv._select("fwd", ("l1",), configs, 256, 64, launch, dev, output=lambda: out, twin=twin)
     assert cfg == (128, 128, 64, 4, 4, conv.A_VIA_L1)
     assert (64, 64, 32, 4, 3, conv.A_VIA_L1) not in launched  # the twin of the first candidate only
     monkeypatch.setattr(conv, "AUTOTUNE", False)
     launched.clear()
-    assert conv._select("fwd", ("no tuning",), configs, 256, 64, launch, Dev(), output=lambda: out,
+    assert conv._select("fwd", ("no tuning",), configs, 256, 64, launch, dev, output=lambda: out,
                         twin=twin) == configs[0][:5]
     assert not launched
 
@@ -453,8 +456,6 @@ def test_autotune_drops_a_candidate_beyond_its_dtype_tolerance(monkeypatch, dtyp
     """Issue 25: a candidate 2e-2 away from the 4-warp reference was accepted for fp16."""
     from kernels import conv
 
-    class Dev:
-        type = "cuda"
     ref = torch.linspace(1, 2, 64).to(dtype)
     out = ref.clone()
     configs = [(64, 64, 32, 4, 3, (9,)), (128, 256, 64, 8, 3, (9,))]
@@ -462,15 +463,10 @@ def test_autotune_drops_a_candidate_beyond_its_dtype_tolerance(monkeypatch, dtyp
 
     def launch(cfg):
         out.copy_(ref if cfg[3] == 4 else bad)
-    monkeypatch.setattr(conv, "interpreting", lambda: False)
-    monkeypatch.setattr(conv, "_arch", lambda d: 9)
-    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    dev = mock_gpu(monkeypatch, conv)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 1.0 if out.equal(ref) else 0.1)[1])
-    monkeypatch.setattr(conv, "_chosen", {})
-    monkeypatch.setattr(conv, "_rejected", [])
-    cfg = conv._select("fwd", ("tol",), configs, 256, 64, launch, Dev(), output=lambda: out, esize=esize)
+    cfg = conv._select("fwd", ("tol",), configs, 256, 64, launch, dev, output=lambda: out, esize=esize)
     assert (cfg == configs[1][:5]) == kept, (cfg, conv._rejected)
     assert conv.autotune_tolerance(torch.float16) == 2e-3 and conv.autotune_tolerance(torch.bfloat16) == 1e-2
 
@@ -482,8 +478,6 @@ def test_an_eight_warp_choice_is_checked_even_without_autotuning(monkeypatch, di
     when it differs."""
     from kernels import conv
 
-    class Dev:
-        type = "cuda"
     ref = torch.linspace(1, 2, 64)
     out = ref.clone()
     launched = []
@@ -491,17 +485,12 @@ def test_an_eight_warp_choice_is_checked_even_without_autotuning(monkeypatch, di
     def launch(cfg):
         launched.append(cfg)
         out.copy_(ref * (1.05 if differs and cfg[3] == 8 else 1.0))
-    monkeypatch.setattr(conv, "interpreting", lambda: False)
-    monkeypatch.setattr(conv, "_arch", lambda d: 9)
-    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
+    dev = mock_gpu(monkeypatch, conv)
     monkeypatch.setattr(conv, "AUTOTUNE", False)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(conv, "_chosen", {})
-    monkeypatch.setattr(conv, "_rejected", [])
     # first under triton >= 3.7 (under 3.6 an autotuning candidate only: kernels/conv.py _WIDE_FIRST)
     assert (conv.FWD_CONFIGS[0][:5] == (128, 256, 64, 8, 3)) == conv._WIDE_FIRST
     configs = [conv.GemmConfig(*conv._WIDE), conv.GemmConfig(128, 128, 64, 4, 4, (9,))]
-    cfg = conv._select("fwd", ("check",), configs, 256, 64, launch, Dev(), output=lambda: out)
+    cfg = conv._select("fwd", ("check",), configs, 256, 64, launch, dev, output=lambda: out)
     assert {c[3] for c in launched} == {4, 8}  # the 4-warp reference ran beside it
     assert cfg == ((128, 128, 64, 4, 4) if differs else (128, 256, 64, 8, 3)), (cfg, conv._rejected)
     assert len(conv._rejected) == int(differs)
@@ -560,15 +549,9 @@ def test_the_chosen_configuration_fits_the_gpus_shared_memory(monkeypatch, kind,
     fit is dropped, or, where none fits, run with fewer pipeline stages."""
     from kernels import conv
 
-    class Dev:
-        type = "cuda"
-    monkeypatch.setattr(conv, "interpreting", lambda: False)
-    monkeypatch.setattr(conv, "_arch", lambda d: 9)
-    monkeypatch.setattr(conv, "_smem_limit", lambda d: H100_SMEM)  # a mocked GPU: an H100's
+    dev = mock_gpu(monkeypatch, conv)
     monkeypatch.setattr(conv, "AUTOTUNE", False)
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    monkeypatch.setattr(conv, "_chosen", {})
-    cfg = conv._select(kind, ("smem", esize), [], 256, 64, lambda c: None, Dev(), cands=list(cands), esize=esize)
+    cfg = conv._select(kind, ("smem", esize), [], 256, 64, lambda c: None, dev, cands=list(cands), esize=esize)
     assert _smem(kind, cfg, esize) <= H100_SMEM, cfg
     assert cfg[:4] == cands[0][:4] or _smem(kind, cands[0], esize) > H100_SMEM, cfg  # the first kept if it fits
     if _smem(kind, cands[0], esize) <= H100_SMEM:
