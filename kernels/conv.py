@@ -83,6 +83,7 @@ FP8_MIN_CHANNELS = 32
 if HAS_TRITON:
     import triton
     import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 
     @triton.jit
     def _grouped(pid, GM, GN, GROUP_M: tl.constexpr):
@@ -639,7 +640,6 @@ def _run_chosen(full_key: tuple, cfg: tuple, launch) -> tuple:
     """Launch the configuration chosen for ``full_key``; where the compiled kernel needs more shared
     memory than the GPU has (triton's OutOfResources, raised before anything runs), the same tile with
     one pipeline stage fewer, down to one, kept as the shape's choice. Returns what ran."""
-    from triton.runtime.errors import OutOfResources
     while True:
         try:
             launch(cfg)
@@ -674,7 +674,6 @@ def _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, 
         from triton.testing import do_bench
         if twin is not None:
             cands = cands + [twin(cands[0])]
-        from triton.runtime.errors import OutOfResources
         ref_cfg = next((c for c in cands if c[3] <= 4), cands[0])
         ref_cfg = _run_chosen(full_key, ref_cfg, launch)
         ref = output().detach().float().clone() if output else None
