@@ -9,8 +9,11 @@
 #   fused   --backend fused --cuda-graph, 3 seeds (its first warm-up compiles and autotunes for over a minute)
 #   runs    eager / triton / triton_all, 8 seeds each, --cuda-graph (runs_*.jsonl)
 #   bench   profiling bench --ops conv: do_bench and CUDA-graph replay times, cuDNN vs Triton vs FP8
+#   trace   profiling trace, --backend triton_all against --backend triton: every conv kernel's device
+#           time inside a training step, Triton against cuDNN (trace.tgz: trace.md, trace.json, the traces)
 # WALL: seconds in all (default 550); a step that would start with under 40 s left is skipped.
-# Outputs: session.log, gpu.txt, tests.log, runs.tgz (records and logs), bench.json, bench.md, accept.tgz.
+# Outputs: session.log, gpu.txt, tests.log, runs.tgz (records and logs), bench.json, bench.md, accept.tgz,
+# trace.tgz.
 # The first run (2026-11-30, H200: reports/nvidia-h200-2026-11-30) used "accept runs bench" in three calls.
 set -u
 OUT=${OUT:-runs/gpu_session}
@@ -52,6 +55,11 @@ for step in $STEPS; do
     bench)
       timeout "$(left)" python3 -m profiling bench --ops conv --no-plots --out "$OUT"
       echo "# bench rc=$? at ${SECONDS}s" ;;
+    trace)
+      timeout "$(( $(left) < 150 ? $(left) : 150 ))" python3 -m profiling trace --out "$OUT/trace" \
+        --vs "--backend triton" -- --data data --backend triton_all > "$OUT/trace.log" 2>&1
+      echo "# trace rc=$? at ${SECONDS}s"; tail -5 "$OUT/trace.log"
+      mv "$OUT/trace.log" "$OUT/trace/" 2>/dev/null; tar -czf "$OUT/trace.tgz" -C "$OUT" trace && rm -rf "$OUT/trace" ;;
     *) echo "# unknown step $step" ;;
   esac
 done
