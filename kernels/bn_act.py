@@ -70,11 +70,14 @@ def bn_act_eager(x: torch.Tensor, running_mean, running_var, weight=None, bias=N
     """Reference: F.batch_norm followed by F.gelu, F.silu or nothing (cuDNN / ATen kernels)."""
     check_activation(activation)
     if weight is None and bias is not None:
-        # CUDA's native batch-norm backward returns an empty bias gradient when the weight is None
-        # (torch 2.11, fp32: "NativeBatchNormBackward0 returned an invalid gradient at index 2 - got
-        # [0]", first GPU run); a weight of ones without a gradient gives the same numbers exactly
-        weight = torch.ones_like(bias)
-    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        # CUDA's batch-norm backward fails when the weight is None and the bias is not (torch 2.11,
+        # fp32, H200: "NativeBatchNormBackward0 returned an invalid gradient at index 2 - got [0]";
+        # with a weight of ones and no gradient: "tensor does not have a device"). The bias is
+        # added after a batch norm without affine parameters: the same numbers, its own gradient.
+        y = F.batch_norm(x, running_mean, running_var, None, None, training, momentum, eps)
+        y = y + bias.to(y.dtype).view(1, -1, *([1] * (x.dim() - 2)))
+    else:
+        y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
     return F.gelu(y) if activation == "gelu" else F.silu(y) if activation == "silu" else y
 
 

@@ -223,14 +223,30 @@ if HAS_TRITON:
         over the format's maximum FMAX."""
         return tl.maximum(tl.load(st_ptr), 1e-12) / FMAX
 
-    # the interpreter converts fp32 NaN to an fp8 number (a GPU's satfinite conversion keeps NaN)
+    # the interpreter converts fp32 NaN to an fp8 number (a GPU's satfinite conversion keeps NaN),
+    # and rounds wrongly (fp8_grid)
     _INTERPRETED = tl.constexpr(interpreting())
+
+    @triton.jit
+    def fp8_grid(c, E5: tl.constexpr):
+        """``c`` (fp32, within the format's range) rounded to nearest-even on the e4m3 / e5m2 grid in
+        fp32 arithmetic, so that the conversion after it is exact. The interpreter only: its own
+        fp32 -> fp8 conversion drops the carry of a round-up into the exponent (126.8 -> 64 and
+        7.99 -> 4 in e4m3, triton 3.8) and loses subnormals (0.0019 -> 0), where a GPU's cvt.rn
+        gives 128, 8 and 2^-9."""
+        MBITS: tl.constexpr = 2 if E5 else 3
+        EMIN: tl.constexpr = -14 if E5 else -6
+        e = ((c.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127
+        step = ((tl.maximum(e, EMIN) - MBITS + 127) << 23).to(tl.float32, bitcast=True)
+        return ((c / step + 12582912.0) - 12582912.0) * step  # + 1.5 * 2^23: fp32's round to even
 
     @triton.jit
     def fp8_cast(v, inv_scale, FMAX: tl.constexpr, E5: tl.constexpr):
         """``v`` (fp32) scaled and saturated into e4m3 (E5 false) or e5m2; NaN stays NaN (the NaN
         -propagating clamp is the same single instruction per bound as the plain one)."""
         c = tl.clamp(v * inv_scale, -FMAX, FMAX, propagate_nan=tl.PropagateNan.ALL)
+        if _INTERPRETED:
+            c = fp8_grid(c, E5)
         if E5:
             q = c.to(tl.float8e5)
         else:
@@ -317,15 +333,28 @@ def work_quantize(launch, peak, capacity: int):
 def quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: tuple | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(fp8 copy of ``t`` with t's strides, the scale used [1], the transposed copy or None) in one
-    launch, with the delayed scale ``st``. ``t`` must be dense in its memory order. ``transposed``:
-    (d0, d1, d2) of t's memory viewed as [d0][d1*d2], copied as [d1*d2][d0]."""
+    launch (a 32-bit ``t`` with ``transposed``: two), with the delayed scale ``st``. ``t`` must be
+    dense in its memory order. ``transposed``: (d0, d1, d2) of t's memory viewed as [d0][d1*d2],
+    copied as [d1*d2][d0]."""
+    d0, d1, d2 = transposed or (1, 1, 1)
+    if transposed and t.element_size() != 2:
+        # One kernel writing both layouts is right for 16-bit inputs only: from fp32 inputs Triton
+        # 3.6 (sm_90, H200) moves the fp8 values between the two stores' layouts through shared
+        # memory and writes a wrong transposed copy (first GPU run; the forward copy is right). fp32
+        # weights (tests, user code; training's are 16-bit) get their transpose from a copy of q.
+        q, s, _ = _quantize(t, dtype, st, None)
+        rows = q.as_strided((d0, d1 * d2), (d1 * d2, 1))  # q's memory order (t is dense in it)
+        return q, s, rows.view(torch.uint8).t().contiguous().view(dtype).view(-1)
+    return _quantize(t, dtype, st, transposed)
+
+
+def _quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: tuple | None):
+    """quantize's one launch of _quantize_kernel."""
+    d0, d1, d2 = transposed or (1, 1, 1)
     q = torch.empty_strided(t.shape, t.stride(), device=t.device, dtype=dtype)
     s = torch.empty(1, device=t.device, dtype=torch.float32)
-    qt = None
     st.init(t)
-    d0, d1, d2 = transposed or (1, 1, 1)
-    if transposed:
-        qt = torch.empty(t.numel(), device=t.device, dtype=dtype)
+    qt = torch.empty(t.numel(), device=t.device, dtype=dtype) if transposed else None
     block = 1024 if not interpreting() else 4096
     meta = dict(FMAX=FMAX[dtype], E5=dtype == E5M2, TRANSPOSED=transposed is not None, D0=d0, D1=d1, D2=d2,
                 BLOCK=block, num_warps=4)

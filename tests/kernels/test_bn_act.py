@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels.bn_act import bn_act_triton
+from kernels.bn_act import bn_act_eager, bn_act_triton
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 # tolerance on outputs/grads relative to the fp32 reference's scale, per input dtype
@@ -16,10 +16,11 @@ TOL = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
 
 
 def reference(x, rm, rv, w, b, training, momentum, eps, activation):
-    """fp32 eager reference on the same (possibly half-precision) input values."""
-    y = F.batch_norm(x.float(), rm, rv, w if w is None else w.float(), b if b is None else b.float(),
-                     training, momentum, eps)
-    return F.gelu(y) if activation == "gelu" else F.silu(y) if activation == "silu" else y
+    """fp32 eager reference on the same (possibly half-precision) input values: kernels' bn_act_eager
+    (F.batch_norm + the activation; a bias without a weight is added after it, which CUDA's
+    batch-norm backward cannot take)."""
+    return bn_act_eager(x.float(), rm, rv, w if w is None else w.float(), b if b is None else b.float(),
+                        training, momentum, eps, activation)
 
 
 def make_input(shape, dtype, layout, seed=0, scale=2.0, shift=0.5):

@@ -1,7 +1,8 @@
 """FP8 says what it does with values its formats cannot hold (kernels/fp8.py's docstring): NaN
 propagates into the copy and is counted, inf saturates and is counted, a finite value beyond the
 delayed scale saturates and the launch is counted; the scale is never initialised inside a CUDA-graph
-capture; a run record carries the counts."""
+capture; a run record carries the counts. And the weights' transposed copy (the input-grad's
+operand) is exactly the transpose of the forward's copy, whatever the weights' dtype."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,26 @@ def test_nan_stays_nan_in_the_copy_inf_saturates_and_both_are_counted(fmt):
     assert torch.isnan(back[3]) and back[5] == torch.finfo(fmt).max  # NaN kept, inf saturated
     assert torch.isfinite(back[[i for i in range(64) if i not in (3, 5)]]).all()
     assert st.nonfinite[0].item() == 1 and st.amax[0].item() == 2.0  # counted once, scale kept
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(16, 40, 3, 3), (64, 64, 3, 3), (24, 7, 1, 1)], ids=str)
+def test_the_transposed_weight_copy_is_the_transpose_of_the_copy(shape, dtype):
+    """quantize(transposed=...) writes [co][tap][ci] and its [tap][ci][co] transpose in one call. On
+    the GPU (H200, triton 3.6) fp32 weights got a wrong transposed copy from the single kernel (a
+    quarter to all of its bytes wrong, some NaN: the fp8 input-grads of fp32 layers went NaN) while
+    the forward copy and 16-bit weights were right."""
+    co, ci, kh, kw = shape
+    g = torch.Generator().manual_seed(3)
+    w = (torch.randn(shape, generator=g) * 0.3).to(dtype).contiguous(memory_format=torch.channels_last).to(DEV)
+    st = fp8.DelayedScale(torch.device(DEV)).init(w)
+    q, s, qt = fp8.quantize(w, fp8.E4M3, st, transposed=(co, kh * kw, ci))
+    assert q.shape == w.shape and q.stride() == w.stride() and qt.shape == (w.numel(),)
+    rows = q.view(torch.uint8).permute(0, 2, 3, 1).reshape(co, kh * kw * ci)  # q's memory: [co][tap][ci]
+    assert torch.equal(qt.view(torch.uint8), rows.t().reshape(-1))
+    # the forward copy: w / s to e4m3 (3 mantissa bits: within 1/16 relative, or s near zero)
+    err = (q.float() * s - w.float()).abs()
+    assert (err <= w.float().abs() / 16 + s).all(), err.max()
 
 
 def test_nan_in_a_conv_input_is_counted_and_reaches_the_output_on_a_gpu():
