@@ -126,10 +126,11 @@ def test_inductor_fullgraph_forward_backward_every_backend(ops_backend):
 @pytest.mark.parametrize("impl", ["triton", "fp8"])
 def test_conv_launchers_issue_no_copy(impl):
     """The outputs are allocated in their final (channels_last) layout: no clone/copy of an
-    activation-sized tensor around the kernels, forward or backward."""
-    x = cl(torch.randn(2, 32, 6, 6)).requires_grad_()
+    activation-sized tensor around the kernels, forward or backward. (A weight-sized copy is allowed:
+    fp8's transposed copy of fp32 weights is one, kernels/fp8.quantize; x here is twice a weight.)"""
+    x = cl(torch.randn(4, 32, 8, 8)).requires_grad_()
     w = cl(torch.randn(16, 32, 3, 3) * 0.2).requires_grad_()
-    dy = cl(torch.randn(2, 16, 6, 6))
+    dy = cl(torch.randn(4, 16, 8, 8))
     fn = kernels.get("conv", impl)
     fn(x, w, None, 1).backward(dy)  # first call: autotuning, workspaces
     x.grad = w.grad = None
