@@ -11,13 +11,17 @@ active step:
   - time per model op: forward ops from the network's record_function ranges (conv, maxpool,
     bn_act, gelu, head), backward ops from the autograd nodes that ran them, and the step's
     phases (forward, backward, optimizer);
-  - the top kernels by device time (on a CPU: the top operators by CPU time).
+  - the top kernels by device time (on a CPU: the top operators by CPU time);
+  - on a GPU, per conv layer (whiten, group1.conv1, ...): the device time of the kernels launched
+    inside its forward range and inside its autograd node, read back from the saved trace
+    (conv_layer_times), so that two conv implementations compare layer by layer.
 With --vs, one table puts A and B side by side.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import shlex
 import shutil
@@ -97,6 +101,57 @@ def summarize_events(events, active_steps: int, cuda: bool, top: int = 15) -> di
                 unit="device (CUDA) time" if cuda else "CPU time")
 
 
+def conv_layer_names(net) -> list[str]:
+    """The network's convs in forward order: "whiten", then "group1.conv1", "group1.conv2", ..."""
+    from model.net import Conv3x3
+    names = ["whiten"] if hasattr(net, "whiten_weight") else []
+    for n, m in net.named_modules():
+        if isinstance(m, Conv3x3):
+            g, c = n.split(".")[-2:] if n.count(".") >= 2 else ("0", n)
+            names.append(f"group{int(g) + 1}.{c}" if g.isdigit() else n)
+    return names
+
+
+def conv_layer_times(trace_path: str, layers: list[str]) -> list[dict] | None:
+    """Device ms per step of each conv layer from a saved Chrome trace (profile_config's): forward,
+    the kernels launched inside the layer's ``conv`` range (the network's ranges, in layer order);
+    backward, those launched inside its autograd node (a conv backward node per layer, the reverse
+    of the forward order in a chain network). A kernel is matched to its launch through the
+    runtime call's correlation id and the launching thread. None where the trace has no kernels or
+    the ranges do not come in whole steps of ``layers`` (a fused block has no conv range)."""
+    opener = gzip.open if trace_path.endswith(".gz") else open
+    with opener(trace_path, "rt") as f:
+        ev = json.load(f).get("traceEvents", [])
+    launched = {e["args"]["correlation"]: (e.get("tid"), e["ts"]) for e in ev
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    kernels = [(launched[e["args"]["correlation"]], e.get("dur", 0.0)) for e in ev
+               if e.get("cat") == "kernel" and e.get("args", {}).get("correlation") in launched]
+    key = (lambda e: e["ts"])
+    fwd = sorted((e for e in ev if e.get("cat") == "user_annotation" and e.get("name") == "conv"), key=key)
+    bwd = sorted((e for e in ev if e.get("cat") == "cpu_op" and e.get("name", "").startswith(BACKWARD_PREFIX)
+                  and backward_op(e["name"][len(BACKWARD_PREFIX):]) == "conv"), key=key)
+    n = len(layers)
+    steps = len(fwd) // n if n else 0
+    if not kernels or not steps or len(fwd) != steps * n or len(bwd) != len(fwd):
+        return None
+
+    def inside(r) -> tuple[float, int]:
+        ds = [d for (tid, ts), d in kernels if tid == r.get("tid") and r["ts"] <= ts <= r["ts"] + r.get("dur", 0)]
+        return sum(ds), len(ds)
+
+    rows = {name: dict(layer=name, fwd_ms=0.0, bwd_ms=0.0, fwd_kernels=0, bwd_kernels=0) for name in layers}
+    for i in range(steps):
+        for name, r in zip(layers, fwd[i * n:(i + 1) * n]):
+            t, k = inside(r)
+            rows[name]["fwd_ms"] += t / 1e3 / steps
+            rows[name]["fwd_kernels"] += k / steps
+        for name, r in zip(reversed(layers), bwd[i * n:(i + 1) * n]):
+            t, k = inside(r)
+            rows[name]["bwd_ms"] += t / 1e3 / steps
+            rows[name]["bwd_kernels"] += k / steps
+    return [rows[name] for name in layers]
+
+
 def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: str, label: str,
                    data_cache: dict | None = None) -> dict:
     """Profile ``wait + warmup + active`` training steps of the configuration ``train_argv``."""
@@ -150,9 +205,11 @@ def profile_config(train_argv: list[str], steps: tuple[int, int, int], out_dir: 
     prof.export_chrome_trace(raw)
     with open(raw, "rb") as f, gzip.open(raw + ".gz", "wb") as g:
         shutil.copyfileobj(f, g)
+    layers = conv_layer_times(raw + ".gz", conv_layer_names(s.net)) if cuda else None
     os.remove(raw)
     with native_stderr_filtered(cuda):
         summary = summarize_events(prof.events(), active, cuda)
+    summary["conv_layers"] = layers
     summary.update(label=label, flags=" ".join(train_argv), ops=s.names, device=s.env["device"],
                    trace=os.path.basename(raw) + ".gz", trace_bytes=os.path.getsize(raw + ".gz"),
                    batch=s.recipe.batch_size, steps=dict(wait=wait, warmup=warm, active=active),
@@ -195,10 +252,41 @@ def render(summaries: list[dict]) -> str:
                                       [("op", "op"), ("ms", "ms / step")])
                      + "\n\nTop kernels:\n\n"
                      + markdown_table(s["top"], [("name", "kernel / operator"), ("ms", "ms / step"),
-                                                 ("calls", "calls / step")]))
+                                                 ("calls", "calls / step")])
+                     + ("\n\nConv layers:\n\n" + layers_table(s) if s.get("conv_layers") else ""))
     if len(summaries) == 2:
         parts.append("## Side by side\n\n" + side_by_side(*summaries))
+        if summaries[0].get("conv_layers") and summaries[1].get("conv_layers"):
+            parts.append("## Conv layers side by side\n\n" + layers_side_by_side(*summaries))
     return "\n\n".join(parts) + "\n"
+
+
+LAYER_NOTE = ("Device ms per step of the kernels each conv layer launches: forward inside its `conv` range, "
+              "backward (input-grad, weight-grad, bias) inside its autograd node.")
+
+
+def layers_table(s: dict) -> str:
+    return LAYER_NOTE + "\n\n" + markdown_table(
+        [dict(r, total=r["fwd_ms"] + r["bwd_ms"]) for r in s["conv_layers"]],
+        [("layer", "layer"), ("fwd_ms", "forward"), ("bwd_ms", "backward"), ("total", "total"),
+         ("fwd_kernels", "kernels fwd"), ("bwd_kernels", "kernels bwd")])
+
+
+def layers_side_by_side(a: dict, b: dict) -> str:
+    """Per conv layer, A's and B's device time and B / A (below 1: B is faster)."""
+    rows = []
+    for ra, rb in zip(a["conv_layers"], b["conv_layers"]):
+        ta, tb = ra["fwd_ms"] + ra["bwd_ms"], rb["fwd_ms"] + rb["bwd_ms"]
+        rows.append(dict(layer=ra["layer"], af=ra["fwd_ms"], bf=rb["fwd_ms"],
+                         rf=rb["fwd_ms"] / ra["fwd_ms"] if ra["fwd_ms"] else None,
+                         ab=ra["bwd_ms"], bb=rb["bwd_ms"], rb=rb["bwd_ms"] / ra["bwd_ms"] if ra["bwd_ms"] else None,
+                         at=ta, bt=tb, rt=tb / ta if ta else None))
+    sa = sum(r["at"] for r in rows)
+    sb = sum(r["bt"] for r in rows)
+    rows.append(dict(layer="all convs", at=sa, bt=sb, rt=sb / sa if sa else None))
+    return LAYER_NOTE + " B / A below 1: B is faster.\n\n" + markdown_table(rows, [
+        ("layer", "layer"), ("af", "A fwd"), ("bf", "B fwd"), ("rf", "B / A"), ("ab", "A bwd"), ("bb", "B bwd"),
+        ("rb", "B / A"), ("at", "A total"), ("bt", "B total"), ("rt", "B / A")])
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
