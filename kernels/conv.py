@@ -1102,6 +1102,33 @@ def conv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     return conv2d_fwd(x, weight, bias, _check(x, weight, bias, padding))
 
 
+# The largest reduction (input channels x taps) of a valid conv that conv=triton_small hands to Triton's
+# direct kernel: the whitening conv's 3 x 2 x 2 = 12 is well inside; group1.conv1's 24 x 9 is not.
+SMALL_REDUCTION = 64
+
+
+@register("conv", "triton_small")
+def conv_triton_small(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                      padding: int | str = 0) -> torch.Tensor:
+    """Triton's direct kernel for a valid conv with a small reduction (input channels x taps <= 64:
+    the whitening conv), F.conv2d (cuDNN) for every other conv. Measured inside a training step (H200,
+    profiler trace, reports/nvidia-h200-2026-11-30b): the whitening conv's forward 0.044 ms with its
+    bias, against cuDNN's 0.303 ms (padding kernels, the conv, then a separate bias add); cuDNN is
+    faster on every 3x3 layer of the network (1.3-1.8x), which this leaves to it."""
+    try:  # a padding the Triton conv cannot take is F.conv2d's to accept or refuse
+        valid = weight.dim() == 4 and _padding(padding, weight.shape[2], weight.shape[3]) == 0
+    except ValueError:
+        valid = False
+    if valid and weight.shape[1] * weight.shape[2] * weight.shape[3] <= SMALL_REDUCTION:
+        return conv_triton(x, weight, bias, padding)
+    return conv_eager(x, weight, bias, padding)
+
+
+# made of two other implementations: no kernel of its own (profiling static drives those, bench times it
+# only when --impls names it; kernels.registry.composite)
+conv_triton_small.composite_of = ("triton", "eager")
+
+
 @register("conv", "fp8")
 def conv_fp8(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
              padding: int | str = 0, *, fp8_state: fp8.Fp8State | None = None) -> torch.Tensor:

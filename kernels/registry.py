@@ -70,6 +70,14 @@ def impls(op: str) -> list[str]:
     return sorted(_IMPLS[op])
 
 
+def composite(op: str, impl: str) -> bool:
+    """Whether ``impl`` of ``op`` only picks between other implementations of the same op (its
+    ``composite_of`` attribute names them): it has no kernel of its own to model or, by default, to
+    benchmark. (conv_block's eager, which ``composes`` the conv, pool and bn_act ops, is the
+    baseline of the fused blocks and stays in both.)"""
+    return bool(getattr(get(op, impl), "composite_of", ()))
+
+
 def describe(op: str, impl: str) -> str:
     """One-line description of an implementation (for --help and reports)."""
     get(op, impl)

@@ -50,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ops", default=None,
                    help="comma-separated ops (default: all on a GPU; bn_act,maxpool on a CPU, where the Triton "
                         "interpreter takes minutes per conv)")
-    p.add_argument("--impls", default=None, help="comma-separated implementations (default: all; on a CPU: eager,triton)")
+    p.add_argument("--impls", default=None,
+                   help="comma-separated implementations (default: all but a composite such as conv=triton_small, "
+                        "whose kernels are other implementations'; on a CPU: eager,triton)")
     p.add_argument("--modes", default=",".join(MODES),
                    help=f"comma-separated: {', '.join(MODES)} (default: {','.join(MODES)}, both)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: fp16 on a GPU, fp32 on a CPU")
@@ -135,7 +137,8 @@ def run(args: BenchOptions) -> list[dict]:
         print(f"# {CPU_NOTE}")
     records = []
     for op in op_list:
-        impls = [i for i in kernels.impls(op) if impls_filter is None or i in impls_filter]
+        impls = [i for i in kernels.impls(op) if (i in impls_filter if impls_filter is not None
+                                                  else not kernels.composite(op, i))]
         for case in unique_ops(batch, op, recipe=recipe):
             for impl in impls:
                 for mode in modes:

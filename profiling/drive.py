@@ -67,7 +67,7 @@ class OpRecord:
 
 
 def triton_impls(op: str) -> list[str]:
-    return [i for i in kernels.impls(op) if i not in ("eager", "compile")]
+    return [i for i in kernels.impls(op) if i not in ("eager", "compile") and not kernels.composite(op, i)]
 
 
 def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: str = "fp16",

@@ -163,7 +163,7 @@ def target_arg(text: str) -> float:
     return frac
 
 
-INTERPRETED_CONVS = ("triton", "fp8")  # conv implementations that a CPU runs in the Triton interpreter
+INTERPRETED_CONVS = ("triton", "fp8", "triton_small")  # conv implementations that a CPU runs in the Triton interpreter
 
 
 # Measured on this project's CPU machine (2 cores, triton 3.8 interpreter, airbench94_muon, fp32, the

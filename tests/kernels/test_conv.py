@@ -117,6 +117,31 @@ def test_no_input_grad_and_frozen_weight():
     assert torch.allclose(b.grad, torch.full((24,), 2.0 * 5 * 5, device=DEV))
 
 
+@pytest.mark.parametrize("case, triton", [(CASES[1], True), (((2, 4, 6, 6), 8, 2, 0), True),
+                                          (((2, 3, 6, 6), 8, 3, 0), True),     # 27 <= 64: Triton
+                                          (((2, 8, 6, 6), 8, 3, 0), False),    # 72 > 64: cuDNN
+                                          (CASES[0], False), (CASES[3], False)],
+                         ids=["whiten", "4ch-2x2", "3ch-3x3-valid", "8ch-3x3", "padded", "same"])
+def test_triton_small_hands_only_small_valid_convs_to_triton(case, triton, monkeypatch):
+    """conv=triton_small: Triton's direct kernel where the whole reduction (channels x taps <= 64, no
+    padding) is small, F.conv2d for the rest; forward and grads match the fp32 reference either way."""
+    from kernels import conv
+    calls = []
+    for name in ("conv_triton", "conv_eager"):
+        real = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, _r=real, _n=name, **k: calls.append(_n) or _r(*a, **k))
+    errs = run(kernels.get("conv", "triton_small"), *case, torch.float32)
+    assert calls == ["conv_triton" if triton else "conv_eager"]
+    assert max(errs.values()) < TOL[torch.float32], errs
+
+
+def test_triton_small_leaves_paddings_triton_cannot_take_to_f_conv2d():
+    x = torch.randn(1, 3, 6, 6, device=DEV)
+    w = torch.randn(4, 3, 2, 2, device=DEV)
+    y = kernels.get("conv", "triton_small")(x, w, None, "same")  # an even kernel: the Triton conv refuses it
+    torch.testing.assert_close(y, F.conv2d(x, w, None, padding="same"))
+
+
 # ----------------------------------------------------------------------------------- fp8
 import triton  # noqa: E402  (after kernels: the interpreter is chosen there)
 import triton.language as tl  # noqa: E402

@@ -42,3 +42,12 @@ def test_eager_ops_match_functional():
     assert torch.allclose(kernels.get("conv", "eager")(x, w, None, 1), F.conv2d(x, w, padding=1))
     with pytest.raises(ValueError, match="activation"):
         kernels.get("bn_act", "eager")(x, rm, rv, activation="relu")
+
+
+def test_only_conv_triton_small_is_a_composite():
+    """A composite picks between other implementations: profiling static has no kernel of its own to
+    model for it, and bench leaves it out unless --impls names it."""
+    from profiling.drive import triton_impls
+    found = [(op, i) for op in kernels.ops() for i in kernels.impls(op) if kernels.composite(op, i)]
+    assert found == [("conv", "triton_small")]
+    assert "triton_small" not in triton_impls("conv") and "triton" in triton_impls("conv")
