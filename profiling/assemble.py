@@ -7,6 +7,8 @@ import glob
 import json
 import math
 import os
+import re
+import shlex
 import statistics
 
 import kernels
@@ -20,7 +22,7 @@ from .devices import PEAKS, detect
 from .drive import OpRecord
 from .kernel_work import work_of
 from .perfmodel import glue_ms, predict, resident_programs, with_range
-from .shapes import case_key, fused_minimum, input_grad_shares, network_ops, step_calls
+from .shapes import FROZEN, case_key, fused_minimum, input_grad_shares, network_ops, step_calls
 
 
 # --------------------------------------------------------------------------------- the model
@@ -302,68 +304,179 @@ def measured_runs(base: str, steps: list[dict], arch: str) -> list[dict]:
     return sorted(out, key=lambda r: r["backend"])
 
 
-def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports_dir: str,
-                          steps: list[dict] | None = None) -> dict | None:
-    """The newest GPU report under ``reports_dir`` with a profiler trace of ``--backend triton``, op
-    benchmarks or training records: measured beside predicted per kernel (ms per step), per op
-    (forward, forward + backward) and per whole run (``steps``: the step table), with ratios."""
+def gpu_reports(reports_dir: str) -> list[tuple[str, dict]]:
+    """(folder, its report.json) of every GPU report under ``reports_dir``, newest first: by the date
+    in the folder's name, then the name (nvidia-h200-2026-11-30b after nvidia-h200-2026-11-30; a
+    clone's file times say nothing)."""
     found = []
     for path in glob.glob(os.path.join(reports_dir, "*", "report.json")):
         try:
             rep = json.load(open(path))
         except (OSError, ValueError):
             continue
-        if rep.get("quick") or rep.get("env", {}).get("device_type") != "cuda":
+        if not rep.get("quick") and rep.get("env", {}).get("device_type") == "cuda":
+            found.append((os.path.dirname(path), rep))
+
+    def key(item):
+        name = os.path.basename(item[0])
+        m = re.search(r"\d{4}-\d{2}-\d{2}", name)
+        return (m.group(0) if m else "", name)
+    return sorted(found, key=key, reverse=True)
+
+
+def trace_backend(summary: dict) -> str | None:
+    """The backend a profiler trace's configuration ran: the one whose op mapping its ``ops`` are
+    (None: a mix of --op overrides no backend names), else the last --backend of its flags."""
+    if summary.get("ops"):
+        return next((b for b in kernels.backends() if kernels.resolve_names(b) == summary["ops"]), None)
+    backend, flags = "eager", shlex.split(summary.get("flags", ""))
+    for i, f in enumerate(flags):
+        if f == "--backend" and i + 1 < len(flags):
+            backend = flags[i + 1]
+        elif f.startswith("--backend="):
+            backend = f.split("=", 1)[1]
+    return backend if backend in kernels.backends() else None
+
+
+def layer_predictions(rows: list[dict], batch: int, backend: str, arch: str) -> dict:
+    """Predicted ms of each conv layer's kernels, {layer: {"fwd": ms, "bwd": ms}}, for ``backend``
+    while the whitening bias trains (every input-grad computed, as in a trace's early steps)."""
+    impl, out = kernels.resolve_names(backend)["conv"], {}
+    for case, _ in step_calls(batch, backend=backend):
+        if case.op != "conv" or case.name.endswith(FROZEN):
             continue
-        found.append((os.path.getmtime(path), path, rep))
-    if not found:
+        key = case_key(case)
+        for r in rows:
+            if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
+                    and r["phase"] in TRAIN_PHASES):
+                ph = out.setdefault(case.name, {})
+                ph[r["phase"]] = ph.get(r["phase"], 0.0) + r["predicted_ms"]
+    return out
+
+
+def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch: str, seen: set) -> tuple[list, list]:
+    """Kernel rows and conv-layer rows of one report's profiler traces, for each backend not in
+    ``seen`` (a newer report had it), which it then adds."""
+    kernel_rows, layer_rows = [], []
+    try:
+        traces = json.load(open(os.path.join(base, "trace", "trace.json")))
+    except (OSError, ValueError):
+        return kernel_rows, layer_rows
+    for t in traces:
+        backend = trace_backend(t)
+        if backend is None or backend in seen:
+            continue
+        b = t.get("batch", batch)
+        predicted = kernel_step_totals(drows, ops, b, backend, arch)
+        for k in t.get("top", []):
+            name = k["name"].split("(")[0].strip()
+            if predicted.get(name):
+                kernel_rows.append(dict(kernel=name, backend=backend, measured_ms=k["ms"],
+                                        predicted_ms=predicted[name], ratio=k["ms"] / predicted[name]))
+        layers = layer_predictions(drows, b, backend, arch) if t.get("conv_layers") else {}
+        for m in t.get("conv_layers") or []:
+            for ph in TRAIN_PHASES:
+                p = layers.get(m["layer"], {}).get(ph)
+                if p and m[f"{ph}_ms"]:
+                    layer_rows.append(dict(layer=m["layer"], backend=backend, phase=ph, measured_ms=m[f"{ph}_ms"],
+                                           predicted_ms=p, ratio=m[f"{ph}_ms"] / p))
+        if predicted:
+            seen.add(backend)
+    return kernel_rows, layer_rows
+
+
+def _bench_rows(base: str, rows: list[dict], drows: list[dict], ops: list[dict], arch: str) -> list[dict]:
+    """One report's op benchmarks beside the op's predicted forward or forward + backward."""
+    out = []
+    try:
+        bench = json.load(open(os.path.join(base, "bench", "bench.json")))
+    except (OSError, ValueError):
+        return out
+    for b in bench.get("records", []):
+        if "error" in b or b.get("mode") not in ("fwd", "fwd+bwd"):
+            continue
+        # the same layer and shape (two layers can share an input shape, not their work)
+        o = next((o for o in ops if o["impl"] == b["impl"] and o["arch"] == arch
+                  and o["case"] == b["case"] and o["op"] == b["op"]), None)
+        predicted = (o or {}).get("fwd_ms" if b["mode"] == "fwd" else "predicted_ms")
+        if predicted and drows is not rows:
+            predicted *= _op_scale(rows, drows, o, ("fwd",) if b["mode"] == "fwd" else TRAIN_PHASES)
+        if predicted:  # the device's time where the bench has it (graph replay), as the model predicts
+            ms = b.get("graph_ms") or b["ms"]
+            out.append(dict(op=b["op"], case=b["case"], impl=b["impl"], mode=b["mode"], measured_ms=ms,
+                            timed="graph" if b.get("graph_ms") else "do_bench",
+                            predicted_ms=predicted, ratio=ms / predicted))
+    return out
+
+
+def measured_spread(kernel_rows: list[dict], layer_rows: list[dict], layer_kernels: set) -> dict | None:
+    """measured / predicted over the Triton kernels and conv layers timed inside training steps
+    (profiler traces: the device's own time, the context the step predictions are for): the count,
+    median and 10th-90th percentiles. The range our own kernels' measurements give a prediction,
+    beside the calibration suite's (perfmodel RANGE, public kernels timed alone). Each measurement
+    once: a kernel name once (the first backend's), and not at all where conv layers of its backend
+    cover it (``layer_kernels``: the conv op's kernels)."""
+    covered = {r["backend"] for r in layer_rows}
+    names: set = set()
+    ratios = [r["ratio"] for r in layer_rows if r.get("ratio")]
+    for r in kernel_rows:
+        if r.get("ratio") and r["kernel"] not in names and not (r["backend"] in covered and r["kernel"] in layer_kernels):
+            names.add(r["kernel"])
+            ratios.append(r["ratio"])
+    ratios.sort()
+    if len(ratios) < 3:
         return None
-    _, path, rep = max(found, key=lambda t: t[0])
-    base = os.path.dirname(path)
-    device = rep["env"]["device"]
-    peak = detect(device)
-    arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
-    drows = on_device(rows, arch, peak)  # the measured GPU's own peaks (an H200 is not the modelled H100)
-    out = dict(report=os.path.relpath(base), device=device, arch=arch, kernels=[], ops=[],
-               predicted_for=(peak.name if peak else ARCHS[arch][1]), modelled=ARCHS[arch][1],
-               runs=measured_runs(base, steps or [], arch))
+    q = statistics.quantiles(ratios, n=10, method="inclusive")
+    return dict(n=len(ratios), median=statistics.median(ratios), p10=q[0], p90=q[-1], lo=ratios[0], hi=ratios[-1],
+                slower=sum(1 for x in ratios if x > 1.0))
+
+
+def _run_rows(reports: list, rows: list[dict], ops: list[dict], batch: int, steps: list[dict], arch: str,
+              peak) -> list[dict]:
+    """Whole-run rows of every report (same GPU), the newest report's for a backend, predictions
+    moved to the measured GPU as its Triton kernels move."""
+    drows, out, seen = on_device(rows, arch, peak), [], set()
+    for base, _ in reports:
+        for r in measured_runs(base, steps or [], arch):
+            if r["backend"] not in seen:
+                seen.add(r["backend"])
+                out.append(dict(r, report=os.path.basename(base)))
     if drows is not rows:  # a whole run moves as its Triton kernels do
-        for r in out["runs"]:
+        for r in out:
             before = sum(kernel_step_totals(rows, ops, batch, r["backend"], arch).values())
             after = sum(kernel_step_totals(drows, ops, batch, r["backend"], arch).values())
             f = after / before if before else 1.0
             run_s = r["predicted_s"] * f
             r.update(predicted_s=run_s, ratio=r["ratio"] / f, predicted_range="%.2f-%.2f" % with_range(run_s),
                      predicted_step_ms=r["predicted_step_ms"] * f if r["predicted_step_ms"] else None)
-    try:
-        traces = json.load(open(os.path.join(base, "trace", "trace.json")))
-        tri = next(t for t in traces if "triton" in t.get("flags", ""))
-        predicted = kernel_step_totals(drows, ops, tri.get("batch", batch), "triton", arch)
-        for t in tri["top"]:
-            name = t["name"].split("(")[0].strip()
-            if name in predicted:
-                out["kernels"].append(dict(kernel=name, measured_ms=t["ms"], predicted_ms=predicted[name],
-                                           ratio=t["ms"] / predicted[name] if predicted[name] else None))
-    except (OSError, ValueError, StopIteration, KeyError):
-        pass
-    try:
-        bench = json.load(open(os.path.join(base, "bench", "bench.json")))
-        for b in bench["records"]:
-            if "error" in b or b.get("mode") not in ("fwd", "fwd+bwd"):
-                continue
-            # the same layer and shape (two layers can share an input shape, not their work)
-            o = next((o for o in ops if o["impl"] == b["impl"] and o["arch"] == arch
-                      and o["case"] == b["case"] and o["op"] == b["op"]), None)
-            predicted = (o or {}).get("fwd_ms" if b["mode"] == "fwd" else "predicted_ms")
-            if predicted and drows is not rows:
-                predicted *= _op_scale(rows, drows, o, ("fwd",) if b["mode"] == "fwd" else TRAIN_PHASES)
-            if predicted:  # the device's time where the bench has it (graph replay), as the model predicts
-                ms = b.get("graph_ms") or b["ms"]
-                out["ops"].append(dict(op=b["op"], case=b["case"], impl=b["impl"], mode=b["mode"], measured_ms=ms,
-                                       timed="graph" if b.get("graph_ms") else "do_bench",
-                                       predicted_ms=predicted, ratio=ms / predicted))
-    except (OSError, ValueError, KeyError):
-        pass
+    return sorted(out, key=lambda r: r["backend"])
+
+
+def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports_dir: str,
+                          steps: list[dict] | None = None) -> dict | None:
+    """The GPU reports under ``reports_dir`` (those of the newest report's GPU), measured beside
+    predicted: per Triton kernel and per conv layer inside a training step (profiler traces, the
+    newest per backend), per op (the newest op benchmarks), per whole run (training records, the
+    newest per backend; ``steps``: the step table), with ratios and their spread."""
+    reports = gpu_reports(reports_dir)
+    if not reports:
+        return None
+    device = reports[0][1]["env"]["device"]
+    reports = [(b, r) for b, r in reports if r["env"]["device"] == device]
+    peak = detect(device)
+    arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
+    drows = on_device(rows, arch, peak)  # the measured GPU's own peaks (an H200 is not the modelled H100)
+    out = dict(report=", ".join(os.path.relpath(b) for b, _ in reports), device=device, arch=arch, kernels=[],
+               layers=[], ops=[], predicted_for=(peak.name if peak else ARCHS[arch][1]), modelled=ARCHS[arch][1],
+               runs=_run_rows(reports, rows, ops, batch, steps, arch, peak))
+    seen: set = set()
+    for base, _ in reports:
+        k, lay = _trace_rows(base, drows, ops, batch, arch, seen)
+        out["kernels"] += k
+        out["layers"] += lay
+        if not out["ops"]:
+            out["ops"] = _bench_rows(base, rows, drows, ops, arch)
+    out["spread"] = measured_spread(out["kernels"], out["layers"], {r["kernel"] for r in rows if r["op"] == "conv"})
     return out if (out["kernels"] or out["ops"] or out["runs"]) else None
 
 

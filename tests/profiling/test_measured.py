@@ -1,0 +1,96 @@
+"""The static model's measured-vs-predicted section reads every GPU report (profiling.assemble):
+newest first by the folder's name, each backend's newest trace, conv layers beside their predicted
+kernels, and the spread of our kernels' ratios. Fake model rows: no static run needed."""
+import json
+
+import pytest
+
+import kernels
+from profiling.assemble import gpu_reports, layer_predictions, measured_vs_predicted, trace_backend
+from profiling.shapes import FROZEN, case_key, step_calls
+
+LAYERS = ["whiten", "group1.conv1", "group1.conv2", "group2.conv1", "group2.conv2", "group3.conv1", "group3.conv2"]
+
+
+def _report(root, name, device="NVIDIA H100 80GB HBM3", device_type="cuda", quick=False, traces=None):
+    d = root / name
+    (d / "trace").mkdir(parents=True)
+    (d / "report.json").write_text(json.dumps(dict(quick=quick, env=dict(device=device, device_type=device_type))))
+    if traces is not None:
+        (d / "trace" / "trace.json").write_text(json.dumps(traces))
+    return d
+
+
+def _rows(arch="sm_90"):
+    """As profiling static's rows, one per distinct case (two layers of one shape share theirs): a fwd
+    and a bwd row of 0.1 ms per conv case of triton_all, an _apply_kernel row of 0.01 ms per bn_act case."""
+    rows, seen = [], set()
+    for case, _ in step_calls(2000, backend="triton_all"):
+        key = case_key(case)
+        if key in seen:
+            continue
+        seen.add(key)
+        if case.op == "conv":
+            for ph in ("fwd", "bwd"):
+                rows.append(dict(default=True, arch=arch, impl="triton", op="conv", case_key=key,
+                                 phase=ph, kernel="_conv_kernel", predicted_ms=0.1))
+        if case.op == "bn_act":
+            rows.append(dict(default=True, arch=arch, impl="triton", op="bn_act", case_key=key,
+                             phase="fwd", kernel="_apply_kernel", predicted_ms=0.01))
+    return rows
+
+
+def test_reports_newest_first_by_name_gpu_only(tmp_path):
+    _report(tmp_path, "nvidia-h200-2026-11-30")
+    _report(tmp_path, "nvidia-h200-2026-11-30b")
+    _report(tmp_path, "nvidia-h100-2026-11-29")
+    _report(tmp_path, "cpu-2026-12-01", device_type="cpu")
+    _report(tmp_path, "nvidia-h100-2026-12-02", quick=True)
+    assert [p.split("/")[-1] for p, _ in gpu_reports(str(tmp_path))] == [
+        "nvidia-h200-2026-11-30b", "nvidia-h200-2026-11-30", "nvidia-h100-2026-11-29"]
+
+
+def test_a_traces_backend_from_its_op_mapping_or_its_flags():
+    assert trace_backend(dict(ops=kernels.resolve_names("triton_all"), flags="--backend eager")) == "triton_all"
+    assert trace_backend(dict(ops=kernels.resolve_names("triton", {"conv": "triton_small"}))) is None
+    assert trace_backend(dict(flags="--data d --backend triton_all --backend triton")) == "triton"
+    assert trace_backend(dict(flags="--data d --backend=fp8")) == "fp8"
+    assert trace_backend(dict(flags="--data d")) == "eager"
+    assert trace_backend(dict(flags="--backend nonsense")) is None
+
+
+def test_layer_predictions_sum_each_layers_kernels_while_the_whitening_bias_trains():
+    pred = layer_predictions(_rows(), 2000, "triton_all", "sm_90")
+    assert set(pred) == set(LAYERS) and not any(FROZEN in k for k in pred)
+    assert pred["group1.conv1"] == pytest.approx(dict(fwd=0.1, bwd=0.1))
+
+
+def test_layers_and_kernels_of_the_newest_trace_per_backend_and_their_spread(tmp_path):
+    layers = [dict(layer=n, fwd_ms=0.2, bwd_ms=0.15, fwd_kernels=1, bwd_kernels=3) for n in LAYERS]
+    new = [dict(flags="--backend triton_all", ops=kernels.resolve_names("triton_all"), batch=2000, conv_layers=layers,
+                top=[dict(name="_conv_kernel", ms=9.0), dict(name="_apply_kernel", ms=0.06)])]
+    old = [dict(flags="--data d --backend triton", batch=2000, top=[dict(name="_apply_kernel", ms=1.0)]),
+           dict(flags="--data d --backend triton_all", batch=2000, top=[dict(name="_apply_kernel", ms=5.0)])]
+    _report(tmp_path, "nvidia-h100-2026-12-01", traces=old)
+    _report(tmp_path, "nvidia-h100-2026-12-01b", traces=new)
+    m = measured_vs_predicted(_rows(), [], 2000, str(tmp_path))
+    assert {(r["layer"], r["phase"]): r["ratio"] for r in m["layers"]} == pytest.approx(
+        {(n, ph): (2.0 if ph == "fwd" else 1.5) for n in LAYERS for ph in ("fwd", "bwd")})
+    got = {(r["backend"], r["kernel"]): r["measured_ms"] for r in m["kernels"]}
+    assert got == {("triton_all", "_conv_kernel"): 9.0, ("triton_all", "_apply_kernel"): 0.06,
+                   ("triton", "_apply_kernel"): 1.0}  # the older report's triton_all trace is superseded
+    # 14 layer rows and _apply_kernel once (triton_all's: 0.06 ms against 6 calls of 0.01, ratio 1);
+    # _conv_kernel is in the layers
+    sp = m["spread"]
+    assert sp["n"] == 15 and sp["median"] == pytest.approx(1.5) and sp["slower"] == 14
+    assert "nvidia-h100-2026-12-01b" in m["report"].split(", ")[0]
+
+
+def test_reports_of_another_gpu_are_left_out(tmp_path):
+    _report(tmp_path, "nvidia-a100-2026-12-03", device="NVIDIA A100-SXM4-80GB",
+            traces=[dict(flags="--backend triton", batch=2000, top=[dict(name="_apply_kernel", ms=1.0)])])
+    _report(tmp_path, "nvidia-h100-2026-12-01",
+            traces=[dict(flags="--backend triton", batch=2000, top=[dict(name="_apply_kernel", ms=2.0)])])
+    m = measured_vs_predicted(_rows() + _rows("sm_80"), [], 2000, str(tmp_path))
+    assert m["device"].startswith("NVIDIA A100") and m["arch"] == "sm_80"
+    assert [(r["kernel"], r["measured_ms"]) for r in m["kernels"]] == [("_apply_kernel", 1.0)]
