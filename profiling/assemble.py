@@ -285,6 +285,8 @@ def measured_runs(base: str, steps: list[dict], arch: str) -> list[dict]:
                 continue
             if c.get("recipe", "airbench94_muon") != "airbench94_muon" or not r.get("per_epoch"):
                 continue
+            if c.get("ops") and c.get("backend") in kernels.backends() and c["ops"] != kernels.resolve_names(c["backend"]):
+                continue  # an --op override: not the backend the step table predicts
             by_backend.setdefault(c.get("backend"), []).append(r)
     out = []
     for backend, recs in by_backend.items():

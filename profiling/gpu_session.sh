@@ -8,6 +8,8 @@
 #   tests   the kernel tests without the interpreter, spread over the cores (tests.log)
 #   fused   --backend fused --cuda-graph, 3 seeds (its first warm-up compiles and autotunes for over a minute)
 #   runs    eager / triton / triton_all, 8 seeds each, --cuda-graph (runs_*.jsonl)
+#   small   triton against triton with --op conv=triton_small (the whitening conv in Triton), 8 seeds each,
+#           --cuda-graph, then both with --compile default (runs_triton*.jsonl)
 #   bench   profiling bench --ops conv: do_bench and CUDA-graph replay times, cuDNN vs Triton vs FP8
 #   trace   profiling trace, --backend triton_all against --backend triton: every conv kernel's device
 #           time inside a training step, Triton against cuDNN (trace.tgz: trace.md, trace.json, the traces)
@@ -31,11 +33,12 @@ torch.cuda.get_device_name(), torch.cuda.get_device_properties(0).multi_processo
 [ -d data/cifar-10-batches-py ] || python3 datasets/make_cifar10.py data
 
 left() { echo $((WALL - SECONDS)); }
-train() {  # backend, seeds, seconds at most, extra flags...
+train() {  # backend, seeds, seconds at most, extra flags... (NAME: the records' file name, default the backend)
   local b=$1 n=$2 t=$3; shift 3
+  local name=${NAME:-$b}
   timeout "$t" python3 train.py --data data --backend "$b" --runs "$n" --cuda-graph "$@" \
-    --json "$OUT/runs/runs_$b.jsonl" > "$OUT/runs/train_$b.log" 2>&1
-  echo "# train $b rc=$? at ${SECONDS}s"; tail -3 "$OUT/runs/train_$b.log"
+    --json "$OUT/runs/runs_$name.jsonl" > "$OUT/runs/train_$name.log" 2>&1
+  echo "# train $name rc=$? at ${SECONDS}s"; tail -3 "$OUT/runs/train_$name.log"
 }
 for step in $STEPS; do
   if [ "$(left)" -lt 40 ]; then echo "# $step: skipped, $(left) s left"; continue; fi
@@ -52,6 +55,10 @@ for step in $STEPS; do
       echo "# tests rc=$? at ${SECONDS}s"; grep -E "^(FAILED|ERROR)|passed|failed" "$OUT/tests.log" | tail -30 ;;
     fused) train fused 3 $(( $(left) < 200 ? $(left) : 200 )) ;;
     runs) for b in eager triton triton_all; do train "$b" 8 100; done ;;
+    small)
+      train triton 8 60; NAME=triton_small train triton 8 60 --op conv=triton_small
+      NAME=triton_compile train triton 4 100 --compile default
+      NAME=triton_small_compile train triton 4 100 --compile default --op conv=triton_small ;;
     bench)
       timeout "$(left)" python3 -m profiling bench --ops conv --no-plots --out "$OUT"
       echo "# bench rc=$? at ${SECONDS}s" ;;

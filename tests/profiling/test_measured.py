@@ -94,3 +94,20 @@ def test_reports_of_another_gpu_are_left_out(tmp_path):
     m = measured_vs_predicted(_rows() + _rows("sm_80"), [], 2000, str(tmp_path))
     assert m["device"].startswith("NVIDIA A100") and m["arch"] == "sm_80"
     assert [(r["kernel"], r["measured_ms"]) for r in m["kernels"]] == [("_apply_kernel", 1.0)]
+
+
+def test_runs_with_an_op_override_are_not_their_backends(tmp_path):
+    """Training records of --backend triton --op conv=triton_small are not --backend triton's runs."""
+    from profiling.assemble import measured_runs
+    d = tmp_path / "nvidia-h200-2026-12-04"
+    (d / "runs").mkdir(parents=True)
+    per_epoch = [dict(epoch=e, time_s=0.14 * e) for e in range(1, 9)]
+
+    def rec(t, ops):
+        return dict(config=dict(backend="triton", compile="none", cuda_graph=True, recipe="airbench94_muon", ops=ops),
+                    accuracy=0.908, time_s=t, steps=200, per_epoch=per_epoch)
+    recs = [rec(1.12, kernels.resolve_names("triton")), rec(1.07, kernels.resolve_names("triton", {"conv": "triton_small"}))]
+    (d / "runs" / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    steps = [dict(backend="triton", arch="sm_90", run_graph_s=1.0, run_graph_range="0.9-1.1", predicted_ms=4.0)]
+    got = measured_runs(str(d), steps, "sm_90")
+    assert [(r["backend"], r["runs"], r["measured_s"]) for r in got] == [("triton", 1, 1.12)]
