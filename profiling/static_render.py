@@ -205,10 +205,11 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
     if sp:
         read = [f"{st['backend']} {st['arch']} {st['predicted_ms'] * sp['median']:.2f} ms "
                 f"({st['predicted_ms'] * sp['p10']:.2f}-{st['predicted_ms'] * sp['p90']:.2f})"
-                for st in steps if st.get("predicted_ms") and not st.get("note")]
+                for st in steps if st.get("predicted_ms") and not st.get("note") and st["arch"] == measured["arch"]]
         parts += [f"Read with our own kernels' measured spread (measured / predicted inside training steps on "
                   f"{measured['device']}: median {sp['median']:.2f}, 10th-90th {sp['p10']:.2f}-{sp['p90']:.2f}, "
-                  f"n = {sp['n']}; section 'Measured vs predicted'), the Triton ops' step predictions are: "
+                  f"n = {sp['n']}; section 'Measured vs predicted'), the Triton ops' step predictions for "
+                  f"{measured['arch']} are: "
                   + "; ".join(read) + ". Still predictions; the spread comes from one GPU's traces.", ""]
     if host:
         parts += ["### Host time per step", "", markdown(host, [("backend", "backend"), ("host_ms", "host ms"),
