@@ -340,7 +340,7 @@ def quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: 
     if transposed and t.element_size() != 2:
         # One kernel writing both layouts is right for 16-bit inputs only: from fp32 inputs Triton
         # 3.6 (sm_90, H200) moves the fp8 values between the two stores' layouts through shared
-        # memory and writes a wrong transposed copy (first GPU run; the forward copy is right). fp32
+        # memory and writes a wrong transposed copy (second GPU run; the forward copy is right). fp32
         # weights (tests, user code; training's are 16-bit) get their transpose from a copy of q.
         q, s, _ = _quantize(t, dtype, st, None)
         rows = q.as_strided((d0, d1 * d2), (d1 * d2, 1))  # q's memory order (t is dense in it)
