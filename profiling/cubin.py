@@ -2,9 +2,11 @@
 (profiling.sass): registers, spills, shared memory, occupancy, the main loop's facts."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
 from .capture import Launch
@@ -30,14 +32,58 @@ def occupancy(regs: int, shared: int, num_warps: int, arch: str) -> float:
     return resident_programs(regs, shared, num_warps, peak) * num_warps * 32 / peak.max_threads_per_sm
 
 
+@contextlib.contextmanager
+def compiled_helpers(fn=None):
+    """Within the block the @triton.jit helpers a kernel may call are compiler functions even in a
+    process whose Triton runs in the interpreter (TRITON_INTERPRET=1 when triton was imported: the
+    tests on a CPU, or a CPU user who imported ``kernels`` first). There triton.language's own
+    helpers (tl.sum, tl.cdiv, tl.max ...), the tensor methods that forward to them (x.sum()) and the
+    helpers of the lab's kernels (kernels.*) and of ``fn``'s module were built as the interpreter's
+    functions, which the compiler cannot inline ("InterpreterError ... has no attribute 'dtype'",
+    whenever Triton's cache does not already hold the kernel: a clean CI machine); each is swapped
+    for a JITFunction of the same Python function and put back after. Nothing to swap otherwise."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+        import triton.language as tl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    spaces = [vars(m) for name, m in list(sys.modules.items()) if m is not None and (
+        name == "triton.language" or name.startswith(("triton.language.", "kernels")))]
+    if fn is not None and getattr(fn, "__globals__", None) is not None:
+        spaces.append(fn.__globals__)
+
+    def interpreted(v):  # the interpreter's function, itself or inside a tensor method's forwarding wrapper
+        if isinstance(v, InterpretedFunction):
+            return v
+        cells = [c.cell_contents for c in (getattr(v, "__closure__", None) or ()) if c.cell_contents is not None]
+        return next((c for c in cells if isinstance(c, InterpretedFunction)), None)
+
+    swapped = [(ns, name, v) for ns in spaces for name, v in list(ns.items()) if interpreted(v) is not None]
+    methods = [(name, v) for name, v in list(vars(tl.tensor).items()) if interpreted(v) is not None]
+    for ns, name, v in swapped:
+        ns[name] = JITFunction(interpreted(v).fn)
+    for name, v in methods:
+        setattr(tl.tensor, name, JITFunction(interpreted(v).fn))
+    try:
+        yield
+    finally:
+        for ns, name, v in swapped:
+            ns[name] = v
+        for name, v in methods:
+            setattr(tl.tensor, name, v)
+
+
 def compile_sass(fn, signature, constexprs, attrs, num_warps, num_stages, arch) -> tuple[object, str, str]:
     """(compiled kernel, resource usage text, SASS text) for ``arch``, compiled on this machine."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
     src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", ARCHS[arch][0], 32),
-                              options=dict(num_warps=num_warps, num_stages=num_stages))
+    with compiled_helpers(fn):
+        compiled = triton.compile(src, target=GPUTarget("cuda", ARCHS[arch][0], 32),
+                                  options=dict(num_warps=num_warps, num_stages=num_stages))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:
