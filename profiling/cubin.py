@@ -2,11 +2,9 @@
 (profiling.sass): registers, spills, shared memory, occupancy, the main loop's facts."""
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
 from .capture import Launch
@@ -32,47 +30,24 @@ def occupancy(regs: int, shared: int, num_warps: int, arch: str) -> float:
     return resident_programs(regs, shared, num_warps, peak) * num_warps * 32 / peak.max_threads_per_sm
 
 
-@contextlib.contextmanager
-def compiled_helpers(fn=None):
-    """Within the block the @triton.jit helpers a kernel may call are compiler functions even in a
-    process whose Triton runs in the interpreter (TRITON_INTERPRET=1 when triton was imported: the
-    tests on a CPU, or a CPU user who imported ``kernels`` first). There triton.language's own
-    helpers (tl.sum, tl.cdiv, tl.max ...), the tensor methods that forward to them (x.sum()) and the
-    helpers of the lab's kernels (kernels.*) and of ``fn``'s module were built as the interpreter's
-    functions, which the compiler cannot inline ("InterpreterError ... has no attribute 'dtype'",
-    whenever Triton's cache does not already hold the kernel: a clean CI machine); each is swapped
-    for a JITFunction of the same Python function and put back after. Nothing to swap otherwise."""
+def require_compiled_mode() -> None:
+    """Compiling for a GPU needs Triton imported in compiled mode. Where it was imported with
+    TRITON_INTERPRET=1 (kernels sets it on a machine without a GPU, as do the tests), triton.language's
+    own @jit helpers (tl.sum, tl.cdiv, x.sum()) are the interpreter's, and every interpreted kernel run
+    leaves parts of triton.language patched for the interpreter: the compiler then fails inside the
+    kernel, or not, depending on what Triton's cache already holds (a warm cache hid it from CI). A
+    clear error instead, whatever the cache."""
     try:
         from triton.runtime.interpreter import InterpretedFunction
-        from triton.runtime.jit import JITFunction
-        import triton.language as tl
+        import triton.language.standard as std
     except ImportError:  # pragma: no cover
-        yield
         return
-    spaces = [vars(m) for name, m in list(sys.modules.items()) if m is not None and (
-        name == "triton.language" or name.startswith(("triton.language.", "kernels")))]
-    if fn is not None and getattr(fn, "__globals__", None) is not None:
-        spaces.append(fn.__globals__)
-
-    def interpreted(v):  # the interpreter's function, itself or inside a tensor method's forwarding wrapper
-        if isinstance(v, InterpretedFunction):
-            return v
-        cells = [c.cell_contents for c in (getattr(v, "__closure__", None) or ()) if c.cell_contents is not None]
-        return next((c for c in cells if isinstance(c, InterpretedFunction)), None)
-
-    swapped = [(ns, name, v) for ns in spaces for name, v in list(ns.items()) if interpreted(v) is not None]
-    methods = [(name, v) for name, v in list(vars(tl.tensor).items()) if interpreted(v) is not None]
-    for ns, name, v in swapped:
-        ns[name] = JITFunction(interpreted(v).fn)
-    for name, v in methods:
-        setattr(tl.tensor, name, JITFunction(interpreted(v).fn))
-    try:
-        yield
-    finally:
-        for ns, name, v in swapped:
-            ns[name] = v
-        for name, v in methods:
-            setattr(tl.tensor, name, v)
+    if isinstance(getattr(std, "sum", None), InterpretedFunction):
+        raise RuntimeError(
+            "profiling: compiling a Triton kernel for sm_80 / sm_90 needs Triton in compiled mode, but this process "
+            "imported it with TRITON_INTERPRET=1 (kernels turns the interpreter on when no GPU is present). Use "
+            "`python -m profiling predict` / `static` / `calibrate` (they set TRITON_INTERPRET=0), or set "
+            "TRITON_INTERPRET=0 before anything imports triton or kernels.")
 
 
 def compile_sass(fn, signature, constexprs, attrs, num_warps, num_stages, arch) -> tuple[object, str, str]:
@@ -80,10 +55,10 @@ def compile_sass(fn, signature, constexprs, attrs, num_warps, num_stages, arch) 
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    require_compiled_mode()
     src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
-    with compiled_helpers(fn):
-        compiled = triton.compile(src, target=GPUTarget("cuda", ARCHS[arch][0], 32),
-                                  options=dict(num_warps=num_warps, num_stages=num_stages))
+    compiled = triton.compile(src, target=GPUTarget("cuda", ARCHS[arch][0], 32),
+                              options=dict(num_warps=num_warps, num_stages=num_stages))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "k.cubin")
         with open(path, "wb") as f:

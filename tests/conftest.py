@@ -18,6 +18,12 @@ from model.synthetic import synthetic_images, write_cifar_dir  # noqa: E402,F401
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# Modules that compile kernels for a GPU target in-process: they need Triton in compiled mode, which
+# the interpreter chosen above rules out here (profiling/cubin.py require_compiled_mode), so
+# tests/profiling/test_compiled_mode.py runs them in a process of their own with TRITON_INTERPRET=0.
+COMPILED_MODE_MODULES = ["profiling/test_predict.py", "profiling/test_calibration.py"]
+collect_ignore = [] if os.environ.get("SPEEDRUN_COMPILED_MODE_TESTS") == "1" else COMPILED_MODE_MODULES
+
 
 @pytest.fixture(autouse=True)
 def exact_fp32():

@@ -1,6 +1,10 @@
 """profiling.predict on kernels written here (not the project's): elementwise, a row reduction and a
 GEMM, each compiled for sm_90 / sm_80 on this CPU and predicted with a work helper; the generic
-fallback warns; the CLI predicts a kernel from a file and refuses bad input in one line."""
+fallback warns; the CLI predicts a kernel from a file and refuses bad input in one line.
+
+Compiling needs Triton in compiled mode, which the other tests' interpreter rules out in their process:
+tests/profiling/test_compiled_mode.py runs this module in a process of its own (conftest.py
+leaves it out of the others')."""
 import os
 import subprocess
 import sys
@@ -29,14 +33,6 @@ def _row_sum(x_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
     cols = tl.arange(0, BLOCK)
     x = tl.load(x_ptr + row * n_cols + cols, mask=cols < n_cols, other=0.0)
     tl.store(out_ptr + row, tl.sum(x.to(tl.float32), axis=0))
-
-
-@triton.jit
-def _row_sum_method(x_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
-    row = tl.program_id(0)
-    cols = tl.arange(0, BLOCK)
-    x = tl.load(x_ptr + row * n_cols + cols, mask=cols < n_cols, other=0.0)
-    tl.store(out_ptr + row, x.to(tl.float32).sum(axis=0) + tl.cdiv(n_cols, 2))
 
 
 @triton.jit
@@ -159,22 +155,3 @@ def test_cli_predicts_a_kernel_from_a_file(tmp_path):
     missing = _cli(f"{f}:add_kernel", "--grid", "4", "--args", "x_ptr=fp32[16]")
     assert missing.returncode == 2 and "missing y_ptr, out_ptr, n" in missing.stderr
 
-
-def test_compiling_under_the_interpreter_with_a_cold_cache(tmp_path, monkeypatch):
-    """The tests run Triton in the interpreter (conftest), where tl.sum and the other @jit helpers of
-    triton.language are the interpreter's functions; compiling a kernel that calls one for a GPU then
-    failed ("InterpreterError ... no attribute 'dtype'") whenever Triton's cache did not already hold
-    it: on a clean CI machine, not on a warm one. profiling.cubin.compiled_helpers swaps them for the
-    compile and puts them back."""
-    import triton.language as tl_mod
-    from profiling.cubin import compiled_helpers
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # nothing cached: the compiler must inline tl.sum
-    x, out = meta(64, 128, dtype=torch.float32), meta(64, dtype=torch.float32)
-    before = (tl_mod.sum, tl_mod.tensor.sum)
-    for kernel in (_row_sum, _row_sum_method):  # tl.sum(x); x.sum() and tl.cdiv
-        p = predict(kernel, (64,), x, out, 128, BLOCK=128, arch="sm_90", work=rows(64, 128, [x], [out]))
-        assert p.work_model == "rows" and p.us > 0
-    assert (tl_mod.sum, tl_mod.tensor.sum) == before  # put back
-    with compiled_helpers():
-        from triton.runtime.jit import JITFunction
-        assert isinstance(tl_mod.sum, JITFunction)
