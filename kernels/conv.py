@@ -479,6 +479,9 @@ def l1_twins():
 
 
 SMALL_CONFIG = (128, 32, 16, 4)   # the whitening conv: BLOCK_M, BLOCK_N, BLOCK_K (>= KH*KW*CI), warps
+# The largest reduction (input channels x taps) of a valid conv that runs the direct small kernel (and
+# that conv=triton_small hands to Triton): the whitening conv's 3 x 2 x 2 = 12; group1.conv1's 24 x 9 not.
+SMALL_REDUCTION = 64
 GROUP_M = 8
 AUTOTUNE = True                # on a GPU, time each config once per shape (chosen_configs() shows them)
 # Autotune acceptance: a candidate whose output differs from the first 4-warp candidate's by more than this
@@ -804,7 +807,7 @@ def _launch_small(x, w, bias, y, KH, KW):
 
 def _small_ok(x: torch.Tensor, w: torch.Tensor, padding: int) -> bool:
     """The whitening-style conv: valid, channels_last input and weight, reduction <= 64."""
-    return (padding == 0 and w.shape[1] * w.shape[2] * w.shape[3] <= 64 and x.stride(1) == 1
+    return (padding == 0 and w.shape[1] * w.shape[2] * w.shape[3] <= SMALL_REDUCTION and x.stride(1) == 1
             and w.is_contiguous(memory_format=torch.channels_last))
 
 
@@ -1100,11 +1103,6 @@ def conv_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     GEMM finished in the same launch) on tensor cores, in the input's dtype (fp16 / bf16 in the
     network) with fp32 accumulation; stride 1, no dilation or groups."""
     return conv2d_fwd(x, weight, bias, _check(x, weight, bias, padding))
-
-
-# The largest reduction (input channels x taps) of a valid conv that conv=triton_small hands to Triton's
-# direct kernel: the whitening conv's 3 x 2 x 2 = 12 is well inside; group1.conv1's 24 x 9 is not.
-SMALL_REDUCTION = 64
 
 
 @register("conv", "triton_small")
