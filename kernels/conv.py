@@ -86,9 +86,12 @@ if HAS_TRITON:
     from triton.runtime.errors import OutOfResources
 
     @triton.jit
-    def _grouped(pid, GM, GN, GROUP_M: tl.constexpr):
+    def _grouped(pid, GM, GN: tl.constexpr, GROUP_M: tl.constexpr):
         """(row tile, column tile) of program ``pid`` with GROUP_M row tiles per group: the column
-        tiles of a group's rows run one after another, while those rows are still in L2."""
+        tiles of a group's rows run one after another, while those rows are still in L2. One column
+        tile: the program's own row tile (no division by the last group's run-time size)."""
+        if GN == 1:
+            return pid, 0
         width = GROUP_M * GN
         group = pid // width
         first = group * GROUP_M
@@ -104,8 +107,18 @@ if HAS_TRITON:
         return n, oh, r - oh * OW
 
     @triton.jit
+    def _pixels_of(rm, OH: tl.constexpr, OW: tl.constexpr):
+        """_pixels for a compile-time image size and 32-bit ``rm``: a division by a constant is a
+        multiply and a shift, and the unsigned one (the indices are never negative) the shorter."""
+        n = (rm.to(tl.uint32, bitcast=True) // (OH * OW)).to(tl.int32, bitcast=True)
+        r = rm - n * (OH * OW)
+        oh = (r.to(tl.uint32, bitcast=True) // OW).to(tl.int32, bitcast=True)
+        return n, oh, r - oh * OW
+
+    @triton.jit
     def _conv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr,
-                     M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw, PAD, STEPS,
+                     M, sxn, sxh, sxw, syn, syh, syw, STEPS,
+                     H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
                      CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                      FLIP: tl.constexpr, WLAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
@@ -132,6 +145,9 @@ if HAS_TRITON:
         CRED     channels reduced per tap (the GEMM's K is KH * KW * CRED); KH, KW: the filter size
         PAD      zero padding on every side; FLIP: the input-grad's form (taps mirrored, the
                  shift added instead of subtracted), which reads dy as x and the weight transposed
+        H, W, OH, OW  input and output image size, compile-time constants (one compile per image size,
+                 four in the network) as PAD is: the pixel of a row is a multiply and a shift, not a
+                 run-time division (about a third of the instructions outside the main loop)
         STEPS    KH * KW * cdiv(CRED, BLOCK_K): the main loop's trip count, a run-time value
         ALIGN_X, ALIGN_Y  the element alignment of a pixel's row in x and y (tl.multiple_of)
         GROUP_M  row tiles per group of the launch order (_grouped)
@@ -154,11 +170,11 @@ if HAS_TRITON:
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         if POOL:  # four consecutive rows: one 2x2 window of the pooled pixel rm // 4
-            n, ph, pw = _pixels(rm // 4, OH // 2, OW // 2)
+            n, ph, pw = _pixels_of(rm // 4, OH // 2, OW // 2)
             oh = 2 * ph + (rm % 4) // 2
             ow = 2 * pw + rm % 2
         else:
-            n, oh, ow = _pixels(rm, OH, OW)
+            n, oh, ow = _pixels_of(rm, OH, OW)
         row_ok = rm < M
         col_ok = rn < COUT
         if IDX64:
@@ -181,9 +197,13 @@ if HAS_TRITON:
         # constant 9-step loop with this small a body is unrolled whole by LLVM, and its prefetch lost
         for it in range(0, STEPS):
             # the taps of a channel block run back to back: their shifted tiles overlap in L2
-            cb = it // (KH * KW)
-            tap = it - cb * (KH * KW)
-            c0 = cb * BLOCK_K
+            if CRED <= BLOCK_K:  # one channel block: the loop runs over the taps alone
+                tap = it
+                c0 = 0
+            else:
+                cb = it // (KH * KW)
+                tap = it - cb * (KH * KW)
+                c0 = cb * BLOCK_K
             kh = tap // KW
             kw = tap - kh * KW
             if FLIP:
@@ -230,7 +250,7 @@ if HAS_TRITON:
             win = tl.where(take, 3, win)
             rq = pid_m * (BLOCK_M // 4) + tl.arange(0, BLOCK_M // 4)
             out_ok = rq < M // 4
-            qn, qh, qw = _pixels(rq, OH // 2, OW // 2)
+            qn, qh, qw = _pixels_of(rq, OH // 2, OW // 2)
             if IDX64:
                 y_row = qn.to(tl.int64) * syn + qh.to(tl.int64) * syh + qw.to(tl.int64) * syw
             else:
@@ -768,7 +788,7 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     def launch(cfg):
         bm, bn, bk, warps, stages, *via = cfg
         ax = _vector(via, align_x, x.element_size())
-        meta = dict(CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
+        meta = dict(H=H, W=W, OH=OH, OW=OW, PAD=pad, CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
                     HAS_SCALE=scales is not None, ALIGN_X=ax, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
         meta.update(POOL=pool, STATS=stats, DOT_PREC=_dot_precision(x.element_size()))
@@ -778,8 +798,8 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
             fused.update(part=part, rows=bm // 4 if pool else bm)
         grid = (triton.cdiv(M, bm) * triton.cdiv(cout, bn),)
         steps = KH * KW * triton.cdiv(cred, bk)
-        _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, idx, part, M, H, W, OH,
-                                            OW, sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), pad, steps),
+        _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, idx, part, M,
+                                            sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), steps),
                        meta, dev)
 
     key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip) + ((pool, stats) if pool or stats else ())
