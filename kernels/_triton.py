@@ -97,8 +97,12 @@ def launch(kernel, grid, args: tuple, meta: dict, device: torch.device, note_met
     is returned. Every launcher of the lab launches through here. ``note_meta``: the options that key
     the kernel's residency, where they differ from ``meta`` (a grid-sizing option left out)."""
     if _Recording.hook is not None:
-        _Recording.hook(kernel, grid, args, meta)
-        return None
+        # a recording hook runs nothing and returns None; a timing hook (profiling launches) runs
+        # the kernel itself and returns what it compiled, whose residency is learned as usual
+        compiled = _Recording.hook(kernel, grid, args, meta)
+        if compiled is not None:
+            note_launch(kernel, meta if note_meta is None else note_meta, device, compiled)
+        return compiled
     compiled = kernel[grid](*args, **meta)
     note_launch(kernel, meta if note_meta is None else note_meta, device, compiled)
     return compiled

@@ -1,4 +1,4 @@
-"""The profiling lab: ``python -m profiling {bench,static,trace,ab,report,predict,calibrate,accept} --help``."""
+"""The profiling lab: ``python -m profiling {bench,static,trace,ab,report,predict,calibrate,accept,launches} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -19,22 +19,23 @@ HELP = {
     "predict": "predict one launch of any @triton.jit kernel on an H100 / H200 / A100, no GPU needed",
     "calibrate": "the static model against published GPU measurements of public Triton kernels",
     "accept": "the first GPU session's acceptance run in one device call (--quick: the CPU smoke version)",
+    "launches": "every Triton launch timed alone on a GPU, each configuration; --predict: beside the model (CPU)",
 }
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] in (["static"], ["predict"], ["calibrate"]):
+    if argv[:1] in (["static"], ["predict"], ["calibrate"]) or (argv[:1] == ["launches"] and "--predict" in argv):
         import os
         # compile for real GPUs, not for the interpreter: decide before any kernel is decorated
         os.environ.setdefault("TRITON_INTERPRET", "0")
     from model.cli import Parser
 
-    from . import ab, accept, bench, calibration, predict, report, static, trace
+    from . import ab, accept, bench, calibration, launches, predict, report, static, trace
     modules = dict(bench=bench, static=static, trace=trace, ab=ab, report=report, predict=predict,
-                   calibrate=calibration, accept=accept)
+                   calibrate=calibration, accept=accept, launches=launches)
     run = dict(bench=bench.main, static=static.main, trace=trace.main, ab=ab.main, report=report.main,
-               predict=predict.main, calibrate=calibration.main, accept=accept.main)
+               predict=predict.main, calibrate=calibration.main, accept=accept.main, launches=launches.main)
     p = Parser(prog="python -m profiling", description=plain(__doc__))
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, mod in modules.items():

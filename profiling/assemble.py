@@ -479,7 +479,35 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
         if not out["ops"]:
             out["ops"] = _bench_rows(base, rows, drows, ops, arch)
     out["spread"] = measured_spread(out["kernels"], out["layers"], {r["kernel"] for r in rows if r["op"] == "conv"})
-    return out if (out["kernels"] or out["ops"] or out["runs"]) else None
+    out["launches"] = measured_launches(reports, arch, peak)
+    return out if (out["kernels"] or out["ops"] or out["runs"] or out["launches"]) else None
+
+
+def launches_file(base: str) -> str | None:
+    """A GPU report's ``profiling launches`` file (launches.json, or launches/launches.json), or None."""
+    for path in (os.path.join(base, "launches.json"), os.path.join(base, "launches", "launches.json")):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def measured_launches(reports: list, arch: str, peak) -> dict | None:
+    """The newest report's launches timed alone (profiling launches), each compiled here and modelled
+    on the measured GPU as a launch timed alone: the rows, their spread (all, and per kernel) and the
+    default configuration against the fastest one measured per launch."""
+    from . import launches
+    for base, _ in reports:
+        path = launches_file(base)
+        if path is None:
+            continue
+        data = json.load(open(path))
+        rows = launches.predict_records(data, arch, peak)
+        ok = [r for r in rows if r.get("ratio")]
+        per_kernel = {k: launches.spread([r for r in ok if r["kernel"] == k]) for k in sorted({r["kernel"] for r in ok})}
+        return dict(file=os.path.relpath(path), rows=rows, spread=launches.spread(ok), per_kernel=per_kernel,
+                    best=launches.best_configs(ok), complete=data.get("complete", True),
+                    errors=sum(1 for r in rows if "error" in r))
+    return None
 
 
 # published, measured records (A100) the whole-run predictions stand beside

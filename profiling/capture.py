@@ -102,21 +102,34 @@ def record_launches(out: list, light: bool = False, sms: int | None = None):
     from kernels._triton import recording
 
     def hook(kernel, grid, args, kwargs):
-        name = getattr(kernel, "__name__", None) or kernel.fn.__name__
         if light:
-            out.append((name, _PHASE[0]))
+            out.append((kernel_name(kernel), _PHASE[0]))
             return
-        sig, ce, attrs = specialize(kernel, args, kwargs)
-        warps, stages = kwargs.get("num_warps", 4), kwargs.get("num_stages", 3)
-        key = json.dumps([name, sig, sorted((str(k), str(v)) for k, v in ce.items()),
-                          sorted(str(k) for k in attrs), warps, stages])
-        g = grid(dict(kwargs)) if callable(grid) else grid
-        g = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
-        out.append(Launch(name, kernel, sig, ce, attrs, warps, stages, key,
-                          arg_values(kernel, args, kwargs), g, _PHASE[0], dict(kwargs)))
+        out.append(make_launch(kernel, grid, args, kwargs))
 
     with recording(hook, sms):
         yield out
+
+
+def kernel_name(kernel) -> str:
+    return getattr(kernel, "__name__", None) or kernel.fn.__name__
+
+
+def make_launch(kernel, grid, args, kwargs) -> Launch:
+    """The Launch of ``kernel[grid](*args, **kwargs)``, in the phase being recorded."""
+    name = kernel_name(kernel)
+    sig, ce, attrs = specialize(kernel, args, kwargs)
+    warps, stages = kwargs.get("num_warps", 4), kwargs.get("num_stages", 3)
+    key = json.dumps([name, sig, sorted((str(k), str(v)) for k, v in ce.items()),
+                      sorted(str(k) for k in attrs), warps, stages])
+    g = grid(dict(kwargs)) if callable(grid) else grid
+    g = tuple(int(v) for v in (g if isinstance(g, (tuple, list)) else (g,)))
+    return Launch(name, kernel, sig, ce, attrs, warps, stages, key, arg_values(kernel, args, kwargs), g, _PHASE[0],
+                  dict(kwargs))
+
+
+def current_phase() -> str:
+    return _PHASE[0]
 
 
 @contextlib.contextmanager
@@ -126,3 +139,49 @@ def recording_phase(name: str):
         yield
     finally:
         _PHASE[0] = old
+
+
+def launch_to_json(ln: Launch) -> dict:
+    """A recorded launch as plain JSON (``launch_from_json`` rebuilds it): what a GPU run of
+    ``profiling launches`` writes, so that a CPU can compile and model the very launch it timed."""
+    def value(v):
+        if isinstance(v, TensorInfo):
+            return {"tensor": [list(v.shape), list(v.stride), v.dtype, v.esize]}
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        return {"repr": repr(v)}
+    return dict(kernel=ln.kernel, signature=ln.signature,
+                constexprs=[[list(k), value(v)] for k, v in ln.constexprs.items()],
+                attrs=[[list(k), v] for k, v in ln.attrs.items()], num_warps=ln.num_warps,
+                num_stages=ln.num_stages, key=ln.key, args={k: value(v) for k, v in ln.args.items()},
+                grid=list(ln.grid), phase=ln.phase, meta={k: value(v) for k, v in ln.meta.items()})
+
+
+def find_kernel(name: str):
+    """The @triton.jit kernel of the lab called ``name`` (kernels/*.py), or a clear error."""
+    import importlib
+    import pkgutil
+
+    import kernels
+    for mod in pkgutil.iter_modules(kernels.__path__):
+        m = importlib.import_module(f"kernels.{mod.name}")
+        obj = getattr(m, name, None)
+        if obj is not None and hasattr(obj, "arg_names"):
+            return obj
+    raise KeyError(f"no Triton kernel named {name!r} in kernels/ (a launch recorded by another version of the lab?)")
+
+
+def launch_from_json(d: dict) -> Launch:
+    """The Launch ``launch_to_json`` wrote; its kernel looked up by name in this checkout."""
+    def value(v):
+        if isinstance(v, dict) and "tensor" in v:
+            shape, stride, dtype, esize = v["tensor"]
+            return TensorInfo(tuple(shape), tuple(stride), dtype, esize)
+        if isinstance(v, dict) and "repr" in v:
+            raise ValueError(f"launch of {d['kernel']}: an argument recorded only as {v['repr']} cannot be rebuilt")
+        return v
+    fn = find_kernel(d["kernel"])
+    return Launch(d["kernel"], fn, dict(d["signature"]), {tuple(k): value(v) for k, v in d["constexprs"]},
+                  {tuple(k): v for k, v in d["attrs"]}, d["num_warps"], d["num_stages"], d.get("key", ""),
+                  {k: value(v) for k, v in d["args"].items()}, tuple(d["grid"]), d.get("phase", "fwd"),
+                  {k: value(v) for k, v in d.get("meta", {}).items()})

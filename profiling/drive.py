@@ -15,15 +15,16 @@ from .glue import record_aten
 from .shapes import unique_ops
 
 
-def _drive(case, impl: str, dtype, glue: list) -> None:
+def _drive(case, impl: str, dtype, glue: list | None, device="cpu", fill: str = "empty") -> None:
     """Run one op through the registry, forward and backward, as the network calls it (and in eval
-    mode, for an op that has one), at the case's shapes on CPU tensors (the op's spec's
-    ``sample_call``, unfilled); ATen glue goes to ``glue`` with its phase."""
+    mode, for an op that has one), at the case's shapes (the op's spec's ``sample_call``: on CPU
+    tensors, unfilled, for a recording; on a GPU with ``fill="randn"`` to run it); ATen glue goes to
+    ``glue`` with its phase (None: not recorded, the op computes)."""
     import torch
 
     fn = kernels.get(case.op, impl)
     s = case.spec
-    call = s.sample_call(case, "cpu", dtype, grad=True, fill="empty")
+    call = s.sample_call(case, device, dtype, grad=True, fill=fill)
     # fp8 implementations as in a network step past the first, with a network's state (every delayed
     # scale ready): an input a conv=fp8 produced asks for a gradient copy, and the op's own fp8 state
     # is ready (its spec says which)
@@ -37,6 +38,10 @@ def _drive(case, impl: str, dtype, glue: list) -> None:
         s.fp8_ready(call, case, "fwd", state)
 
     def run(phase, f):
+        if glue is None:
+            with recording_phase(phase):
+                f()
+            return
         with recording_phase(phase), record_aten() as rec:
             f()
         glue.extend((phase, op) for op in rec.ops)

@@ -13,9 +13,12 @@
 #   bench   profiling bench --ops conv: do_bench and CUDA-graph replay times, cuDNN vs Triton vs FP8
 #   trace   profiling trace, --backend triton_all against --backend triton: every conv kernel's device
 #           time inside a training step, Triton against cuDNN (trace.tgz: trace.md, trace.json, the traces)
+#   launches  profiling launches --ops conv: every conv launch timed alone, the defaults first, then each
+#           configuration list's entries, until 40 s before WALL (launches.json; commit it into the
+#           report folder: profiling static models each launch here, on the CPU, beside its time)
 # WALL: seconds in all (default 550); a step that would start with under 40 s left is skipped.
 # Outputs: session.log, gpu.txt, tests.log, runs.tgz (records and logs), bench.json, bench.md, accept.tgz,
-# trace.tgz.
+# trace.tgz, launches.json, launches.log.
 # The first run (2026-11-30, H200: reports/nvidia-h200-2026-11-30) used "accept runs bench" in three calls.
 set -u
 OUT=${OUT:-runs/gpu_session}
@@ -67,6 +70,10 @@ for step in $STEPS; do
         --vs "--backend triton" -- --data data --backend triton_all > "$OUT/trace.log" 2>&1
       echo "# trace rc=$? at ${SECONDS}s"; tail -5 "$OUT/trace.log"
       mv "$OUT/trace.log" "$OUT/trace/" 2>/dev/null; tar -czf "$OUT/trace.tgz" -C "$OUT" trace && rm -rf "$OUT/trace" ;;
+    launches)
+      timeout "$(left)" python3 -m profiling launches --ops conv --impls "${IMPLS:-triton,fp8}" \
+        --budget-s $(( $(left) - 40 )) --out "$OUT" > "$OUT/launches.log" 2>&1
+      echo "# launches rc=$? at ${SECONDS}s"; tail -4 "$OUT/launches.log" ;;
     *) echo "# unknown step $step" ;;
   esac
 done

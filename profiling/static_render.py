@@ -171,6 +171,30 @@ def measured_section(measured: dict | None) -> list[str]:
                                              ("timed", "timed"), ("measured_ms", "measured ms"),
                                              ("predicted_ms", "predicted ms"), ("ratio", "measured / predicted")]),
                   ""]
+    parts += launches_section(measured.get("launches"))
+    return parts
+
+
+def launches_section(lau: dict | None) -> list[str]:
+    """Launches timed alone (profiling launches) beside the model, from measured_vs_predicted."""
+    if not lau or not lau.get("spread"):
+        return []
+    sp = lau["spread"]
+    parts = [f"Triton launches timed alone (`profiling launches`, {lau['file']}: do_bench, L2 flushed), each compiled "
+             f"here and predicted as a launch timed alone: measured / predicted over {sp['n']} launches (every "
+             f"configuration timed) has median {sp['median']:.2f}, 10th-90th {sp['p10']:.2f}-{sp['p90']:.2f}"
+             + ("" if lau.get("complete", True) else "; the run stopped at its time budget") + ".", "",
+             "| kernel | launches | median | 10th-90th |", "|---|---|---|---|"]
+    parts += [f"| {k} | {s['n']} | {s['median']:.2f} | {s['p10']:.2f}-{s['p90']:.2f} |"
+              for k, s in lau["per_kernel"].items() if s]
+    parts.append("")
+    if lau.get("best"):
+        parts += ["Per launch, the default configuration against the fastest one measured, and the one the model "
+                  "predicts fastest (its measured time):", "",
+                  markdown(lau["best"], [("case", "case"), ("phase", "phase"), ("kernel", "kernel"),
+                                         ("configs", "configs"), ("default_ms", "default ms"), ("best_ms", "best ms"),
+                                         ("default_over_best", "default / best"), ("best_variant", "best"),
+                                         ("model_picks", "model picks"), ("model_pick_ms", "its ms")]), ""]
     return parts
 
 

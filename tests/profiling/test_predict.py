@@ -155,3 +155,42 @@ def test_cli_predicts_a_kernel_from_a_file(tmp_path):
     missing = _cli(f"{f}:add_kernel", "--grid", "4", "--args", "x_ptr=fp32[16]")
     assert missing.returncode == 2 and "missing y_ptr, out_ptr, n" in missing.stderr
 
+
+
+def test_launches_a_gpu_timed_are_rebuilt_and_modelled_here(tmp_path):
+    """profiling launches --predict and profiling static's measured section: the launches of a
+    launches.json (here the interpreter's, tests/fixtures) compiled for the measured GPU's arch and
+    predicted on its peaks as launches timed alone, beside their measured times."""
+    import json
+    import shutil
+
+    from profiling import launches
+    from profiling.assemble import measured_vs_predicted
+    from profiling.static_render import launches_section
+
+    fixture = os.path.join(ROOT, "tests", "fixtures", "launches_interpreted.json")
+    data = json.load(open(fixture))
+    rows = launches.predict_records(data)
+    assert [(r["kernel"], r["phase"]) for r in rows] == [("_conv_kernel", "fwd"), ("_conv_kernel", "bwd"),
+                                                         ("_wgrad_kernel", "bwd")]
+    for r, rec in zip(rows, data["records"]):
+        assert r["arch"] == "sm_90" and r["device"] == "H200" and r["predicted_ms"] > 0 and r["bound"]
+        assert r["ratio"] == pytest.approx(rec["measured_ms"] / r["predicted_ms"]) and "launch" not in r
+        assert r["bounds_ms"]["fixed"] == pytest.approx(0.008)  # a launch timed alone: the isolated fixed cost
+
+    rep = tmp_path / "nvidia-h200-2026-12-01"
+    rep.mkdir()
+    (rep / "report.json").write_text(json.dumps(dict(env=dict(device="NVIDIA H200", device_type="cuda"))))
+    shutil.copy(fixture, rep / "launches.json")
+    m = measured_vs_predicted([], [], 2000, str(tmp_path))
+    lau = m["launches"]
+    assert lau["spread"]["n"] == 3 and set(lau["per_kernel"]) == {"_conv_kernel", "_wgrad_kernel"}
+    assert lau["best"] == [] and lau["complete"] and lau["errors"] == 0  # one configuration each: nothing to rank
+    text = "\n".join(launches_section(lau))
+    assert "over 3 launches" in text and "| _wgrad_kernel | 1 |" in text
+
+    r = subprocess.run([sys.executable, "-m", "profiling", "launches", "--predict", fixture, "--out", str(tmp_path / "o")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, TRITON_INTERPRET="0", PYTHONPATH=ROOT))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "measured / predicted over 3 launches" in (tmp_path / "o" / "launches.md").read_text()
