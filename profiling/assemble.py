@@ -356,6 +356,41 @@ def layer_predictions(rows: list[dict], batch: int, backend: str, arch: str) -> 
     return out
 
 
+def layer_candidates(rows: list[dict], batch: int, backend: str, arch: str) -> dict:
+    """Every configuration's rows of each conv layer's kernels, {layer: {phase: [rows]}}, for
+    ``backend`` while the whitening bias trains: what a trace's launches are matched against."""
+    impl, out = kernels.resolve_names(backend)["conv"], {}
+    for case, _ in step_calls(batch, backend=backend):
+        if case.op != "conv" or case.name.endswith(FROZEN):
+            continue
+        key = case_key(case)
+        for r in rows:
+            if r["arch"] == arch and r["impl"] == impl and r["case_key"] == key and r["phase"] in TRAIN_PHASES:
+                out.setdefault(case.name, {}).setdefault(r["phase"], []).append(r)
+    return out
+
+
+def ran_prediction(cands: list[dict], launches: list[dict]) -> float | None:
+    """The predicted ms of the configurations a trace's launches ran: each Triton launch matched to
+    the modelled row of its kernel with the same grid and threads per block (the tile and the
+    warps; among several, the one with the same shared memory, else the default); None where a
+    launch matches no row (a configuration the model did not compile)."""
+    names = {r["kernel"] for r in cands}
+    total, found = 0.0, False
+    for ln in launches:
+        if ln["kernel"] not in names:
+            continue  # an ATen kernel beside ours (the whitening conv's bias gradient)
+        same = [r for r in cands if r["kernel"] == ln["kernel"] and list(r["grid"]) == list(ln["grid"])
+                and r["num_warps"] * 32 == ln["threads"]]
+        if not same:
+            return None
+        pick = (next((r for r in same if r.get("shared") == ln.get("shared")), None)
+                or next((r for r in same if r["default"]), None) or same[0])
+        total += pick["predicted_ms"]
+        found = True
+    return total if found else None
+
+
 def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch: str, seen: set) -> tuple[list, list]:
     """Kernel rows and conv-layer rows of one report's profiler traces, for each backend not in
     ``seen`` (a newer report had it), which it then adds."""
@@ -376,12 +411,18 @@ def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch:
                 kernel_rows.append(dict(kernel=name, backend=backend, measured_ms=k["ms"],
                                         predicted_ms=predicted[name], ratio=k["ms"] / predicted[name]))
         layers = layer_predictions(drows, b, backend, arch) if t.get("conv_layers") else {}
+        cands = layer_candidates(drows, b, backend, arch) if t.get("conv_layers") else {}
         for m in t.get("conv_layers") or []:
             for ph in TRAIN_PHASES:
                 p = layers.get(m["layer"], {}).get(ph)
+                ran = ran_prediction(cands.get(m["layer"], {}).get(ph, []), m.get(f"{ph}_launches") or [])
                 if p and m[f"{ph}_ms"]:
+                    # the configurations the run chose where the trace says which (autotuning on the GPU
+                    # picks its own), else the default configurations the step table predicts
+                    q = ran if ran is not None else p
                     layer_rows.append(dict(layer=m["layer"], backend=backend, phase=ph, measured_ms=m[f"{ph}_ms"],
-                                           predicted_ms=p, ratio=m[f"{ph}_ms"] / p))
+                                           predicted_ms=q, ratio=m[f"{ph}_ms"] / q, default_ms=p,
+                                           modelled="as run" if ran is not None else "default"))
         if predicted:
             seen.add(backend)
     return kernel_rows, layer_rows

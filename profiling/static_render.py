@@ -156,11 +156,17 @@ def measured_section(measured: dict | None) -> list[str]:
                                                  ("ratio", "measured / predicted")]), ""]
     if measured.get("layers"):
         parts += ["Per conv layer (profiler trace, `profiling trace`'s conv-layer table: forward, the kernels its "
-                  "conv range launched; backward, those of its autograd node), while the whitening bias trains:", "",
+                  "conv range launched; backward, those of its autograd node), while the whitening bias trains. "
+                  "`modelled`: `as run`, the configurations the run chose (autotuning on the GPU picks its own; "
+                  "each launch matched by its grid and threads per block to the configuration the model compiled), "
+                  "or `default`, the launcher's default ones, which the step table predicts (the trace does not "
+                  "say which ran, or the model did not compile it); `default ms`: the default configurations' "
+                  "prediction:", "",
                   markdown(measured["layers"], [("backend", "backend"), ("layer", "layer"), ("phase", "phase"),
                                                 ("measured_ms", "measured ms / step"),
                                                 ("predicted_ms", "predicted ms / step"),
-                                                ("ratio", "measured / predicted")]), ""]
+                                                ("ratio", "measured / predicted"), ("modelled", "modelled"),
+                                                ("default_ms", "default ms")]), ""]
     if measured["ops"]:
         parts += ["Op benchmarks (`profiling bench`, one op at a time) beside the op's predicted forward, or "
                   "forward + backward as a training step runs it (the whitening conv computes no input-grad "

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import shlex
 import shutil
@@ -117,14 +118,17 @@ def conv_layer_times(trace_path: str, layers: list[str]) -> list[dict] | None:
     the kernels launched inside the layer's ``conv`` range (the network's ranges, in layer order);
     backward, those launched inside its autograd node (a conv backward node per layer, the reverse
     of the forward order in a chain network). A kernel is matched to its launch through the
-    runtime call's correlation id and the launching thread. None where the trace has no kernels or
-    the ranges do not come in whole steps of ``layers`` (a fused block has no conv range)."""
+    runtime call's correlation id and the launching thread. ``fwd_launches`` / ``bwd_launches``: each
+    launch of the layer's phase in order, with its kernel, grid, threads per block, shared memory,
+    registers and mean ms per step (what identifies the configuration the run chose: the static
+    model predicts that one). None where the trace has no kernels or the ranges do not come in
+    whole steps of ``layers`` (a fused block has no conv range)."""
     opener = gzip.open if trace_path.endswith(".gz") else open
     with opener(trace_path, "rt") as f:
         ev = json.load(f).get("traceEvents", [])
     launched = {e["args"]["correlation"]: (e.get("tid"), e["ts"]) for e in ev
                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
-    kernels = [(launched[e["args"]["correlation"]], e.get("dur", 0.0)) for e in ev
+    kernels = [(launched[e["args"]["correlation"]], e.get("dur", 0.0), e) for e in ev
                if e.get("cat") == "kernel" and e.get("args", {}).get("correlation") in launched]
     key = (lambda e: e["ts"])
     fwd = sorted((e for e in ev if e.get("cat") == "user_annotation" and e.get("name") == "conv"), key=key)
@@ -135,20 +139,31 @@ def conv_layer_times(trace_path: str, layers: list[str]) -> list[dict] | None:
     if not kernels or not steps or len(fwd) != steps * n or len(bwd) != len(fwd):
         return None
 
-    def inside(r) -> tuple[float, int]:
-        ds = [d for (tid, ts), d in kernels if tid == r.get("tid") and r["ts"] <= ts <= r["ts"] + r.get("dur", 0)]
-        return sum(ds), len(ds)
+    def inside(r) -> list:
+        return [(d, e) for (tid, ts), d, e in kernels if tid == r.get("tid") and r["ts"] <= ts <= r["ts"] + r.get("dur", 0)]
 
-    rows = {name: dict(layer=name, fwd_ms=0.0, bwd_ms=0.0, fwd_kernels=0, bwd_kernels=0) for name in layers}
+    rows = {name: dict(layer=name, fwd_ms=0.0, bwd_ms=0.0, fwd_kernels=0, bwd_kernels=0, fwd_launches=[],
+                       bwd_launches=[]) for name in layers}
+
+    def add(name, phase, found):
+        row = rows[name]
+        row[f"{phase}_ms"] += sum(d for d, _ in found) / 1e3 / steps
+        row[f"{phase}_kernels"] += len(found) / steps
+        launches = row[f"{phase}_launches"]
+        for j, (d, e) in enumerate(found):  # the same launches each step: their mean, by position
+            if j == len(launches):
+                a = e.get("args", {})
+                launches.append(dict(kernel=e.get("name", "").split("(")[0].strip(), grid=list(a.get("grid", [])),
+                                     threads=math.prod(a.get("block", [0])), shared=a.get("shared memory"),
+                                     regs=a.get("registers per thread"), ms=0.0))
+            if j < len(launches):
+                launches[j]["ms"] += d / 1e3 / steps
+
     for i in range(steps):
         for name, r in zip(layers, fwd[i * n:(i + 1) * n]):
-            t, k = inside(r)
-            rows[name]["fwd_ms"] += t / 1e3 / steps
-            rows[name]["fwd_kernels"] += k / steps
+            add(name, "fwd", inside(r))
         for name, r in zip(reversed(layers), bwd[i * n:(i + 1) * n]):
-            t, k = inside(r)
-            rows[name]["bwd_ms"] += t / 1e3 / steps
-            rows[name]["bwd_kernels"] += k / steps
+            add(name, "bwd", inside(r))
     return [rows[name] for name in layers]
 
 
@@ -266,10 +281,18 @@ LAYER_NOTE = ("Device ms per step of the kernels each conv layer launches: forwa
 
 
 def layers_table(s: dict) -> str:
-    return LAYER_NOTE + "\n\n" + markdown_table(
+    text = LAYER_NOTE + "\n\n" + markdown_table(
         [dict(r, total=r["fwd_ms"] + r["bwd_ms"]) for r in s["conv_layers"]],
         [("layer", "layer"), ("fwd_ms", "forward"), ("bwd_ms", "backward"), ("total", "total"),
          ("fwd_kernels", "kernels fwd"), ("bwd_kernels", "kernels bwd")])
+    launches = [dict(ln, layer=r["layer"], phase=ph, kernel=ln["kernel"][:48], grid="x".join(map(str, ln["grid"])))
+                for r in s["conv_layers"] for ph in ("fwd", "bwd") for ln in r.get(f"{ph}_launches") or []]
+    if launches:
+        text += ("\n\nEach launch (grid, threads per block, shared memory and registers: what tells the "
+                 "configuration that ran):\n\n" + markdown_table(
+                     launches, [("layer", "layer"), ("phase", "phase"), ("kernel", "kernel"), ("grid", "grid"),
+                                ("threads", "threads"), ("shared", "shared B"), ("regs", "regs"), ("ms", "ms / step")]))
+    return text
 
 
 def layers_side_by_side(a: dict, b: dict) -> str:

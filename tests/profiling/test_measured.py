@@ -111,3 +111,23 @@ def test_runs_with_an_op_override_are_not_their_backends(tmp_path):
     steps = [dict(backend="triton", arch="sm_90", run_graph_s=1.0, run_graph_range="0.9-1.1", predicted_ms=4.0)]
     got = measured_runs(str(d), steps, "sm_90")
     assert [(r["backend"], r["runs"], r["measured_s"]) for r in got] == [("triton", 1, 1.12)]
+
+
+def test_a_layer_is_predicted_with_the_configurations_its_run_chose():
+    """Autotuning on the GPU picks its own configurations: a traced launch is matched by kernel, grid and
+    threads per block to the row the model compiled for it (shared memory decides between twins)."""
+    from profiling.assemble import ran_prediction
+
+    def row(kernel, grid, warps, ms, default=False, shared=0):
+        return dict(kernel=kernel, grid=grid, num_warps=warps, predicted_ms=ms, default=default, shared=shared)
+    cands = [row("_conv_kernel", [3516, 1, 1], 8, 0.20, default=True), row("_conv_kernel", [7032, 1, 1], 4, 0.25),
+             row("_wgrad_kernel", [6, 22, 1], 8, 0.10, default=True, shared=98304),
+             row("_wgrad_kernel", [6, 22, 1], 8, 0.12, shared=122880)]  # an L1 twin: same grid and warps
+    ran = [dict(kernel="_conv_kernel", grid=[7032, 1, 1], threads=128),
+           dict(kernel="_wgrad_kernel", grid=[6, 22, 1], threads=256, shared=122880),
+           dict(kernel="void at::native::reduce_kernel", grid=[2, 1056, 1], threads=128)]  # not ours: ignored
+    assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.12)
+    ran[1]["shared"] = 4096  # no twin with that shared memory: the default of the two
+    assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.10)
+    assert ran_prediction(cands, [dict(kernel="_conv_kernel", grid=[999, 1, 1], threads=128)]) is None
+    assert ran_prediction(cands, ran[2:]) is None  # no Triton launch at all

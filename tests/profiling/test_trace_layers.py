@@ -17,7 +17,9 @@ def _trace(tmp_path, steps=2, fwd_us=(10.0, 20.0), bwd_us=(1.0, 30.0), extra_ran
     def launch(tid, dur, cat="cuda_driver"):
         corr[0] += 1
         ev.append(dict(cat=cat, name="cuLaunchKernel", tid=tid, ts=t[0] + 1, dur=1, args=dict(correlation=corr[0])))
-        ev.append(dict(cat="kernel", name="k", tid=7, ts=t[0] + 5, dur=dur, args=dict(correlation=corr[0])))
+        ev.append(dict(cat="kernel", name="k", tid=7, ts=t[0] + 5, dur=dur,
+                       args={"correlation": corr[0], "grid": [int(dur), 1, 1], "block": [128, 1, 1],
+                             "shared memory": 1024, "registers per thread": 96}))
 
     for _ in range(steps):
         for d in fwd_us:  # forward: one conv range per layer, in layer order, on the main thread (1)
@@ -47,6 +49,10 @@ def test_each_kernel_goes_to_the_layer_that_launched_it(tmp_path, gz):
     assert rows[0]["fwd_ms"] == pytest.approx(0.010) and rows[1]["fwd_ms"] == pytest.approx(0.020)
     assert rows[0]["bwd_ms"] == pytest.approx(0.001) and rows[1]["bwd_ms"] == pytest.approx(0.030)
     assert rows[1]["fwd_kernels"] == 1 and rows[1]["bwd_kernels"] == 1
+    # each launch with what identifies its configuration: grid, threads, shared memory (and its mean ms)
+    assert rows[1]["bwd_launches"] == [dict(kernel="k", grid=[30, 1, 1], threads=128, shared=1024, regs=96,
+                                            ms=pytest.approx(0.030))]
+    assert [ln["grid"] for ln in rows[0]["fwd_launches"]] == [[10, 1, 1]]
 
 
 def test_ranges_not_in_whole_steps_give_no_table(tmp_path):
