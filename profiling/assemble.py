@@ -373,19 +373,26 @@ def layer_candidates(rows: list[dict], batch: int, backend: str, arch: str) -> d
 def ran_prediction(cands: list[dict], launches: list[dict]) -> float | None:
     """The predicted ms of the configurations a trace's launches ran: each Triton launch matched to
     the modelled row of its kernel with the same grid and threads per block (the tile and the
-    warps; among several, the one with the same shared memory, else the default); None where a
-    launch matches no row (a configuration the model did not compile)."""
+    warps; among several, those with the same shared memory, then the nearest register count, else
+    the default); None where a launch matches no row (a configuration the model did not compile)."""
     names = {r["kernel"] for r in cands}
+
+    def dims(g):  # a recorded grid leaves out trailing 1s; a trace gives all three
+        return tuple(g) + (1,) * (3 - len(g))
     total, found = 0.0, False
     for ln in launches:
         if ln["kernel"] not in names:
             continue  # an ATen kernel beside ours (the whitening conv's bias gradient)
-        same = [r for r in cands if r["kernel"] == ln["kernel"] and list(r["grid"]) == list(ln["grid"])
+        same = [r for r in cands if r["kernel"] == ln["kernel"] and dims(r["grid"]) == dims(ln["grid"])
                 and r["num_warps"] * 32 == ln["threads"]]
         if not same:
             return None
-        pick = (next((r for r in same if r.get("shared") == ln.get("shared")), None)
-                or next((r for r in same if r["default"]), None) or same[0])
+        if ln.get("shared") is not None and any(r.get("shared") == ln["shared"] for r in same):
+            same = [r for r in same if r.get("shared") == ln["shared"]]
+        # twins (the L1 twin: the same tile, grid and shared memory) by the nearest register count (the
+        # trace's come from the GPU's Triton, so only near), else the default
+        pick = (min(same, key=lambda r: (abs((r.get("regs") or 0) - ln["regs"]), not r["default"]))
+                if ln.get("regs") else next((r for r in same if r["default"]), same[0]))
         total += pick["predicted_ms"]
         found = True
     return total if found else None

@@ -118,16 +118,22 @@ def test_a_layer_is_predicted_with_the_configurations_its_run_chose():
     threads per block to the row the model compiled for it (shared memory decides between twins)."""
     from profiling.assemble import ran_prediction
 
-    def row(kernel, grid, warps, ms, default=False, shared=0):
-        return dict(kernel=kernel, grid=grid, num_warps=warps, predicted_ms=ms, default=default, shared=shared)
-    cands = [row("_conv_kernel", [3516, 1, 1], 8, 0.20, default=True), row("_conv_kernel", [7032, 1, 1], 4, 0.25),
-             row("_wgrad_kernel", [6, 22, 1], 8, 0.10, default=True, shared=98304),
-             row("_wgrad_kernel", [6, 22, 1], 8, 0.12, shared=122880)]  # an L1 twin: same grid and warps
+    def row(kernel, grid, warps, ms, default=False, shared=0, regs=100):
+        return dict(kernel=kernel, grid=grid, num_warps=warps, predicted_ms=ms, default=default, shared=shared,
+                    regs=regs)
+    cands = [row("_conv_kernel", [3516], 8, 0.20, default=True), row("_conv_kernel", [7032], 4, 0.25),  # as recorded
+             row("_wgrad_kernel", [6, 22], 8, 0.10, default=True, shared=98304),
+             row("_wgrad_kernel", [6, 22], 8, 0.12, shared=122880)]  # an L1 twin: same grid and warps
     ran = [dict(kernel="_conv_kernel", grid=[7032, 1, 1], threads=128),
            dict(kernel="_wgrad_kernel", grid=[6, 22, 1], threads=256, shared=122880),
            dict(kernel="void at::native::reduce_kernel", grid=[2, 1056, 1], threads=128)]  # not ours: ignored
     assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.12)
     ran[1]["shared"] = 4096  # no twin with that shared memory: the default of the two
+    assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.10)
+    cands[3]["shared"], cands[3]["regs"] = 98304, 160  # twins alike but for their registers: the nearest
+    ran[1].update(shared=98304, regs=151)
+    assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.12)
+    ran[1]["regs"] = None  # no register count: the default
     assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.10)
     assert ran_prediction(cands, [dict(kernel="_conv_kernel", grid=[999, 1, 1], threads=128)]) is None
     assert ran_prediction(cands, ran[2:]) is None  # no Triton launch at all
