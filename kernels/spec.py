@@ -145,6 +145,8 @@ class Work:
     model: str = "kernel"         # "kernel": a model written for it; "generic": the fallback
     units: int | None = None      # independent tiles of work in the launch (a grid can use at most this many)
     read_bytes: float | None = None  # the part of dram_bytes that is read (loads wait; stores do not); None: all
+    tile_iters: int | None = None  # a persistent kernel's main-loop iterations per tile: the loop's guarded
+    # blocks (a tile's prologue and epilogue, under a branch) run once per this many iterations
 
 
 # A work model: (launch, peak, capacity) -> Work. ``launch`` has ``args`` (name -> int, float or a

@@ -152,7 +152,7 @@ def run(args: BenchOptions) -> list[dict]:
     configs = chosen_configs()
     if configs:
         print("# Triton conv block configurations chosen (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages; a last 'l1': "
-              "the L1 twin, A_VIA_L1, won the timing):")
+              "the L1 twin, A_VIA_L1, won the timing; 'persistent': the persistent twin did):")
         for k, v in configs.items():
             print(f"#   {k}: {v}")
     meta = dict(env=env, recipe=recipe or "airbench94_muon", batch=batch, dtype=str(dtype), peak=peak.__dict__ if peak else None,

@@ -1,5 +1,6 @@
 """python -m profiling launches: every Triton launch of the network's ops timed alone on this GPU, for
-the default configuration and each configuration of the ops' configuration lists, so that the static
+the default configuration, each configuration of the ops' configuration lists and each variant of
+their specs (conv: the autotuner's L1 and persistent twins), so that the static
 model can be held against its own kernels launch by launch (not only against public kernels).
 
 On a GPU (run it in a device session; about 0.1 s of timing per launch plus each kernel's first
@@ -94,9 +95,10 @@ def _timing_hook(out: list, timer, timed: set):
 
 def work_list(ops: list[str], batch: int, configs: str = "all", impls: list[str] | None = None,
               layers: list[str] | None = None) -> list[tuple]:
-    """(op, impl, case, variant label, (config list, entry) or None) to time: every default first
-    (each layer's default configuration, the one training runs), then each configuration list's
-    entries, so that a time budget keeps the defaults."""
+    """(op, impl, case, variant label, the context that forces it or None) to time: every default
+    first (each layer's default configuration, the one training runs), then each configuration
+    list's entries and the spec's variants (conv: the autotuner's L1 and persistent twins of the
+    default), so that a time budget keeps the defaults."""
     items = []
     for op in ops:
         s = spec(op)
@@ -106,8 +108,9 @@ def work_list(ops: list[str], batch: int, configs: str = "all", impls: list[str]
                     continue
                 items.append((op, impl, case, "default", None))
                 if configs == "all":
-                    items += [(op, impl, case, f"{cl.name}[{j}]", (cl, cfg))
+                    items += [(op, impl, case, f"{cl.name}[{j}]", lambda cl=cl, cfg=cfg: cl.pinned(cfg))
                               for cl in s.config_lists for j, cfg in enumerate(cl)]
+                    items += [(op, impl, case, name, form) for name, form in s.variants.items()]
     return sorted(items, key=lambda it: it[3] != "default")  # stable: the defaults first, in op order
 
 
@@ -133,7 +136,7 @@ def measure(ops: list[str], device, dtype, batch: int, configs: str = "all", imp
         got: list = []
         s.forget_choices()
         try:
-            with (pin[0].pinned(pin[1]) if pin else _null()):
+            with (pin() if pin else _null()):
                 _drive(case, impl, dtype, None, device=device, fill="randn")  # compile, autotune
                 with recording(_timing_hook(got, timer, timed.setdefault((op, impl, case.label()), set()))):
                     _drive(case, impl, dtype, None, device=device, fill="randn")

@@ -123,7 +123,7 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False, conte
     per_sm = math.ceil(programs / peak.sms)           # programs the busiest SM runs
     waves = programs / (peak.sms * resident)
     sass = facts["sass"]
-    it = sass["per_iter"]
+    it = per_iteration(sass["per_iter"], work)
     # instructions per program (per thread): outside the loops once, the main loop per iteration
     if sass["main_loops"] and it:
         per_prog = sass["outside_instrs"] + work.iters * it["instrs"]
@@ -166,6 +166,17 @@ def predict(launch, facts: dict, work, peak, arch: str, fp8: bool = False, conte
         work_model=work.model, notes=work.notes, units=work.units)
 
 
+def per_iteration(it: dict | None, work) -> dict | None:
+    """What one main-loop iteration does: the whole body, but for a persistent kernel
+    (``work.tile_iters``) the blocks a branch in the body skips (a tile's prologue and epilogue:
+    their instructions, shared-memory bytes, stores) count once per tile's iterations."""
+    cond = (it or {}).get("cond")
+    if not (cond and cond.get("instrs") and getattr(work, "tile_iters", None)):
+        return it
+    f = 1.0 - 1.0 / work.tile_iters
+    return dict(it, **{k: it[k] - f * cond[k] for k in cond})
+
+
 def _issue_time(per_sm: int, resident: int, warps: int, per_prog: float, peak) -> float:
     """Issue: the busiest SM runs ``per_sm`` programs in rounds of at most ``resident``."""
     clk = peak.clock_ghz * 1e9
@@ -197,7 +208,7 @@ def _latency_time(facts: dict, work, peak, programs: int, resident: int, per_sm:
     """Latency: the reads divided by the bytes in flight (every resident thread's loads, times the
     pipeline depth of an async main loop) per LATENCY_NS."""
     sass = facts["sass"]
-    it = sass["per_iter"]
+    it = per_iteration(sass["per_iter"], work)
     if sass["main_loops"] and it:
         depth = 1 + (facts.get("wait_depth") or 0) if it["async_copies"] else 1
         inflight_thread = it["ld_thread_bytes"] * depth

@@ -178,13 +178,18 @@ class Loop:
     instrs: list[Instr] = field(repr=False, default_factory=list)
     innermost: bool = True
     drained: bool = False
+    guarded: list = field(repr=False, default_factory=list)  # body instructions a predicated forward
+    # branch inside the body can skip (a persistent loop's per-tile prologue and epilogue)
+
 
     @property
     def size(self) -> int:
         return len(self.instrs)
 
     def facts(self) -> dict:
-        return block_facts(self.instrs)
+        """block_facts of the body, and under ``cond`` the numeric facts of its guarded part."""
+        g = block_facts(self.guarded)
+        return dict(block_facts(self.instrs), cond={k: g[k] for k in _NUMERIC})
 
 
 def block_facts(instrs: list[Instr]) -> dict:
@@ -256,6 +261,13 @@ def find_loops(instrs: list[Instr], labels: dict[str, int]) -> list[Loop]:
         if start > ins.index or start == ins.index:  # forward branch, or the trap loop after EXIT
             continue
         loops.append(Loop(start, ins.index, instrs[start:ins.index + 1]))
+    for lp in loops:  # blocks under a predicated forward branch that lands inside the body
+        skipped: set = set()
+        for b in lp.instrs:
+            t = _branch_target(b)
+            if b.pred and t in labels and b.index < labels[t] <= lp.end:
+                skipped.update(range(b.index + 1, labels[t]))
+        lp.guarded = [instrs[k] for k in sorted(skipped) if instrs[k].base != "NOP"]
     for a in loops:
         a.innermost = not any(b is not a and a.start <= b.start and b.end <= a.end for b in loops)
     # a loop is drained when, between its exit and the next loop (or the end), a wait lets nothing stay in flight
@@ -318,7 +330,9 @@ _NUMERIC = ("instrs", "mma", "mma_flops_wg", "mma_flops_warp", "smem_tc_bytes_wg
 def _mean_facts(facts: list[dict]) -> dict:
     """One iteration of "the" main loop: the mean over the main loops (a kernel with nine
     per-tap loops runs each for a ninth of its iterations)."""
-    return {k: sum(f[k] for f in facts) / len(facts) for k in _NUMERIC}
+    out = {k: sum(f[k] for f in facts) / len(facts) for k in _NUMERIC}
+    out["cond"] = {k: sum(f["cond"][k] for f in facts) / len(facts) for k in _NUMERIC}
+    return out
 
 
 def wait_depth(facts: dict) -> int | None:

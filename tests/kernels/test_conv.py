@@ -329,6 +329,73 @@ def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
     assert not launched
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", [((4, 8, 12, 12), 70, 3, 1),   # 2 column tiles, a partial last row tile
+                                  ((3, 20, 5, 5), 17, 3, 1),    # channels not a multiple of any block
+                                  ((2, 12, 6, 7), 32, 1, 0)],   # 1x1
+                         ids=lambda c: f"{'x'.join(map(str, c[0]))}-co{c[1]}-k{c[2]}")
+def test_the_persistent_twin_walks_every_tile_from_a_small_grid(monkeypatch, case, dtype):
+    """The persistent twin (an autotuning candidate on Hopper; forced here, ``persistent_twins``):
+    a grid of two programs, each walking its tiles in one flattened loop, the last tile partial, gives
+    the forward and the input-grad of the one-tile-per-program kernel."""
+    from kernels import _triton, conv
+    if not conv.FLATTEN:
+        pytest.skip(f"triton {conv.triton_version()} has no tl.range(flatten=): the twin is never offered")
+    orig_launch, seen = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._conv_kernel:
+            seen.append((grid, meta.get("PERSIST")))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "PERSIST_PROGRAMS", 2)
+    shape, co, k, pad = case
+    with conv.persistent_twins():
+        errs = run(conv_triton, shape, co, k, pad, dtype)
+    assert max(errs.values()) < TOL[dtype], errs
+    # the forward and (but for a 1x1 conv, whose input-grad is no implicit GEMM) the input-grad
+    assert len(seen) == (1 if k == 1 else 2) and all(p == 1 and grid[0] <= 2 for grid, p in seen), seen
+    seen.clear()
+    run(conv_triton, shape, co, k, pad, dtype)
+    assert seen and all(p is None for _, p in seen)  # outside: one tile per program
+
+
+def test_autotuning_times_both_twins_of_the_first_candidate_on_hopper(monkeypatch):
+    """On an sm_90 GPU the forward's first candidate is timed with its L1 twin and its persistent
+    twin too (where Triton flattens loop nests), each checked against the 4-warp candidate's output;
+    an A100 gets no persistent twin."""
+    from kernels import conv
+    if not conv.FLATTEN:
+        pytest.skip(f"triton {conv.triton_version()} has no tl.range(flatten=): the twin is never offered")
+    out, launched = torch.zeros(4), []
+
+    def launch(cfg):
+        launched.append(cfg)
+        out.copy_(torch.arange(4.0))
+    dev = mock_gpu(monkeypatch, conv)
+    import triton.testing
+    monkeypatch.setattr(triton.testing, "do_bench",
+                        lambda fn, warmup, rep: (fn(), 0.4 if launched[-1][-1] == conv.PERSISTENT else 1.0)[1])
+    configs = [(128, 128, 64, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
+    twins = (lambda c: tuple(c) + (conv.A_VIA_L1,), conv._persistent_twin(dev))
+    cfg = conv._select("fwd", ("persist",), configs, 256, 64, launch, dev, output=lambda: out, twin=twins)
+    assert cfg == (128, 128, 64, 4, 4, conv.PERSISTENT)
+    assert (128, 128, 64, 4, 4, conv.A_VIA_L1) in launched
+    # a twin that this Triton cannot compile (flatten on an older compiler) is dropped, not fatal
+    conv._chosen.clear()
+
+    def broken(cfg):
+        if cfg[-1] == conv.PERSISTENT:
+            raise RuntimeError("CompilationError: cannot flatten\nmore")
+        launch(cfg)
+    cfg = conv._select("fwd", ("broken",), configs, 256, 64, broken, dev, output=lambda: out, twin=twins)
+    assert cfg[-1] != conv.PERSISTENT
+    assert conv._rejected[-1][2][-1] == conv.PERSISTENT and "cannot flatten" in conv._rejected[-1][3]
+    monkeypatch.setattr(conv, "_arch", lambda d: 8)
+    assert conv._persistent_twin(dev) is None and conv._persistent_twin(dev, fused=True) is None
+
+
 def test_the_l1_twin_survives_the_choices_file(tmp_path, monkeypatch):
     from kernels import conv
     monkeypatch.setattr(conv, "_chosen", {})
@@ -447,8 +514,9 @@ def test_autotune_choices_round_trip(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["fwd", "wgrad"])
 def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
-    flattened-loop trap of pytorch issue 173068), and each one's L1 twin (A_VIA_L1, which the
-    autotuner may choose), forward / input-grad / weight-grad against cuDNN."""
+    flattened-loop trap of pytorch issue 173068), and each one's L1 twin (A_VIA_L1) and, on Hopper,
+    persistent twin (both of which the autotuner may choose), forward / input-grad / weight-grad
+    against cuDNN."""
     from kernels import conv
     torch.backends.cudnn.allow_tf32 = False
     major = torch.cuda.get_device_capability()[0]
@@ -456,11 +524,14 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     for cfg in getattr(conv, listname):
         if major not in cfg[-1]:  # its archs
             continue
-        for twin in (False, True):
+        for twin in (None, "l1", "persistent"):
+            if twin == "persistent" and (kind != "fwd" or not conv.FLATTEN or major < 9):
+                continue  # the persistent twin: Hopper's forward / input-grad only
             monkeypatch.setattr(conv, listname, [cfg])
             monkeypatch.setattr(conv, "AUTOTUNE", False)
             conv._chosen.clear()
-            with conv.l1_twins() if twin else contextlib.nullcontext():  # the autotuner's L1 twin, forced
+            forced = dict(l1=conv.l1_twins, persistent=conv.persistent_twins).get(twin, contextlib.nullcontext)
+            with forced():  # the autotuner's twins, forced
                 for dtype in (torch.float16, torch.bfloat16):
                     errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
                     assert max(errs.values()) < TOL[dtype], (cfg, twin, dtype, errs)

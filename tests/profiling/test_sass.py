@@ -116,6 +116,39 @@ def test_parser_finds_loop_drain_waits_and_flags():
     assert body["mma_flops_wg"] == 2 * 64 * 64 * 32
 
 
+PERSISTENT_SASS = """
+.L_x_1:
+        /*0000*/              @P1 BRA `(.L_x_5) ;
+        /*0010*/                   IMAD R1, R2, R3, RZ ;
+        /*0020*/                   IMAD R4, R2, R3, RZ ;
+        /*0030*/                   LOP3.LUT R5, R1, 0x1, RZ, 0xc0, !PT ;
+.L_x_5:
+        /*0040*/                   DEPBAR.LE SB0, 0x2 ;
+        /*0050*/                   HGMMA.64x64x16.F32 R24, gdesc[UR8], R24, gsb0 ;
+        /*0060*/                   LDGSTS.E.BYPASS.128 [R2], desc[UR4][R4.64] ;
+        /*0070*/              @P2 BRA `(.L_x_6) ;
+        /*0080*/                   STG.E.128 desc[UR4][R6.64], R24 ;
+        /*0090*/                   STG.E.128 desc[UR4][R8.64], R28 ;
+.L_x_6:
+        /*00a0*/              @P0 BRA `(.L_x_1) ;
+        /*00b0*/                   EXIT ;
+"""
+
+
+def test_a_persistent_loops_per_tile_blocks_count_once_per_tile():
+    """A flattened persistent loop holds each tile's prologue and epilogue under branches inside its
+    body: the parser counts them (cond_instrs), and the model issues them once per tile's iterations."""
+    from kernels.spec import Work
+    from profiling.perfmodel import per_iteration
+    f = analyse_sass(PERSISTENT_SASS)
+    it = f["per_iter"]
+    assert f["loop_sizes"] == [11] and it["instrs"] == 11 and it["cond"]["instrs"] == 5  # 3 prologue + 2 epilogue
+    assert it["cond"]["mma"] == 0 and it["cond"]["ld_thread_bytes"] == 0  # the MMA and the load run every time
+    eff = per_iteration(it, Work("gemm", 18, 1, 0, 0, 2, tile_iters=9))
+    assert eff["instrs"] == pytest.approx(11 - 5 + 5 / 9) and eff["mma"] == 1 and eff["async_copies"] == 1
+    assert per_iteration(it, Work("gemm", 18, 1, 0, 0, 2)) is it  # not persistent: every instruction, every time
+
+
 def test_accumulator_register_counts():
     instrs, _ = parse("""
         /*0000*/                   HGMMA.64x128x16.F32 R24, gdesc[UR16], R24 ;
