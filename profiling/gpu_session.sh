@@ -20,6 +20,9 @@
 # Outputs: session.log, gpu.txt, tests.log, runs.tgz (records and logs), bench.json, bench.md, accept.tgz,
 # trace.tgz, launches.json, launches.log.
 # The first run (2026-11-30, H200: reports/nvidia-h200-2026-11-30) used "accept runs bench" in three calls.
+# Next (issue 22): STEPS="tests trace launches", then "small": the kernel tests at the current commit (the
+# persistent twin included), which configurations autotuning picks in a training step now (trace.md's
+# per-launch table: grid, threads), and every conv configuration and twin timed alone (launches.json).
 set -u
 OUT=${OUT:-runs/gpu_session}
 WALL=${WALL:-550}
