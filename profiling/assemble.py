@@ -343,16 +343,11 @@ def trace_backend(summary: dict) -> str | None:
 def layer_predictions(rows: list[dict], batch: int, backend: str, arch: str) -> dict:
     """Predicted ms of each conv layer's kernels, {layer: {"fwd": ms, "bwd": ms}}, for ``backend``
     while the whitening bias trains (every input-grad computed, as in a trace's early steps)."""
-    impl, out = kernels.resolve_names(backend)["conv"], {}
-    for case, _ in step_calls(batch, backend=backend):
-        if case.op != "conv" or case.name.endswith(FROZEN):
-            continue
-        key = case_key(case)
-        for r in rows:
-            if (r["default"] and r["arch"] == arch and r["impl"] == impl and r["case_key"] == key
-                    and r["phase"] in TRAIN_PHASES):
-                ph = out.setdefault(case.name, {})
-                ph[r["phase"]] = ph.get(r["phase"], 0.0) + r["predicted_ms"]
+    out: dict = {}
+    for layer, phases in layer_candidates(rows, batch, backend, arch).items():
+        for ph, rs in phases.items():
+            if any(r["default"] for r in rs):
+                out.setdefault(layer, {})[ph] = sum(r["predicted_ms"] for r in rs if r["default"])
     return out
 
 
