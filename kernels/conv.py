@@ -290,7 +290,10 @@ if HAS_TRITON:
                      PERSIST: tl.constexpr = 0):
         """_conv_tile for one tile per program, or (PERSIST) a persistent grid: each program walks
         the tiles pid, pid + programs, ... in one loop nest that Triton flattens, so the next tile's
-        first loads are in flight while this tile's last MMAs run."""
+        first loads are in flight while this tile's last MMAs run. The arguments are _conv_tile's:
+        x_ptr (input, strides sxn, sxh, sxw), w_ptr (weight), b_ptr (bias), y_ptr (output, strides
+        syn, syh, syw), sa_ptr and sb_ptr (fp8 scales), idx_ptr (the pool's index), part_ptr (the
+        BatchNorm partials)."""
         if PERSIST:
             tiles = tl.cdiv(M, BLOCK_M) * ((COUT + BLOCK_N - 1) // BLOCK_N)
             for t in tl.range(tl.program_id(0), tiles, tl.num_programs(0), flatten=True):
