@@ -16,7 +16,7 @@ import kernels._triton as kt
 from kernels.spec import kernel_tags
 from model.recipes import get_recipe
 
-from .capture import TRAIN_PHASES, Launch
+from .capture import TRAIN_PHASES, config_str
 from .cubin import ARCHS, kernel_facts
 from .devices import PEAKS, detect
 from .drive import OpRecord
@@ -47,12 +47,6 @@ def learn_residency(records: list[OpRecord], arch: str, sms: int, cache: dict) -
     return new
 
 
-def _config_str(ln: Launch) -> str:
-    ce = {k: v for k, v in ln.cx.items() if k.isupper() or k.startswith("BLOCK")}
-    return ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
-                    for k, v in sorted(ce.items(), key=lambda kv: not kv[0].startswith("BLOCK")))
-
-
 def _runs_on(impl: str, arch: str) -> bool:
     return not (impl == "fp8" and arch == "sm_80")  # FP8 tensor cores need sm_89+; conv=fp8 refuses an A100
 
@@ -79,7 +73,7 @@ def build_rows(records: list[OpRecord], archs: list[str], facts_cache: dict | No
                     kernel=ln.kernel, op=rec.op, impl=rec.impl, case=rec.case.label(), layer=rec.case.name,
                     case_key=case_key(rec.case), tags=list(kernel_tags(ln.fn)),
                     shape=list(rec.case.x_shape), variant=rec.variant, default=rec.default, phase=ln.phase,
-                    launch_index=j, arch=arch, config=_config_str(ln), num_warps=ln.num_warps,
+                    launch_index=j, arch=arch, config=config_str(ln), num_warps=ln.num_warps,
                     num_stages=ln.num_stages, grid=list(ln.grid),
                     regs=f["regs"], spill_bytes=f["spill_bytes"], shared=f["shared"], shared_limit=f["shared_limit"],
                     occupancy=f["occupancy"], tc=f["tc"], tensor_core_instrs=f["tensor_core_instrs"],

@@ -7,6 +7,7 @@ the launches with the training phase they belong to."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from dataclasses import dataclass, field
 
@@ -35,6 +36,13 @@ class Launch:
     def cx(self) -> dict:
         """Constexpr values by name."""
         return {self.fn.arg_names[k[0]]: v for k, v in self.constexprs.items()}
+
+
+def config_str(ln: Launch) -> str:
+    """A launch's configuration in one line: its block sizes first, then its other upper-case constexprs."""
+    ce = {k: v for k, v in ln.cx.items() if k.isupper() or k.startswith("BLOCK")}
+    return ",".join(f"{k}={int(v) if isinstance(v, bool) else v}"
+                    for k, v in sorted(ce.items(), key=lambda kv: not kv[0].startswith("BLOCK")))
 
 
 def _dtype_name(dt) -> str:
@@ -181,7 +189,19 @@ def launch_from_json(d: dict) -> Launch:
             raise ValueError(f"launch of {d['kernel']}: an argument recorded only as {v['repr']} cannot be rebuilt")
         return v
     fn = find_kernel(d["kernel"])
-    return Launch(d["kernel"], fn, dict(d["signature"]), {tuple(k): value(v) for k, v in d["constexprs"]},
-                  {tuple(k): v for k, v in d["attrs"]}, d["num_warps"], d["num_stages"], d.get("key", ""),
-                  {k: value(v) for k, v in d["args"].items()}, tuple(d["grid"]), d.get("phase", "fwd"),
-                  {k: value(v) for k, v in d.get("meta", {}).items()})
+    signature = dict(d["signature"])
+    constexprs = {tuple(k): value(v) for k, v in d["constexprs"]}
+    names = list(fn.arg_names)
+    if list(signature) != names[:len(signature)]:
+        raise ValueError(f"launch of {d['kernel']}: recorded with arguments {', '.join(signature)}, which this "
+                         f"checkout's kernel ({', '.join(names)}) does not start with: another version of the lab")
+    # a kernel that gained trailing arguments with defaults since (a constexpr switch): their defaults
+    params = list(inspect.signature(getattr(fn, "fn", fn)).parameters.values())  # jit or interpreted
+    for i, p in enumerate(params[len(signature):], start=len(signature)):
+        if p.default is inspect.Parameter.empty:
+            raise ValueError(f"launch of {d['kernel']}: argument {p.name} is new in this checkout and has no default")
+        signature[p.name] = "constexpr"
+        constexprs[(i,)] = p.default
+    return Launch(d["kernel"], fn, signature, constexprs, {tuple(k): v for k, v in d["attrs"]}, d["num_warps"],
+                  d["num_stages"], d.get("key", ""), {k: value(v) for k, v in d["args"].items()}, tuple(d["grid"]),
+                  d.get("phase", "fwd"), {k: value(v) for k, v in d.get("meta", {}).items()})

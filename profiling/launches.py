@@ -32,7 +32,7 @@ import time
 import kernels
 from kernels.spec import spec
 
-from .capture import launch_from_json, launch_to_json, make_launch
+from .capture import config_str, launch_from_json, launch_to_json, make_launch
 from .drive import _drive, triton_impls
 from .report_io import fmt, markdown_table, write_json
 from .shapes import unique_ops
@@ -163,11 +163,6 @@ class _null:
 
     def __exit__(self, *exc):
         return False
-
-
-def config_str(ln) -> str:
-    from .assemble import _config_str
-    return _config_str(ln)
 
 
 # ------------------------------------------------------------------------------------ on a CPU

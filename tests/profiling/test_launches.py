@@ -97,6 +97,18 @@ def test_launch_json_round_trip_keeps_the_specialisation():
         (ln.key, ln.signature, ln.constexprs, ln.attrs, ln.grid, ln.num_warps)
     with pytest.raises(KeyError, match="no Triton kernel named '_gone_kernel'"):
         launch_from_json(dict(data["records"][0]["launch"], kernel="_gone_kernel"))
+    # recorded before the kernel gained a trailing constexpr with a default (PERSIST): the default is filled in
+    old = dict(data["records"][0]["launch"])
+    sig = dict(old["signature"])
+    sig.pop("PERSIST", None)
+    n = len(sig)
+    old.update(signature=sig, constexprs=[c for c in old["constexprs"] if c[0][0] < n])
+    ln = launch_from_json(old)
+    assert ln.signature["PERSIST"] == "constexpr" and ln.cx["PERSIST"] == 0
+    # an argument missing from the middle: another version of the lab, said so
+    sig.pop("M")
+    with pytest.raises(ValueError, match="another version of the lab"):
+        launch_from_json(dict(old, signature=sig))
 
 
 def test_spread_and_the_default_against_the_fastest_configuration():
