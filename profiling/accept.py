@@ -171,6 +171,28 @@ def _report_quick(out: str, data: str):
     return rc == 0, tail
 
 
+def resume_dir(parent: str, prefix: str, commit: str | None, quick: bool) -> str | None:
+    """The newest run folder under ``parent`` of the device ``prefix`` (``<prefix>-<date>[-n]``) whose
+    accept.json was written at ``commit`` in the same mode (``quick``), or None."""
+    pattern = re.compile(re.escape(prefix) + r"-\d{4}-\d{2}-\d{2}(-\d+)?$")
+    found = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return None
+    for n in names:
+        path = os.path.join(parent, n, "accept.json")
+        if not pattern.match(n) or not os.path.isfile(path):
+            continue
+        try:
+            m = json.load(open(path)).get("meta", {})
+        except (OSError, ValueError):
+            continue
+        if m.get("commit") == commit and m.get("quick") == quick:
+            found.append((os.path.getmtime(path), os.path.join(parent, n)))
+    return max(found)[1] if found else None
+
+
 def main(args) -> int:
     from model.training.env import environment
     cuda = torch.cuda.is_available()
@@ -182,8 +204,10 @@ def main(args) -> int:
         raise usage_error(f"accept: --data {args.data!r} is not a directory")
     parent = os.path.join(ROOT, "reports", "acceptance") if args.commit else args.out
     env = environment("cuda" if cuda else "cpu")
-    name = f"{slug(env['device'].split('(')[0]) if cuda else 'cpu'}-{datetime.date.today().isoformat()}"
-    out = report_dir(parent, name, args.resume)
+    prefix = slug(env['device'].split('(')[0]) if cuda else 'cpu'
+    name = f"{prefix}-{datetime.date.today().isoformat()}"
+    # --resume: the newest run of this device and commit, whatever its date (one cut short before midnight)
+    out = (args.resume and resume_dir(parent, prefix, env.get("git_commit"), quick)) or report_dir(parent, name, False)
     os.makedirs(out, exist_ok=True)
     meta = dict(device=env["device"], commit=env.get("git_commit"), date=datetime.date.today().isoformat(),
                 quick=quick, torch=torch.__version__, triton=env.get("triton"),

@@ -37,3 +37,26 @@ def test_accept_quick_end_to_end_and_resume(tmp_path):
 def test_accept_needs_data_on_a_gpu_and_a_real_directory(tmp_path):
     r = _accept("--quick", "--data", str(tmp_path / "missing"))
     assert r.returncode == 2 and "is not a directory" in r.stderr
+
+
+def test_resume_finds_the_run_of_this_commit_across_midnight(tmp_path):
+    """--resume continues the newest run of this device and commit whatever its date: a run started
+    before midnight and resumed after it (CI 2026-12-01: the resumed call started afresh in a folder
+    of the new date)."""
+    from profiling.accept import resume_dir
+
+    def run(name, commit, quick=True, age=0.0):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "accept.json").write_text(json.dumps(dict(meta=dict(commit=commit, quick=quick))))
+        t = 1_000_000.0 - age
+        os.utime(d / "accept.json", (t, t))
+        return str(d)
+    mine = run("cpu-2026-11-30", "abc", age=10)
+    run("cpu-2026-11-29", "abc", age=100)               # older
+    run("cpu-2026-11-30-2", "other", age=1)             # another commit
+    run("nvidia-h200-2026-11-30", "abc", age=0)         # another device
+    run("cpu-2026-11-30-3", "abc", quick=False, age=0)  # not a --quick run
+    assert resume_dir(str(tmp_path), "cpu", "abc", True) == mine
+    assert resume_dir(str(tmp_path), "cpu", "zzz", True) is None
+    assert resume_dir(str(tmp_path / "missing"), "cpu", "abc", True) is None
