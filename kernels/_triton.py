@@ -108,6 +108,21 @@ def launch(kernel, grid, args: tuple, meta: dict, device: torch.device, note_met
     return compiled
 
 
+def _torch_allocator(size: int, alignment: int, stream):
+    """Triton's run-time scratch (a TMA descriptor made in a kernel: 128 bytes a program) from
+    torch's caching allocator on the current device and stream (inside a CUDA-graph capture, from the
+    graph's pool)."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def ensure_allocator() -> None:
+    """Give Triton an allocator for kernels that need run-time global memory (``tl.make_tensor_descriptor``)
+    where none is set in this thread (Triton keeps it in a context variable); one set by the user stays."""
+    from triton.runtime import _allocation
+    if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
+        triton.set_allocator(_torch_allocator)
+
+
 def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 

@@ -117,6 +117,24 @@ if HAS_TRITON:
         return n, oh, r - oh * OW
 
     @triton.jit
+    def _weight_desc(w_ptr, CRED: tl.constexpr, COUT: tl.constexpr, TAPS: tl.constexpr, WLAYOUT: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """The weight at w_ptr (contiguous, in the layout WLAYOUT names as in _conv_tile: 0
+        [COUT][TAPS][CRED], 1 [CRED][TAPS][COUT], 2 [TAPS][COUT][CRED]; 16-byte aligned, rows of a
+        multiple of 16 bytes) as a 3-d TMA tensor descriptor whose block is one tap's [BLOCK_N x
+        BLOCK_K] tile: the tap a dimension of its own, so a partial channel block reads zeros past
+        CRED, not the next tap's channels."""
+        if WLAYOUT == 0:
+            return tl.make_tensor_descriptor(w_ptr, shape=[COUT, TAPS, CRED], strides=[TAPS * CRED, CRED, 1],
+                                             block_shape=[BLOCK_N, 1, BLOCK_K])
+        elif WLAYOUT == 1:
+            return tl.make_tensor_descriptor(w_ptr, shape=[CRED, TAPS, COUT], strides=[TAPS * COUT, COUT, 1],
+                                             block_shape=[BLOCK_K, 1, BLOCK_N])
+        else:
+            return tl.make_tensor_descriptor(w_ptr, shape=[TAPS, COUT, CRED], strides=[COUT * CRED, CRED, 1],
+                                             block_shape=[1, BLOCK_N, BLOCK_K])
+
+    @triton.jit
     def _conv_tile(pid, x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr,
                      M, sxn, sxh, sxw, syn, syh, syw, STEPS,
                      H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
@@ -124,7 +142,8 @@ if HAS_TRITON:
                      FLIP: tl.constexpr, WLAYOUT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr,
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-                     POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32"):
+                     POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32",
+                     W_TMA: tl.constexpr = 0):
         """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
 
         WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
@@ -139,7 +158,8 @@ if HAS_TRITON:
         per tap in a mask computed once, so a tap's bounds test is a shift and an AND.
         Arguments (the launcher, ``_launch_conv``, passes them; every activation is channels_last):
         x_ptr    input [N][H][W][CRED] (channel stride 1); sxn, sxh, sxw its strides in elements
-        w_ptr    weight in the layout WLAYOUT names; b_ptr: bias [COUT] when HAS_BIAS
+        w_ptr    weight in the layout WLAYOUT names; b_ptr: bias [COUT] when HAS_BIAS. W_TMA: w_ptr is
+                 the weight's TMA tensor descriptor (_weight_desc), its tiles copied by the TMA unit
         y_ptr    output [N][OH][OW][COUT] (channel stride 1); syn, syh, syw its strides
         sa_ptr, sb_ptr  fp32 [1] scales of x and w (HAS_SCALE: fp8 operands), else unused
         M        output pixels, N * OH * OW (the GEMM's rows); COUT: output channels (its columns)
@@ -218,13 +238,21 @@ if HAS_TRITON:
             kk = c0 + rk
             kmask = kk < CRED
             a = tl.load(x_ptr + a_row[:, None] + kk[None, :], mask=ok[:, None] & kmask[None, :], other=0.0)
-            if WLAYOUT == 0:
-                w_off = rn[None, :] * (KH * KW * CRED) + tap * CRED + kk[:, None]
-            elif WLAYOUT == 1:
-                w_off = kk[:, None] * (KH * KW * COUT) + tap * COUT + rn[None, :]
+            if W_TMA:  # one TMA copy per tile; channels past CRED and columns past COUT read as zeros
+                if WLAYOUT == 0:
+                    b = tl.trans(tl.reshape(w_ptr.load([pid_n * BLOCK_N, tap, c0]), (BLOCK_N, BLOCK_K)))
+                elif WLAYOUT == 1:
+                    b = tl.reshape(w_ptr.load([c0, tap, pid_n * BLOCK_N]), (BLOCK_K, BLOCK_N))
+                else:
+                    b = tl.trans(tl.reshape(w_ptr.load([tap, pid_n * BLOCK_N, c0]), (BLOCK_N, BLOCK_K)))
             else:
-                w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
-            b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
+                if WLAYOUT == 0:
+                    w_off = rn[None, :] * (KH * KW * CRED) + tap * CRED + kk[:, None]
+                elif WLAYOUT == 1:
+                    w_off = kk[:, None] * (KH * KW * COUT) + tap * COUT + rn[None, :]
+                else:
+                    w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
+                b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PREC)  # the accumulator stays in the tensor cores
         if HAS_SCALE:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
@@ -287,25 +315,28 @@ if HAS_TRITON:
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                      POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32",
-                     PERSIST: tl.constexpr = 0):
+                     PERSIST: tl.constexpr = 0, W_TMA: tl.constexpr = 0):
         """_conv_tile for one tile per program, or (PERSIST) a persistent grid: each program walks
         the tiles pid, pid + programs, ... in one loop nest that Triton flattens, so the next tile's
         first loads are in flight while this tile's last MMAs run. The arguments are _conv_tile's:
         x_ptr (input, strides sxn, sxh, sxw), w_ptr (weight), b_ptr (bias), y_ptr (output, strides
         syn, syh, syw), sa_ptr and sb_ptr (fp8 scales), idx_ptr (the pool's index), part_ptr (the
-        BatchNorm partials)."""
+        BatchNorm partials). W_TMA: the weight tiles through a TMA tensor descriptor made once per
+        program (_weight_desc; the launcher sets a Triton allocator for its 128 bytes)."""
+        if W_TMA:
+            w_ptr = _weight_desc(w_ptr, CRED, COUT, KH * KW, WLAYOUT, BLOCK_N, BLOCK_K)
         if PERSIST:
             tiles = tl.cdiv(M, BLOCK_M) * ((COUT + BLOCK_N - 1) // BLOCK_N)
             for t in tl.range(tl.program_id(0), tiles, tl.num_programs(0), flatten=True):
                 _conv_tile(t, x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr, M, sxn, sxh, sxw,
                            syn, syh, syw, STEPS, H, W, OH, OW, PAD, CRED, COUT, KH, KW, FLIP, WLAYOUT, HAS_BIAS,
                            HAS_SCALE, ALIGN_X, ALIGN_Y, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, POOL, STATS,
-                           DOT_PREC)
+                           DOT_PREC, W_TMA)
         else:
             _conv_tile(tl.program_id(0), x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr, M, sxn,
                        sxh, sxw, syn, syh, syw, STEPS, H, W, OH, OW, PAD, CRED, COUT, KH, KW, FLIP, WLAYOUT,
                        HAS_BIAS, HAS_SCALE, ALIGN_X, ALIGN_Y, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, POOL,
-                       STATS, DOT_PREC)
+                       STATS, DOT_PREC, W_TMA)
 
     @triton.jit
     def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
@@ -547,6 +578,89 @@ def persistent_twins():
         forget_choices()
 
 
+# The weights through the TMA unit (issue 22, item 6): on sm_90, where the installed Triton makes tensor
+# descriptors in a kernel (tl.make_tensor_descriptor: 3.6 on the GPU machine, 3.8 in CI), each weight tile is
+# one TMA copy issued by one thread instead of cp.async vectors whose addresses and masks every thread computes
+# (group2.conv1's 128x256x64 forward: 8 of its 12 16-byte copies per thread and iteration are the weight's).
+# The descriptor is 3-d with the tap a dimension of its own, so a partial channel block reads zeros past the
+# last channel (TMA's bounds), as the masked loads did. Conditions (``_w_tma``): 1- or 2-byte operands (TF32's
+# wgmma wants both operands K-major: fp32 stays on the pointer path), the weight 16-byte aligned with row
+# strides that are multiples of 16 bytes (CRED or COUT channels a multiple of 8 in fp16, 16 in fp8), and on a
+# GPU, a first launch that ran and matched the pointer path's output (``_tma_checked``); otherwise, and on
+# sm_80 / sm_89, the pointer path. ``weight_pointers()`` forces the pointer path (profiling's W_POINTERS
+# variant), ``tma_weights()`` the TMA path wherever the alignment allows it (interpreter tests).
+# Only tiles at least W_TMA_MIN_N columns wide take it: compiled for sm_90 (triton 3.8, profiling static) the
+# 128- and 256-wide tiles' main loops lose 8-15% of their instructions (group2.conv2's forward 151 -> 139 a
+# loop iteration, its input-grad 159 -> 136, group3.conv2's 213 -> 188; fp8 alike), the 64-wide ones none
+# (group1.conv2 168 -> 171) and the 24-channel ones gain some (group1.conv1's forward 115 -> 127: its small
+# weight tile costs the TMA's barrier handshake more than the copies it saves).
+W_TMA_MIN_N = 128
+HAS_TMA = HAS_TRITON and hasattr(tl, "make_tensor_descriptor") and hasattr(triton, "set_allocator")
+_tma_forced: bool | None = None
+_tma_ok: dict = {}  # GPU index -> the first TMA launch's check passed (True) or failed (False)
+
+
+def _w_tma(w: torch.Tensor, esize: int, cred: int, cout: int, wlayout: int, device) -> bool:
+    """The weight tiles go through a TMA descriptor on this launch (see HAS_TMA)."""
+    if not HAS_TMA or _tma_forced is False or esize not in (1, 2) or w.data_ptr() % 16:
+        return False
+    if (cout if wlayout == 1 else cred) * esize % 16:
+        return False
+    if _tma_forced:
+        return True
+    if _triton.target_sms():  # profiling static: what the modelled GPU runs
+        return _arch(device) >= 9
+    return (device.type == "cuda" and not interpreting() and _arch(device) >= 9
+            and _tma_ok.get(_gpu_index(device), True))
+
+
+def _gpu_index(device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def _tma_checked(run_tma, run_pointers, output, device, esize: int) -> None:
+    """The first TMA launch on a GPU: run it and the pointer path; on an error or a different output
+    the process keeps to the pointer path (a warning says why; ``_rejected`` has it), else TMA."""
+    idx = _gpu_index(device)
+    run_pointers()  # its errors are the launch's own (OutOfResources: _run_chosen takes a stage off)
+    ref = output().detach().float().clone()
+    try:
+        run_tma()
+        err = _rel_err(output(), ref)
+        ok, why = err <= autotune_tolerance(output().dtype, esize), f"differs from the pointer path by {err:.2e}"
+    except OutOfResources:  # this configuration's TMA form needs more shared memory: decided on another launch
+        return
+    except Exception as e:  # noqa: BLE001 - any failure keeps the proven path
+        ok, why = False, f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+    _tma_ok[idx] = ok
+    if not ok:
+        import warnings
+        _rejected.append(("w_tma", (), "W_TMA", why))
+        warnings.warn(f"conv (triton): the weights' TMA path is off on this GPU ({why}); the pointer path runs",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _force_tma(value: bool | None, name: str, doc: str):
+    @contextlib.contextmanager
+    def ctx():
+        global _tma_forced
+        saved, _tma_forced = _tma_forced, value
+        forget_choices()
+        try:
+            yield
+        finally:
+            _tma_forced = saved
+            forget_choices()
+    ctx.__name__, ctx.__qualname__, ctx.__doc__ = name, name, doc
+    return ctx
+
+
+weight_pointers = _force_tma(False, "weight_pointers",
+                             "Within the block the conv GEMMs read the weights through pointers (cp.async), never TMA.")
+tma_weights = _force_tma(True, "tma_weights", "Within the block the conv GEMMs read the weights through TMA "
+                         "wherever the alignment allows it, on every tile width.")
+
+
 def _twin_makers(twin) -> tuple:
     return () if twin is None else (twin if isinstance(twin, tuple) else (twin,))
 
@@ -633,8 +747,9 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        valid = {kind: {tuple(c[:-1]) + via for c in cs for via in ((), (A_VIA_L1,))}
+        valid = {kind: {tuple(c[:-1]) + via for c in cs for via in ((), (A_VIA_L1,), (PERSISTENT,))}
                  for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS + FUSED_CONFIGS))}
+        valid["fwd"] |= {(c[0], c[1], 2 * c[2], *c[3:]) for c in valid["fwd"]}  # fp8's wide-K tiles
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
@@ -662,9 +777,46 @@ def _fits(cfg, n_cols: int, k_chans: int, min_k: int) -> bool:
     return bn <= max(16, triton.next_power_of_2(n_cols)) and min_k <= bk <= max(min_k, triton.next_power_of_2(k_chans))
 
 
-def _candidates(configs, n_cols: int, k_chans: int, min_k: int, arch: int) -> list[tuple]:
+# FP8 operands on sm_90 (issue 22, item 5): the lists are sized for 2-byte elements; with 1-byte ones each
+# configuration's BLOCK_K doubles where the reduction has the channels for it (256: group2.conv2 and group3,
+# forward and input-grad; not the 64-channel ones), so that a tile row is 128 bytes as in fp16 (the same shared
+# memory per stage, 128-byte swizzle) and each main-loop iteration's address, mask and copy instructions feed
+# twice the QGMMAs (sm_90, triton 3.8, profiling static: group2.conv2 56 -> 38 instructions per QGMMA, group3.conv2
+# 33 -> 27, group2.conv1's input-grad 31 -> 23). The wide tile takes twice the shared memory of fp8's narrow one,
+# so 128x128 and 256x64 tiles go from two programs per SM to one (the same bytes in flight per SM); the model
+# predicts both at the same time (L2-bound), so on a GPU the autotuner times the narrow ones too, after the
+# wide. sm_89 (mma.sync) keeps the lists as they are: not modelled, not measured.
+FP8_WIDE_K_ARCH = 9
+
+
+@contextlib.contextmanager
+def fp8_narrow_k():
+    """Within the block fp8 launches keep the lists' own BLOCK_K (the candidates autotuning times after the
+    wide ones; profiling static and profiling launches compile and time them: conv's ``variants``)."""
+    global FP8_WIDE_K_ARCH
+    saved, FP8_WIDE_K_ARCH = FP8_WIDE_K_ARCH, 99
+    forget_choices()
+    try:
+        yield
+    finally:
+        FP8_WIDE_K_ARCH = saved
+        forget_choices()
+
+
+fp8_narrow_k.impls = ("fp8",)  # the variant changes nothing else (profiling: OpSpec.variants_for)
+
+
+def _fp8_wide(c: tuple, n_cols: int, k_chans: int, min_k: int) -> tuple:
+    """``c`` with BLOCK_K doubled where the reduction's channels allow it, else ``c``."""
+    wide = (c[0], c[1], 2 * c[2], *c[3:])
+    return wide if _fits(wide, n_cols, k_chans, min_k) else c
+
+
+def _candidates(configs, n_cols: int, k_chans: int, min_k: int, arch: int, esize: int = 2) -> list[tuple]:
     mine = [c for c in configs if arch in c[-1]] or list(configs)  # a forced list (static) may name any arch
     cands = [tuple(c[:-1]) for c in mine if _fits(c, n_cols, k_chans, min_k)]
+    if esize == 1 and arch >= FP8_WIDE_K_ARCH:
+        cands = list(dict.fromkeys(_fp8_wide(c, n_cols, k_chans, min_k) for c in cands))
     if not cands:  # widen the smallest configuration to what the shape and dtype need
         c = min(mine, key=lambda c: c[1] * c[2])
         cands = [(c[0], min(c[1], max(16, triton.next_power_of_2(n_cols))), max(c[2], min_k), c[3], c[4])]
@@ -763,17 +915,22 @@ def _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, 
     full_key = (kind,) + key
     if full_key in _chosen:  # the launch path: one dict lookup after the first call per shape
         return _chosen[full_key]
-    cands = cands or _candidates(configs, n_cols, k_chans, min_k, _arch(device))
+    narrow = []  # fp8 on sm_90: the lists' own BLOCK_K, which autotuning times after the wide ones
+    if not cands:
+        cands = _candidates(configs, n_cols, k_chans, min_k, _arch(device), esize)
+        if esize == 1:
+            narrow = [c for c in _candidates(configs, n_cols, k_chans, min_k, _arch(device)) if c not in cands]
     if device.type == "cuda" and not interpreting():
         cands = _fitting(kind, cands, esize, _smem_limit(device))
+        narrow = [c for c in narrow if _smem_need(kind, c, esize) <= _smem_limit(device)]
     if programs is not None and not interpreting():
         cands = _wave_aware(cands, programs, device, esize)
     if interpreting():
         c = cands[-1]
         _chosen[full_key] = (max(c[0], 64), *c[1:])  # the interpreter pays per program
-    elif AUTOTUNE and len(cands) > 1 and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
+    elif AUTOTUNE and len(cands) + len(narrow) > 1 and device.type == "cuda" and not torch.cuda.is_current_stream_capturing():
         from triton.testing import do_bench
-        cands = cands + [t(cands[0]) for t in _twin_makers(twin)]
+        cands = cands + narrow + [t(cands[0]) for t in _twin_makers(twin)]
         ref_cfg = next((c for c in cands if c[3] <= 4), cands[0])
         ref_cfg = _run_chosen(full_key, ref_cfg, launch)
         ref = output().detach().float().clone() if output else None
@@ -867,7 +1024,11 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     # 32-bit offsets unless an offset can reach 2^31 (the last element of x or y, plus a tap's shift)
     idx64 = max(_span(x), _span(y)) + abs(pad) * (abs(sxh) + abs(sxw)) >= 2 ** 31
 
-    def launch(cfg):
+    w_tma = _w_tma(w, w.element_size(), cred, cout, wlayout, dev)
+
+    # (launch_as and launch are two closures, neither calling itself: a closure that did would be a reference
+    # cycle holding y until the garbage collector ran, and autograd copies an input-grad it cannot steal)
+    def launch_as(cfg, tma: bool):
         bm, bn, bk, warps, stages, *via = cfg
         persist = PERSISTENT in via
         via = [v for v in via if v != PERSISTENT]
@@ -876,6 +1037,10 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
                     HAS_SCALE=scales is not None, ALIGN_X=ax, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
                     BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=warps, num_stages=stages)
         meta.update(POOL=pool, STATS=stats, DOT_PREC=_dot_precision(x.element_size()))
+        if tma:
+            meta["W_TMA"] = 1
+            if dev.type == "cuda":
+                _triton.ensure_allocator()
         part = y
         if stats:  # a fresh buffer per call (two streams never share one); every entry is written
             part = torch.empty((triton.cdiv(M, bm), 2, cout), device=dev, dtype=torch.float32)
@@ -889,6 +1054,17 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
         _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, idx, part, M,
                                             sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), steps),
                        meta, dev)
+
+    def launch(cfg):
+        """Launch ``cfg``, its weights through TMA where _w_tma allows it and the tile is wide enough; the
+        first such launch on a GPU is checked against the pointer path (_tma_checked)."""
+        tma = w_tma and (cfg[1] >= W_TMA_MIN_N or _tma_forced is True)
+        if tma and dev.type == "cuda" and _tma_forced is None and _gpu_index(dev) not in _tma_ok:
+            if not torch.cuda.is_current_stream_capturing():  # unchecked: not inside a graph
+                _tma_checked(lambda: launch_as(cfg, True), lambda: launch_as(cfg, False), lambda: y, dev,
+                             x.element_size())
+            tma = _tma_ok.get(_gpu_index(dev), False)
+        launch_as(cfg, tma)
 
     key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip) + ((pool, stats) if pool or stats else ())
     cfg = _select(kind, key, FUSED_CONFIGS if pool else FWD_CONFIGS, cout, cred, launch, dev,
@@ -1271,7 +1447,9 @@ class ConvSpec(OpSpec):
     name = "conv"
     optional_input_grad = True
     config_lists = (FWD_CONFIGS, WGRAD_CONFIGS)
-    variants = {"A_VIA_L1": l1_twins, "PERSISTENT": persistent_twins}  # the autotuner's twins of each default launch
+    # the autotuner's twins of each default launch, and fp8's narrow reduction blocks
+    variants = {"A_VIA_L1": l1_twins, "PERSISTENT": persistent_twins, "FP8_NARROW_K": fp8_narrow_k,
+                "W_POINTERS": weight_pointers}
 
     def out_shape(self, case):
         n, c, h, w = case.x_shape

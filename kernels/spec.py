@@ -213,6 +213,11 @@ class OpSpec:
     def out_shape(self, case: OpCase) -> tuple:
         return case.x_shape
 
+    def variants_for(self, impl: str) -> dict:
+        """The spec's ``variants`` that apply to ``impl`` (a variant's context maker may name the impls
+        it changes in an ``impls`` attribute; without one it applies to every impl)."""
+        return {n: f for n, f in self.variants.items() if impl in getattr(f, "impls", (impl,))}
+
     def flops(self, case: OpCase, mode: str = "fwd") -> float:
         return 0.0  # a memory-bound op: its few FLOPs per byte do not bound it
 

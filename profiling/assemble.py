@@ -80,7 +80,7 @@ def build_rows(records: list[OpRecord], archs: list[str], facts_cache: dict | No
                     ld128=f["ld128"], vector_loads=f["vector_loads"], st128=f["st128"],
                     loops=s["loops"], main_loops=s["main_loops"], drained_loops=s["drained_loops"],
                     loop_instrs=s["loop_sizes"], wait_depth=f["wait_depth"], cp_async_wait=s["cp_async_wait"],
-                    wgmma_wait=s["wgmma_wait"], async_copies=body.get("async_copies", 0),
+                    wgmma_wait=s["wgmma_wait"], async_copies=body.get("async_copies", 0), tma_in_loop=body.get("tma", 0),
                     async_widths=body.get("async_widths", {}), plain_loads=body.get("ldg", 0),
                     plain_load_widths=body.get("ldg_widths", {}), mma_shapes=body.get("mma_shapes", []),
                     fadd_after_mma=s["fadd_after_mma"], zero_acc_mma=s["zero_acc_mma"], sts_u8=s["sts_u8"],

@@ -110,7 +110,7 @@ def work_list(ops: list[str], batch: int, configs: str = "all", impls: list[str]
                 if configs == "all":
                     items += [(op, impl, case, f"{cl.name}[{j}]", lambda cl=cl, cfg=cfg: cl.pinned(cfg))
                               for cl in s.config_lists for j, cfg in enumerate(cl)]
-                    items += [(op, impl, case, name, form) for name, form in s.variants.items()]
+                    items += [(op, impl, case, name, form) for name, form in s.variants_for(impl).items()]
     return sorted(items, key=lambda it: it[3] != "default")  # stable: the defaults first, in op order
 
 

@@ -92,6 +92,11 @@ RULES = [
          lambda r: _conv_fast_path(r) and r["arch"] == "sm_90", lambda r: r["wait_depth"] or 0, 1, kind="min"),
     Rule("conv_plain_loads", "conv GEMMs: plain (not async 16-byte) operand loads in the main loop",
          _conv_gemm, lambda r: r["plain_loads"], 0),
+    # issue 22 item 6: a launch that asks for the weights through TMA (W_TMA=1) gets TMA copies in its main loop
+    # (UTMALDG), every configuration: a Triton that lowered the descriptor loads otherwise would show here
+    Rule("conv_weight_tma", "conv GEMMs launched with W_TMA=1: TMA copies in the main loop (at least one)",
+         lambda r: _conv_gemm(r) and "W_TMA=1" in r.get("config", ""), lambda r: r.get("tma_in_loop", 0), 1,
+         kind="min", scope="all"),
     Rule("conv_async_16b", "conv GEMMs: async operand copies narrower than 16 bytes in the main loop",
          _conv_gemm, lambda r: sum(n for w, n in (r.get("async_widths") or {}).items() if int(w) != 128), 0),
     Rule("fadd_after_mma", "FADD/FFMA folding MMA results outside the tensor core in a main loop (acc += tl.dot)",

@@ -271,7 +271,9 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
         parts += ["## Every configuration", "",
                   "Each entry of each configuration list, pinned in turn (`LIST[i]`), and each variant an op's "
                   "spec names (`OpSpec.variants`; conv's `A_VIA_L1`: the autotuner's L1 twin, its tap-read tiles "
-                  "in 8-byte vectors that go through L1; the model has no L1, so it shows only their cost).", "",
+                  "in 8-byte vectors that go through L1; the model has no L1, so it shows only their cost; `PERSISTENT`: "
+                  "the persistent twin, one round of programs walking the tiles; `FP8_NARROW_K` (fp8 only): the "
+                  "lists' own BLOCK_K, which the autotuner times after fp8's doubled one).", "",
                   markdown(other, CONFIG_COLUMNS), ""]
     return "\n".join(parts)
 

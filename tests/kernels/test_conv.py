@@ -201,6 +201,46 @@ def test_fp8_forward_backward_against_fp32(dtype):
     assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL and errs["dw"] < TOL[dtype] and errs["db"] < 5e-3, errs
 
 
+def test_fp8_doubles_the_reduction_block_on_hopper_where_the_channels_allow():
+    """Issue 22 item 5: with 1-byte operands an sm_90 configuration's BLOCK_K doubles (128-byte tile rows,
+    as fp16's 64) where the reduction has the channels; not for 64 channels, not for 16-bit operands,
+    not on sm_80 / sm_89."""
+    from kernels import conv
+    cfgs = conv.FWD_CONFIGS
+    wide = conv._candidates(cfgs, 256, 256, 32, 9, esize=1)
+    plain = conv._candidates(cfgs, 256, 256, 32, 9, esize=2)
+    assert len(wide) == len(plain) and all(w[2] == 2 * p[2] for w, p in zip(wide, plain) if p[2] == 64)
+    assert any(c[2] == 128 for c in wide) and not any(c[2] > 64 for c in plain)
+    assert not any(c[2] > 64 for c in conv._candidates(cfgs, 256, 64, 32, 9, esize=1))  # group2.conv1
+    assert conv._candidates(cfgs, 256, 256, 32, 8, esize=1) == conv._candidates(cfgs, 256, 256, 32, 8)
+
+
+@pytest.mark.parametrize("ci, co", [(160, 136), (130, 70)])
+def test_fp8_wide_reduction_block_forward_and_input_grad(monkeypatch, ci, co):
+    """A 64-wide configuration widened to BLOCK_K 128 for fp8 operands, with a partial last channel block
+    in the forward's reduction (160 = 128 + 32; 130 = 128 + 2) and the input-grad's (136, 70 channels):
+    against the conv of the dequantised operands and against fp32 (forward, input-grad, weight-grad)."""
+    from kernels import _triton, conv
+    orig_launch, seen = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._conv_kernel:
+            seen.append((meta["FLIP"], meta["BLOCK_K"], meta["CRED"]))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    with conv.FWD_CONFIGS.pinned(conv.GemmConfig(64, 64, 64, 4, 2, (9,))):
+        g = torch.Generator().manual_seed(ci)
+        x = torch.randn(2, ci, 4, 5, generator=g).contiguous(memory_format=torch.channels_last).to(DEV)
+        w = (torch.randn(co, ci, 3, 3, generator=g) * 0.1).contiguous(memory_format=torch.channels_last).to(DEV)
+        y = conv_fp8(x, w, None, 1)
+        ref_q = F.conv2d(dequantised(x, x.abs().max()), dequantised(w, w.abs().max()), padding=1)
+        assert rel(y, ref_q) < FP8_KERNEL_TOL
+        errs = run(conv_fp8, (2, ci, 4, 5), co, 3, 1, torch.float16, seed=ci)
+    assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL and errs["dw"] < TOL[torch.float16], errs
+    assert {(0, 128, ci), (1, 128, co)} <= set(seen), seen  # both GEMMs ran the wide block
+
+
 def test_fp8_scales_are_delayed_per_layer():
     """A call quantises with the amax its layer saw last time, and rolls over the amax it sees now."""
     from kernels import fp8
@@ -396,6 +436,156 @@ def test_autotuning_times_both_twins_of_the_first_candidate_on_hopper(monkeypatc
     assert conv._persistent_twin(dev) is None and conv._persistent_twin(dev, fused=True) is None
 
 
+TMA_CASES = [  # channels whose rows are multiples of 16 bytes in fp16 (the TMA descriptor's strides)
+    ((2, 24, 7, 9), 40, 3, 1),        # 24 input channels: a partial 32-wide channel block; 40 output columns
+    ((2, 16, 5, 5), 136, 3, 1),       # the input-grad reduces 136 channels: 4 blocks of 32, the last partial
+    ((1, 8, 3, 3), 8, 3, "same"),     # 3x3 image, every tap at the border
+    ((2, 16, 6, 7), 32, 1, 0),        # 1x1
+]
+
+
+def _spy_conv_launches(monkeypatch):
+    from kernels import _triton, conv
+    orig_launch, seen = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._conv_kernel:
+            seen.append(dict(flip=meta["FLIP"], tma=meta.get("W_TMA", 0), bk=meta["BLOCK_K"], bn=meta["BLOCK_N"]))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    return seen
+
+
+@pytest.mark.skipif(not kernels.conv.HAS_TMA, reason="this Triton has no tl.make_tensor_descriptor")
+@pytest.mark.parametrize("case", TMA_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-co{c[1]}-k{c[2]}")
+def test_weight_tiles_through_tma_forward_and_grads(monkeypatch, case):
+    """Issue 22 item 6: the weight tiles through a 3-d TMA descriptor (forced here; on a GPU sm_90 and tiles
+    of 128 columns or more): partial channel blocks and column tiles read zeros, the input-grad's [c][tap][j]
+    reading and the 1x1 conv as the pointer path does. Outside the block the interpreter reads pointers."""
+    from kernels import conv
+    seen = _spy_conv_launches(monkeypatch)
+    with conv.tma_weights():
+        errs = run(conv_triton, *case, torch.float16)
+    assert max(errs.values()) < TOL[torch.float16], errs
+    assert len(seen) == (1 if case[2] == 1 else 2) and all(s["tma"] == 1 for s in seen), seen
+    seen.clear()
+    run(conv_triton, *case, torch.float16)
+    assert seen and not any(s["tma"] for s in seen)
+    seen.clear()
+    with conv.tma_weights():  # channels whose rows are not 16-byte multiples keep the pointer path
+        errs = run(conv_triton, (2, 20, 5, 5), 12, 3, 1, torch.float16)
+    assert max(errs.values()) < TOL[torch.float16] and not any(s["tma"] for s in seen), (errs, seen)
+
+
+@pytest.mark.skipif(not kernels.conv.HAS_TMA, reason="this Triton has no tl.make_tensor_descriptor")
+def test_fp8_weight_tiles_through_tma(monkeypatch):
+    """fp8 through TMA: the forward's [j][tap][c] e4m3 weight and the input-grad's transposed [tap][j][c] copy."""
+    from kernels import conv
+    seen = _spy_conv_launches(monkeypatch)
+    with conv.tma_weights():
+        errs = run(conv_fp8, (2, 48, 5, 6), 32, 3, 1, torch.float16)
+    assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL and errs["dw"] < TOL[torch.float16], errs
+    assert {s["flip"] for s in seen if s["tma"]} == {0, 1}, seen
+
+
+def test_the_tma_path_is_taken_only_where_it_can_run(monkeypatch):
+    from kernels import conv
+    if not conv.HAS_TMA:
+        pytest.skip("this Triton has no tl.make_tensor_descriptor")
+
+    class Gpu:
+        type, index = "cuda", 0
+    monkeypatch.setattr(conv, "interpreting", lambda: False)
+    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_tma_ok", {})
+    w = torch.empty(64, 64, 3, 3, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    assert conv._w_tma(w, 2, 64, 64, 0, Gpu())
+    assert not conv._w_tma(w.float(), 4, 64, 64, 0, Gpu())       # fp32 (TF32 wgmma wants K-major operands)
+    assert not conv._w_tma(w, 2, 20, 64, 0, Gpu())               # 40-byte rows: not a TMA stride
+    assert not conv._w_tma(w, 2, 64, 20, 1, Gpu())               # the input-grad's rows are output channels
+    assert not conv._w_tma(w, 2, 64, 64, 0, torch.device("cpu"))  # the interpreter, unless forced
+    with conv.weight_pointers():
+        assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())
+    conv._tma_ok[0] = False                                       # the first launch's check failed
+    assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())
+    monkeypatch.setattr(conv, "_arch", lambda d: 8)
+    conv._tma_ok.clear()
+    assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())               # sm_80 / sm_89: no TMA
+
+
+def test_the_first_tma_launch_is_checked_against_the_pointer_path(monkeypatch):
+    """On a GPU the first TMA launch runs beside the pointer path: an error or a different output turns TMA off
+    for the process (a warning, and ``_rejected`` says why); a match keeps it; an OutOfResources leaves it open."""
+    from kernels import conv
+
+    class Gpu:
+        type, index = "cuda", 0
+    monkeypatch.setattr(conv, "_tma_ok", {})
+    monkeypatch.setattr(conv, "_rejected", [])
+    out = torch.zeros(8)
+
+    def pointers():
+        out.copy_(torch.arange(8.0))
+
+    def tma_ok():
+        out.copy_(torch.arange(8.0))
+
+    def tma_wrong():
+        out.copy_(torch.arange(8.0) * 1.5)
+
+    def tma_broken():
+        raise RuntimeError("Kernel requires a runtime memory allocation")
+
+    def tma_too_big():
+        raise conv.OutOfResources(300000, 232448, "shared memory")
+    conv._tma_checked(tma_too_big, pointers, lambda: out, Gpu(), 2)
+    assert conv._tma_ok == {}
+    conv._tma_checked(tma_ok, pointers, lambda: out, Gpu(), 2)
+    assert conv._tma_ok == {0: True}
+    for bad, why in ((tma_wrong, "differs"), (tma_broken, "allocation")):
+        conv._tma_ok.clear()
+        with pytest.warns(RuntimeWarning, match="pointer path runs"):
+            conv._tma_checked(bad, pointers, lambda: out, Gpu(), 2)
+        assert conv._tma_ok == {0: False} and why in conv._rejected[-1][3]
+
+
+def test_autotuning_fp8_times_the_wide_and_the_narrow_reduction_blocks(monkeypatch):
+    """fp8 on sm_90: the wide-K candidates first (the default without autotuning), the lists' own BLOCK_K
+    timed after them, the faster kept; 16-bit operands are offered no such pair."""
+    from kernels import conv
+    out, launched = torch.zeros(4), []
+
+    def launch(cfg):
+        launched.append(cfg)
+        out.copy_(torch.arange(4.0))
+    dev = mock_gpu(monkeypatch, conv)
+    import triton.testing
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][2] == 64 else 1.0)[1])
+    configs = [(128, 128, 64, 4, 4, (9,)), (128, 64, 64, 4, 4, (9,))]
+    cfg = conv._select("fwd", ("fp8",), configs, 256, 256, launch, dev, min_k=32, output=lambda: out, esize=1)
+    assert cfg == (128, 128, 64, 4, 4) and {(128, 128, 128, 4, 4), (128, 64, 128, 4, 4)} <= set(launched)
+    monkeypatch.setattr(conv, "AUTOTUNE", False)
+    assert conv._select("fwd", ("fp8 untuned",), configs, 256, 256, launch, dev, min_k=32, output=lambda: out,
+                        esize=1) == (128, 128, 128, 4, 4)
+    launched.clear()
+    monkeypatch.setattr(conv, "AUTOTUNE", True)
+    conv._select("fwd", ("fp16",), configs, 256, 256, launch, dev, output=lambda: out, esize=2)
+    assert launched and all(c[2] == 64 for c in launched)
+
+
+def test_persistent_and_wide_fp8_choices_survive_the_choices_file(tmp_path, monkeypatch):
+    from kernels import conv
+    monkeypatch.setattr(conv, "_chosen", {})
+    base = tuple(conv.FWD_CONFIGS[0][:-1])
+    keys = {("fwd", (2000, 64, 16, 16), 256, 3, 3, 1, "torch.float16"): base + (conv.PERSISTENT,),
+            ("fwd_fp8", (2000, 256, 8, 8), 256, 3, 3, 1, "torch.float8_e4m3fn"): (*base[:2], 2 * base[2], *base[3:])}
+    conv._chosen.update(keys)
+    path = str(tmp_path / "choices.json")
+    conv.save_choices(path)
+    conv._chosen.clear()
+    assert conv.load_choices(path) == 2 and conv._chosen == keys
+
+
 def test_the_l1_twin_survives_the_choices_file(tmp_path, monkeypatch):
     from kernels import conv
     monkeypatch.setattr(conv, "_chosen", {})
@@ -516,7 +706,8 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
     flattened-loop trap of pytorch issue 173068), and each one's L1 twin (A_VIA_L1) and, on Hopper,
     persistent twin (both of which the autotuner may choose), forward / input-grad / weight-grad
-    against cuDNN."""
+    against cuDNN; on Hopper each with the weights through TMA (forced on every tile width) and through
+    pointers, and fp8 with 256 reduction channels (BLOCK_K doubled) and with the lists' own BLOCK_K."""
     from kernels import conv
     torch.backends.cudnn.allow_tf32 = False
     major = torch.cuda.get_device_capability()[0]
@@ -531,13 +722,25 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
             monkeypatch.setattr(conv, "AUTOTUNE", False)
             conv._chosen.clear()
             forced = dict(l1=conv.l1_twins, persistent=conv.persistent_twins).get(twin, contextlib.nullcontext)
-            with forced():  # the autotuner's twins, forced
-                for dtype in (torch.float16, torch.bfloat16):
-                    errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
-                    assert max(errs.values()) < TOL[dtype], (cfg, twin, dtype, errs)
-                if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
-                    errs = run(conv_fp8, (8, 64, 15, 15), 256, 3, 1, torch.float16, bias=False, seed=1)
-                    assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (cfg, twin, "fp8", errs)
+            # the weights' paths: pointers, and TMA where a GPU takes it (sm_90, tiles >= W_TMA_MIN_N columns)
+            weights = [conv.weight_pointers] + ([conv.tma_weights] if major >= 9 and conv.HAS_TMA and twin != "l1"
+                                                and cfg[1] >= conv.W_TMA_MIN_N else [])
+            for wpath in weights:
+                with forced(), wpath():  # the autotuner's twins, forced; the weights' path
+                    for dtype in (torch.float16, torch.bfloat16):
+                        errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
+                        assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, errs)
+                    if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
+                        # 64 reduction channels, and 256 (BLOCK_K doubled on Hopper; with twin None also not)
+                        for shape, k_block in (((8, 64, 15, 15), contextlib.nullcontext),
+                                               ((8, 256, 7, 7), contextlib.nullcontext),
+                                               ((8, 256, 7, 7), conv.fp8_narrow_k if twin is None else None)):
+                            if k_block is None:
+                                continue
+                            with k_block():
+                                errs = run(conv_fp8, shape, 256, 3, 1, torch.float16, bias=False, seed=1)
+                            assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL, (
+                                cfg, twin, wpath.__name__, k_block.__name__, shape, "fp8", errs)
     conv._chosen.clear()
 
 

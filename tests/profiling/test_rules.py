@@ -22,6 +22,7 @@ BREAKS = {
     "conv_wait_depth": (CONV, dict(wait_depth=0)),
     "conv_plain_loads": (CONV, dict(plain_loads=4)),
     "conv_async_16b": (CONV, dict(async_widths={"128": 2, "64": 2})),
+    "conv_weight_tma": (dict(CONV, config="BLOCK_M=128,W_TMA=1", tma_in_loop=1), dict(tma_in_loop=0)),
     "fadd_after_mma": (CONV, dict(fadd_after_mma=8)),
     "sts_u8": (CONV, dict(sts_u8=4)),
     "memory_vector_loads": (MEMORY, dict(vector_loads=0)),
