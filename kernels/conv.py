@@ -51,6 +51,7 @@ input's dtype (an FP8 weight-grad would need pixel-major FP8 copies of x and dy)
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 from collections import namedtuple
@@ -610,12 +611,19 @@ def _w_tma(w: torch.Tensor, esize: int, cred: int, cout: int, wlayout: int, devi
         return True
     if _triton.target_sms():  # profiling static: what the modelled GPU runs
         return _arch(device) >= 9
-    return (device.type == "cuda" and not interpreting() and _arch(device) >= 9
-            and _tma_ok.get(_gpu_index(device), True))
+    if device.type != "cuda" or interpreting():
+        return False
+    idx = _gpu_index(device)
+    return _tma_ok.get(idx, True) and _capability_major(idx) >= 9  # (per launch: no driver query after the first)
 
 
 def _gpu_index(device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
+
+
+@functools.lru_cache(maxsize=None)
+def _capability_major(idx: int) -> int:
+    return torch.cuda.get_device_capability(idx)[0]
 
 
 def _tma_checked(run_tma, run_pointers, output, device, esize: int) -> None:

@@ -496,7 +496,7 @@ def test_the_tma_path_is_taken_only_where_it_can_run(monkeypatch):
     class Gpu:
         type, index = "cuda", 0
     monkeypatch.setattr(conv, "interpreting", lambda: False)
-    monkeypatch.setattr(conv, "_arch", lambda d: 9)
+    monkeypatch.setattr(conv, "_capability_major", lambda idx: 9)
     monkeypatch.setattr(conv, "_tma_ok", {})
     w = torch.empty(64, 64, 3, 3, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     assert conv._w_tma(w, 2, 64, 64, 0, Gpu())
@@ -508,9 +508,11 @@ def test_the_tma_path_is_taken_only_where_it_can_run(monkeypatch):
         assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())
     conv._tma_ok[0] = False                                       # the first launch's check failed
     assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())
-    monkeypatch.setattr(conv, "_arch", lambda d: 8)
+    monkeypatch.setattr(conv, "_capability_major", lambda idx: 8)
     conv._tma_ok.clear()
     assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())               # sm_80 / sm_89: no TMA
+    conv._tma_ok[0] = True
+    assert not conv._w_tma(w, 2, 64, 64, 0, Gpu())
 
 
 def test_the_first_tma_launch_is_checked_against_the_pointer_path(monkeypatch):
