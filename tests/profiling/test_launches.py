@@ -18,11 +18,11 @@ def test_the_defaults_come_first_then_each_configuration_list():
     items = launches.work_list(["conv"], 2, "all", ["triton"], ["group3.conv2"])
     labels = [it[3] for it in items]
     assert labels[0] == "default" and labels.count("default") == 1
-    assert len(labels) > 5 and all(lab.split("[")[0].endswith("CONFIGS") for lab in labels[1:-3])
-    # the spec's variants: the autotuner's twins, and the weights through pointers (not TMA)
-    assert labels[-3:] == ["A_VIA_L1", "PERSISTENT", "W_POINTERS"]
+    # then the spec's variants (the autotuner's twins, the weights through pointers, not TMA), then the lists
+    assert labels[1:4] == ["A_VIA_L1", "PERSISTENT", "W_POINTERS"]
+    assert len(labels) > 6 and all(lab.split("[")[0].endswith("CONFIGS") for lab in labels[4:])
     fp8 = [it[3] for it in launches.work_list(["conv"], 2, "all", ["fp8"], ["group3.conv2"])]
-    assert fp8[-4:] == ["A_VIA_L1", "PERSISTENT", "FP8_NARROW_K", "W_POINTERS"]  # and fp8's lists' own BLOCK_K
+    assert fp8[1:5] == ["A_VIA_L1", "PERSISTENT", "FP8_NARROW_K", "W_POINTERS"]  # and fp8's lists' own BLOCK_K
     both = launches.work_list(["conv"], 2, "all", ["triton"], ["group3.conv2", "group2.conv2"])
     assert [it[3] for it in both[:2]] == ["default", "default"]  # every layer's default before any list entry
     assert launches.work_list(["conv"], 2, "default", ["triton"], None)[-1][3] == "default"
