@@ -136,6 +136,45 @@ if HAS_TRITON:
                                              block_shape=[1, BLOCK_N, BLOCK_K])
 
     @triton.jit
+    def _packed_operands(it, a_rows, w_ptr, taps, rn, rk, col_ok, sxh, sxw, PAD: tl.constexpr,
+                         CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                         FLIP: tl.constexpr, WLAYOUT: tl.constexpr, ALIGN_X: tl.constexpr, IDX64: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
+        """Iteration ``it`` of _conv_tile's main loop with the taps packed into the reduction (PACK): the
+        A tile [rows x BLOCK_K] and the B tile [BLOCK_K x columns] of the reduction indices it * BLOCK_K
+        + rk, each index k a (tap k // CRED, channel k % CRED) pair. A vector of ALIGN_X indices stays
+        within one tap (CRED and BLOCK_K are multiples of ALIGN_X: the launcher's condition), which the
+        hints say, so the copies stay ALIGN_X wide and each vector's mask and address is computed once
+        (the compiler keeps only a vector's first element of either)."""
+        kk = it * BLOCK_K + rk
+        kmask = kk < KH * KW * CRED
+        # past the last tap (masked): clamped, so that no shift below reaches the tap mask's width
+        tap = tl.max_constancy(tl.minimum(kk // CRED, KH * KW - 1), ALIGN_X)
+        c = kk - (kk // CRED) * CRED
+        kh = tap // KW
+        kw = tap - kh * KW
+        if FLIP:
+            shift = (PAD - kh) * sxh + (PAD - kw) * sxw
+        else:
+            shift = (kh - PAD) * sxh + (kw - PAD) * sxw
+        if IDX64:
+            col = shift.to(tl.int64) + c
+        else:
+            col = shift + c
+        col = tl.max_contiguous(tl.multiple_of(col, ALIGN_X), ALIGN_X)
+        ok = tl.max_constancy((((taps[:, None] >> tap[None, :]) & 1) != 0) & kmask[None, :], [1, ALIGN_X])
+        a = tl.load(a_rows[:, None] + col[None, :], mask=ok, other=0.0)
+        if WLAYOUT == 0:  # [j][tap][c]: the packed index is the weight row's own offset
+            w_off = rn[None, :] * (KH * KW * CRED) + kk[:, None]
+        elif WLAYOUT == 1:  # [c][tap][j]
+            w_off = c[:, None] * (KH * KW * COUT) + tap[:, None] * COUT + rn[None, :]
+        else:  # [tap][j][c]
+            wk = tl.max_contiguous(tl.multiple_of(tap * (COUT * CRED) + c, ALIGN_X), ALIGN_X)
+            w_off = wk[:, None] + rn[None, :] * CRED
+        b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
+        return a, b
+
+    @triton.jit
     def _conv_tile(pid, x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr,
                      M, sxn, sxh, sxw, syn, syh, syw, STEPS,
                      H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
@@ -144,7 +183,7 @@ if HAS_TRITON:
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                      POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32",
-                     W_TMA: tl.constexpr = 0):
+                     W_TMA: tl.constexpr = 0, PACK: tl.constexpr = 0):
         """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
 
         WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
@@ -171,6 +210,12 @@ if HAS_TRITON:
                  four in the network) as PAD is: the pixel of a row is a multiply and a shift, not a
                  run-time division (about a third of the instructions outside the main loop)
         STEPS    KH * KW * cdiv(CRED, BLOCK_K): the main loop's trip count, a run-time value
+                 (PACK: cdiv(KH * KW * CRED, BLOCK_K))
+        PACK     the taps packed into the reduction: a block of BLOCK_K runs over consecutive (tap,
+                 channel) pairs, KH * KW * CRED of them, not over one tap's channels, so a channel
+                 count that does not fill a block (group1.conv1's 24 in a block of 32) pads the
+                 whole reduction once, not each tap. The launcher sets it only where CRED and
+                 BLOCK_K are multiples of ALIGN_X (a vector never straddles two taps)
         ALIGN_X, ALIGN_Y  the element alignment of a pixel's row in x and y (tl.multiple_of)
         GROUP_M  row tiles per group of the launch order (_grouped)
 
@@ -213,47 +258,55 @@ if HAS_TRITON:
                 iw = ow + t % KW - PAD
             inside = row_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
             taps = taps | (inside.to(tl.int32) << t)
+        if PACK:  # each row's pointer, made once: the per-(tap, channel) offset added in the loop stays one add
+            a_rows = x_ptr + tl.multiple_of(base, ALIGN_X)
+        else:
+            a_rows = x_ptr
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         # one pipelined loop over (channel block, tap); STEPS = KH * KW * cdiv(CRED, BLOCK_K), passed at run time: a
         # constant 9-step loop with this small a body is unrolled whole by LLVM, and its prefetch lost
         for it in range(0, STEPS):
-            # the taps of a channel block run back to back: their shifted tiles overlap in L2
-            if CRED <= BLOCK_K:  # one channel block: the loop runs over the taps alone
-                tap = it
-                c0 = 0
+            if PACK:
+                a, b = _packed_operands(it, a_rows, w_ptr, taps, rn, rk, col_ok, sxh, sxw, PAD, CRED, COUT, KH,
+                                        KW, FLIP, WLAYOUT, ALIGN_X, IDX64, BLOCK_K)
             else:
-                cb = it // (KH * KW)
-                tap = it - cb * (KH * KW)
-                c0 = cb * BLOCK_K
-            kh = tap // KW
-            kw = tap - kh * KW
-            if FLIP:
-                shift = (PAD - kh) * sxh + (PAD - kw) * sxw
-            else:
-                shift = (kh - PAD) * sxh + (kw - PAD) * sxw
-            ok = ((taps >> tap) & 1) != 0
-            if IDX64:
-                a_row = tl.multiple_of(base + shift.to(tl.int64), ALIGN_X)
-            else:
-                a_row = tl.multiple_of(base + shift, ALIGN_X)
-            kk = c0 + rk
-            kmask = kk < CRED
-            a = tl.load(x_ptr + a_row[:, None] + kk[None, :], mask=ok[:, None] & kmask[None, :], other=0.0)
-            if W_TMA:  # one TMA copy per tile; channels past CRED and columns past COUT read as zeros
-                if WLAYOUT == 0:
-                    b = tl.trans(tl.reshape(w_ptr.load([pid_n * BLOCK_N, tap, c0]), (BLOCK_N, BLOCK_K)))
-                elif WLAYOUT == 1:
-                    b = tl.reshape(w_ptr.load([c0, tap, pid_n * BLOCK_N]), (BLOCK_K, BLOCK_N))
+                # the taps of a channel block run back to back: their shifted tiles overlap in L2
+                if CRED <= BLOCK_K:  # one channel block: the loop runs over the taps alone
+                    tap = it
+                    c0 = 0
                 else:
-                    b = tl.trans(tl.reshape(w_ptr.load([tap, pid_n * BLOCK_N, c0]), (BLOCK_N, BLOCK_K)))
-            else:
-                if WLAYOUT == 0:
-                    w_off = rn[None, :] * (KH * KW * CRED) + tap * CRED + kk[:, None]
-                elif WLAYOUT == 1:
-                    w_off = kk[:, None] * (KH * KW * COUT) + tap * COUT + rn[None, :]
+                    cb = it // (KH * KW)
+                    tap = it - cb * (KH * KW)
+                    c0 = cb * BLOCK_K
+                kh = tap // KW
+                kw = tap - kh * KW
+                if FLIP:
+                    shift = (PAD - kh) * sxh + (PAD - kw) * sxw
                 else:
-                    w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
-                b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
+                    shift = (kh - PAD) * sxh + (kw - PAD) * sxw
+                ok = ((taps >> tap) & 1) != 0
+                if IDX64:
+                    a_row = tl.multiple_of(base + shift.to(tl.int64), ALIGN_X)
+                else:
+                    a_row = tl.multiple_of(base + shift, ALIGN_X)
+                kk = c0 + rk
+                kmask = kk < CRED
+                a = tl.load(x_ptr + a_row[:, None] + kk[None, :], mask=ok[:, None] & kmask[None, :], other=0.0)
+                if W_TMA:  # one TMA copy per tile; channels past CRED and columns past COUT read as zeros
+                    if WLAYOUT == 0:
+                        b = tl.trans(tl.reshape(w_ptr.load([pid_n * BLOCK_N, tap, c0]), (BLOCK_N, BLOCK_K)))
+                    elif WLAYOUT == 1:
+                        b = tl.reshape(w_ptr.load([c0, tap, pid_n * BLOCK_N]), (BLOCK_K, BLOCK_N))
+                    else:
+                        b = tl.trans(tl.reshape(w_ptr.load([tap, pid_n * BLOCK_N, c0]), (BLOCK_N, BLOCK_K)))
+                else:
+                    if WLAYOUT == 0:
+                        w_off = rn[None, :] * (KH * KW * CRED) + tap * CRED + kk[:, None]
+                    elif WLAYOUT == 1:
+                        w_off = kk[:, None] * (KH * KW * COUT) + tap * COUT + rn[None, :]
+                    else:
+                        w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
+                    b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
             acc = tl.dot(a, b, acc, input_precision=DOT_PREC)  # the accumulator stays in the tensor cores
         if HAS_SCALE:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
@@ -316,14 +369,15 @@ if HAS_TRITON:
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                      POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32",
-                     PERSIST: tl.constexpr = 0, W_TMA: tl.constexpr = 0):
+                     PERSIST: tl.constexpr = 0, W_TMA: tl.constexpr = 0, PACK: tl.constexpr = 0):
         """_conv_tile for one tile per program, or (PERSIST) a persistent grid: each program walks
         the tiles pid, pid + programs, ... in one loop nest that Triton flattens, so the next tile's
         first loads are in flight while this tile's last MMAs run. The arguments are _conv_tile's:
         x_ptr (input, strides sxn, sxh, sxw), w_ptr (weight), b_ptr (bias), y_ptr (output, strides
         syn, syh, syw), sa_ptr and sb_ptr (fp8 scales), idx_ptr (the pool's index), part_ptr (the
         BatchNorm partials). W_TMA: the weight tiles through a TMA tensor descriptor made once per
-        program (_weight_desc; the launcher sets a Triton allocator for its 128 bytes)."""
+        program (_weight_desc; the launcher sets a Triton allocator for its 128 bytes). PACK: the
+        taps packed into the reduction (_conv_tile)."""
         if W_TMA:
             w_ptr = _weight_desc(w_ptr, CRED, COUT, KH * KW, WLAYOUT, BLOCK_N, BLOCK_K)
         if PERSIST:
@@ -332,12 +386,12 @@ if HAS_TRITON:
                 _conv_tile(t, x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr, M, sxn, sxh, sxw,
                            syn, syh, syw, STEPS, H, W, OH, OW, PAD, CRED, COUT, KH, KW, FLIP, WLAYOUT, HAS_BIAS,
                            HAS_SCALE, ALIGN_X, ALIGN_Y, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, POOL, STATS,
-                           DOT_PREC, W_TMA)
+                           DOT_PREC, W_TMA, PACK)
         else:
             _conv_tile(tl.program_id(0), x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr, M, sxn,
                        sxh, sxw, syn, syh, syw, STEPS, H, W, OH, OW, PAD, CRED, COUT, KH, KW, FLIP, WLAYOUT,
                        HAS_BIAS, HAS_SCALE, ALIGN_X, ALIGN_Y, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, POOL,
-                       STATS, DOT_PREC, W_TMA)
+                       STATS, DOT_PREC, W_TMA, PACK)
 
     @triton.jit
     def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
@@ -482,13 +536,20 @@ if HAS_TRITON:
 GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_stages archs")
 # Under triton 3.6 (the GPU machine's) that tile's forward form keeps no load in flight (static: cp.async
 # wait depth 0, the conv_wait_depth rule), so there it is an autotuning candidate only, last.
+# The 32-column tiles serve an output of at most 32 channels (group1.conv1's input-grad: 24 channels of the
+# whitening conv's output, 576 to reduce), where no other entry fits: without them the launcher widened its
+# smallest tile to 128x32x32, 18 main-loop iterations of 4 HGMMA.64x32 each (33.5 instructions per MMA on
+# sm_90 against a budget of 16). 256x32x64 at 8 warps (sm_90): 9 iterations, 19.5 per MMA, the weight tiles
+# re-read half as often; predicted 0.386 -> 0.348 ms (L2-bound) on sm_90, and 128x32x64 on sm_80 0.526 ->
+# 0.515 (profiling static, triton 3.8; the second H200 session measured this input-grad at 0.670 ms against
+# cuDNN's 0.289, the step's largest conv loss).
 _WIDE = (128, 256, 64, 8, 3, (9,))
 _WIDE_FIRST = triton_version() >= (3, 7)
 FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in ((_WIDE,) if _WIDE_FIRST else ()) + (
     (128, 128, 64, 4, 4, (9,)), (256, 64, 64, 8, 3, (9,)),
     (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
     (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
-    (64, 64, 32, 4, 4, (8, 9)),
+    (64, 64, 32, 4, 4, (8, 9)), (256, 32, 64, 8, 3, (9,)), (128, 32, 64, 4, 4, (8, 9)),
 ) + (() if _WIDE_FIRST else (_WIDE,))], forget=lambda: forget_choices())
 # The weight-grad's tiles span ``taps`` taps of a channel block (9: all of a 3x3 filter; 3: a row of
 # it; 1: one tap per tile, as before), each chunk of dy read once per tile, with one fp32 accumulator
@@ -577,6 +638,67 @@ def persistent_twins():
     finally:
         _persistent_forced = saved
         forget_choices()
+
+
+# Taps packed into the reduction (issue 22, group1.conv1): the forward of a conv whose channels do not fill a
+# reduction block (group1.conv1's 24 input channels: a block of 32, 8 of them zeros on every tap) runs its
+# reduction over the (tap, channel) pairs instead, KH x KW x CRED of them in blocks of BLOCK_K: 216 in 7
+# blocks of 32 where the taps one by one take 9, the MMA's zero padding 3.6% of the work, not 25%. The L2
+# traffic is the same (each pixel's 48 bytes per tap still read: masked lanes were never fetched), the
+# per-iteration work per MMA larger (a vector's tap, address and mask from its reduction index); the static
+# model (sm_80: issue-bound) predicts it faster, so it is the default wherever it applies (``_packs``): CRED
+# and BLOCK_K multiples of the copy's vector (no vector straddles two taps) and fewer iterations than tap by
+# tap. On a GPU the autotuner also times the first candidate tap by tap (the twin marked APART) and keeps
+# the faster; ``taps_apart()`` forces that form (profiling static / launches: the TAPS_APART variant).
+APART = "apart"
+_pack_forced: bool | None = None
+
+
+def _packs(cred: int, bk: int, kh: int, kw: int, vector: int) -> bool:
+    """The reduction runs over packed (tap, channel) pairs for this channel count and block (PACK)."""
+    if _pack_forced is False or kh * kw == 1 or cred % vector or bk % vector:
+        return False
+    return triton.cdiv(kh * kw * cred, bk) < kh * kw * triton.cdiv(cred, bk)
+
+
+def _packs_some(channels: int, kh: int, kw: int, vector: int = 1) -> bool:
+    """Packing applies to a reduction over ``channels`` per tap for some block a launch may take (as wide as
+    the channels rounded up to a power of two, ``_fits``)."""
+    return any(_packs(channels, bk, kh, kw, vector) for bk in (16, 32, 64, 128)
+               if bk <= max(16, triton.next_power_of_2(channels)))
+
+
+def _apart_twin(cred: int, kh: int, kw: int, align: int):
+    """The tap-by-tap twin maker where packing applies to some block (a reduction not a multiple of 16
+    channels), else None."""
+    if not _packs_some(cred, kh, kw, align):
+        return None
+    return _mark(lambda c: tuple(c) + (APART,), APART)
+
+
+
+
+@contextlib.contextmanager
+def taps_apart():
+    """Within the block every conv GEMM runs its taps one by one, never packed (PACK off)."""
+    global _pack_forced
+    saved, _pack_forced = _pack_forced, False
+    forget_choices()
+    try:
+        yield
+    finally:
+        _pack_forced = saved
+        forget_choices()
+
+
+# profiling (OpSpec.variants_for): a conv whose forward (input channels) or input-grad (output channels) packs
+# (the forward of a valid conv with a reduction of at most SMALL_REDUCTION runs the direct small kernel)
+taps_apart.applies = lambda case: (case.params.get("k", 1) > 1 and
+                                   ((_packs_some(case.x_shape[1], case.params["k"], case.params["k"]) and
+                                     (case.params.get("padding") != 0
+                                      or case.x_shape[1] * case.params["k"] ** 2 > SMALL_REDUCTION)) or
+                                    (case.params.get("input_grad", True) and
+                                     _packs_some(case.params["cout"], case.params["k"], case.params["k"]))))
 
 
 # The weights through the TMA unit (issue 22, item 6): on sm_90, where the installed Triton makes tensor
@@ -755,7 +877,7 @@ def load_choices(path: str) -> int:
             data = json.load(f)
         if {k: data.get(k) for k in ("device", "triton")} != _choice_context():
             return 0
-        valid = {kind: {tuple(c[:-1]) + via for c in cs for via in ((), (A_VIA_L1,), (PERSISTENT,))}
+        valid = {kind: {tuple(c[:-1]) + via for c in cs for via in ((), (A_VIA_L1,), (PERSISTENT,), (APART,))}
                  for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS + FUSED_CONFIGS))}
         valid["fwd"] |= {(c[0], c[1], 2 * c[2], *c[3:]) for c in valid["fwd"]}  # fp8's wide-K tiles
         n = 0
@@ -950,7 +1072,7 @@ def _choose(kind, key, configs, n_cols, k_chans, launch, device, min_k, output, 
             except OutOfResources:  # more shared memory than the estimate: not a candidate here
                 continue
             except Exception as e:  # noqa: BLE001 - a twin this Triton cannot build is no candidate
-                if c[-1] not in (A_VIA_L1, PERSISTENT):
+                if c[-1] not in (A_VIA_L1, PERSISTENT, APART):
                     raise
                 _rejected.append((kind, key, c, f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"))
                 continue
@@ -1034,12 +1156,18 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
 
     w_tma = _w_tma(w, w.element_size(), cred, cout, wlayout, dev)
 
+    def packed(cfg) -> bool:
+        """The taps go into the reduction on this launch (PACK; not for the twin marked APART)."""
+        return APART not in cfg[5:] and _packs(cred, cfg[2], KH, KW, _vector([v for v in cfg[5:] if v == A_VIA_L1],
+                                                                              align_x, x.element_size()))
+
     # (launch_as and launch are two closures, neither calling itself: a closure that did would be a reference
     # cycle holding y until the garbage collector ran, and autograd copies an input-grad it cannot steal)
     def launch_as(cfg, tma: bool):
         bm, bn, bk, warps, stages, *via = cfg
         persist = PERSISTENT in via
-        via = [v for v in via if v != PERSISTENT]
+        pack = packed(cfg)
+        via = [v for v in via if v not in (PERSISTENT, APART)]
         ax = _vector(via, align_x, x.element_size())
         meta = dict(H=H, W=W, OH=OH, OW=OW, PAD=pad, CRED=cred, COUT=cout, KH=KH, KW=KW, FLIP=flip, WLAYOUT=wlayout, HAS_BIAS=bias is not None,
                     HAS_SCALE=scales is not None, ALIGN_X=ax, ALIGN_Y=align_y, IDX64=idx64, BLOCK_M=bm, BLOCK_N=bn,
@@ -1049,6 +1177,8 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
             meta["W_TMA"] = 1
             if dev.type == "cuda":
                 _triton.ensure_allocator()
+        if pack:
+            meta["PACK"] = 1
         part = y
         if stats:  # a fresh buffer per call (two streams never share one); every entry is written
             part = torch.empty((triton.cdiv(M, bm), 2, cout), device=dev, dtype=torch.float32)
@@ -1058,7 +1188,7 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
             meta["PERSIST"] = 1
             slots = PERSIST_PROGRAMS or programs_per_wave(_conv_kernel, meta, 1, dev)
             grid = (max(1, min(grid[0], slots)),)
-        steps = KH * KW * triton.cdiv(cred, bk)
+        steps = triton.cdiv(KH * KW * cred, bk) if pack else KH * KW * triton.cdiv(cred, bk)
         _triton.launch(_conv_kernel, grid, (x, w, bias if bias is not None else y, y, sa, sb, idx, part, M,
                                             sxn, sxh, sxw, y.stride(0), y.stride(2), y.stride(3), steps),
                        meta, dev)
@@ -1066,7 +1196,7 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     def launch(cfg):
         """Launch ``cfg``, its weights through TMA where _w_tma allows it and the tile is wide enough; the
         first such launch on a GPU is checked against the pointer path (_tma_checked)."""
-        tma = w_tma and (cfg[1] >= W_TMA_MIN_N or _tma_forced is True)
+        tma = w_tma and (cfg[1] >= W_TMA_MIN_N or _tma_forced is True) and not packed(cfg)
         if tma and dev.type == "cuda" and _tma_forced is None and _gpu_index(dev) not in _tma_ok:
             if not torch.cuda.is_current_stream_capturing():  # unchecked: not inside a graph
                 _tma_checked(lambda: launch_as(cfg, True), lambda: launch_as(cfg, False), lambda: y, dev,
@@ -1078,8 +1208,8 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
     cfg = _select(kind, key, FUSED_CONFIGS if pool else FWD_CONFIGS, cout, cred, launch, dev,
                   32 if x.element_size() == 1 else 16, output=lambda: y,
                   programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]), esize=x.element_size(),
-                  twin=tuple(t for t in (_l1_twin(align_x, x.element_size()), _persistent_twin(dev, pool or stats))
-                             if t is not None))
+                  twin=tuple(t for t in (_l1_twin(align_x, x.element_size()), _persistent_twin(dev, pool or stats),
+                                         _apart_twin(cred, KH, KW, align_x)) if t is not None))
     return _run_chosen((kind,) + key, cfg, launch)
 
 
@@ -1457,7 +1587,7 @@ class ConvSpec(OpSpec):
     config_lists = (FWD_CONFIGS, WGRAD_CONFIGS)
     # the autotuner's twins of each default launch, and fp8's narrow reduction blocks
     variants = {"A_VIA_L1": l1_twins, "PERSISTENT": persistent_twins, "FP8_NARROW_K": fp8_narrow_k,
-                "W_POINTERS": weight_pointers}
+                "W_POINTERS": weight_pointers, "TAPS_APART": taps_apart}
 
     def out_shape(self, case):
         n, c, h, w = case.x_shape
@@ -1541,7 +1671,9 @@ def _work_conv(launch, peak, capacity: int) -> Work:
     grouped = (cx.get("GROUP_M") or 1) > 1
     fits = x.nbytes <= L2_FIT * peak.l2_mb * 1e6
     reread = 1 if (col_blocks == 1 or grouped or fits) else col_blocks
-    iters = KH * KW * math.ceil(CI / bk)
+    # PACK: the reduction runs over the packed (tap, channel) pairs (_conv_tile)
+    iters = math.ceil(KH * KW * CI / bk) if cx.get("PACK") else KH * KW * math.ceil(CI / bk)
+    tile_iters = iters
     tiles = programs
     if cx.get("PERSIST"):  # one round of programs walking the tiles: a program's loop runs its tiles' steps
         tiles = math.ceil(M / bm) * col_blocks
@@ -1553,7 +1685,10 @@ def _work_conv(launch, peak, capacity: int) -> Work:
     if cx.get("STATS"):  # two fp32 partials per row tile and column
         out += math.ceil(M / bm) * 2 * CO * 4
     dram = x.nbytes * reread + w.nbytes + out
-    l2 = tiles * KH * KW * math.ceil(CI / bk) * (bm * bk * x.esize + bk * bn * w.esize)
+    # A through L2 in 32-byte sectors: a tap of a pixel's CI channels (not the block's zero padding, which is never
+    # fetched) rounded up to whole sectors, as the tiles of one tap or of packed taps read it
+    a_tap = bm * min(math.ceil(CI * x.esize / 32) * 32, math.ceil(CI / bk) * bk * x.esize)
+    l2 = tiles * (KH * KW * a_tap + tile_iters * bk * bn * w.esize)
     notes = [f"A (activation, {x.nbytes / 1e6:.1f} MB) read {reread}x from DRAM"
              + ("" if reread == 1 else f" (once per column block: {col_blocks} blocks, too big for L2, no grouped order)"),
              f"{programs} programs" + (", grouped by %d row tiles" % cx["GROUP_M"] if grouped else "")
@@ -1567,7 +1702,7 @@ def _work_conv(launch, peak, capacity: int) -> Work:
                                                              ("BatchNorm partials per row tile", cx.get("STATS"))) if on))
     return Work("gemm", iters, bm * bn * bk, dram, x.nbytes + w.nbytes + out, x.esize,
                 flops=flops, l2_bytes=l2, notes=notes, units=tiles, read_bytes=x.nbytes * reread + w.nbytes,
-                tile_iters=KH * KW * math.ceil(CI / bk) if cx.get("PERSIST") else None)
+                tile_iters=tile_iters if cx.get("PERSIST") else None)
 
 
 def _work_conv_small(launch, peak, capacity: int) -> Work:

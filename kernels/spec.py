@@ -213,10 +213,12 @@ class OpSpec:
     def out_shape(self, case: OpCase) -> tuple:
         return case.x_shape
 
-    def variants_for(self, impl: str) -> dict:
+    def variants_for(self, impl: str, case: "OpCase | None" = None) -> dict:
         """The spec's ``variants`` that apply to ``impl`` (a variant's context maker may name the impls
-        it changes in an ``impls`` attribute; without one it applies to every impl)."""
-        return {n: f for n, f in self.variants.items() if impl in getattr(f, "impls", (impl,))}
+        it changes in an ``impls`` attribute; without one it applies to every impl) and, given ``case``,
+        to that shape (an ``applies(case)`` attribute, where a variant changes some shapes only)."""
+        return {n: f for n, f in self.variants.items() if impl in getattr(f, "impls", (impl,))
+                and (case is None or getattr(f, "applies", lambda c: True)(case))}
 
     def flops(self, case: OpCase, mode: str = "fwd") -> float:
         return 0.0  # a memory-bound op: its few FLOPs per byte do not bound it

@@ -93,7 +93,7 @@ def collect(batch: int, ops: list[str], all_configs: bool = True, dtype_name: st
                 if all_configs:
                     variants += [(f"{cl.name}[{j}]", lambda cl=cl, cfg=cfg: cl.pinned(cfg))
                                  for cl in s.config_lists for j, cfg in enumerate(cl)]
-                    variants += list(s.variants_for(impl).items())
+                    variants += list(s.variants_for(impl, case).items())
                 for label, form in variants:
                     rec = OpRecord(op, impl, case, label)
                     # the launchers remember their choice per shape: the default asks afresh, and a

@@ -14,8 +14,9 @@
 #   trace   profiling trace, --backend triton_all against --backend triton: every conv kernel's device
 #           time inside a training step, Triton against cuDNN (trace.tgz: trace.md, trace.json, the traces)
 #   launches  profiling launches --ops conv: every conv launch timed alone, the defaults first, the variants (twins,
-#           W_POINTERS, FP8_NARROW_K) next, then the lists' entries, until 40 s before WALL (launches.json; commit it into the
-#           report folder: profiling static models each launch here, on the CPU, beside its time)
+#           W_POINTERS, FP8_NARROW_K, TAPS_APART) next, then the lists' entries, until 40 s before WALL
+#           (launches.json; commit it into the report folder: profiling static models each launch here,
+#           on the CPU, beside its time)
 # WALL: seconds in all (default 550); a step that would start with under 40 s left is skipped.
 # Outputs: session.log, gpu.txt, tests.log, runs.tgz (records and logs), bench.json, bench.md, accept.tgz,
 # trace.tgz, launches.json, launches.log.

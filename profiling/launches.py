@@ -1,6 +1,6 @@
 """python -m profiling launches: every Triton launch of the network's ops timed alone on this GPU, for
 the default configuration, each configuration of the ops' configuration lists and each variant of
-their specs (conv: the autotuner's L1 and persistent twins, W_POINTERS, FP8_NARROW_K), so that the static
+their specs (conv: the autotuner's L1 and persistent twins, W_POINTERS, FP8_NARROW_K, TAPS_APART), so that the static
 model can be held against its own kernels launch by launch (not only against public kernels).
 
 On a GPU (run it in a device session; about 0.1 s of timing per launch plus each kernel's first
@@ -111,7 +111,7 @@ def work_list(ops: list[str], batch: int, configs: str = "all", impls: list[str]
                 if configs == "all":
                     items += [(op, impl, case, f"{cl.name}[{j}]", lambda cl=cl, cfg=cfg: cl.pinned(cfg))
                               for cl in s.config_lists for j, cfg in enumerate(cl)]
-                    items += [(op, impl, case, name, form) for name, form in s.variants_for(impl).items()]
+                    items += [(op, impl, case, name, form) for name, form in s.variants_for(impl, case).items()]
     # stable: the defaults first, in op order, then the variants (the autotuner's alternatives to each default,
     # what the model cannot judge), then the lists' entries, so that a time budget keeps the first two
     return sorted(items, key=lambda it: 0 if it[3] == "default" else 2 if it[3].endswith("]") else 1)

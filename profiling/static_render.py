@@ -273,7 +273,9 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
                   "spec names (`OpSpec.variants`; conv's `A_VIA_L1`: the autotuner's L1 twin, its tap-read tiles "
                   "in 8-byte vectors that go through L1; the model has no L1, so it shows only their cost; `PERSISTENT`: "
                   "the persistent twin, one round of programs walking the tiles; `FP8_NARROW_K` (fp8 only): the "
-                  "lists' own BLOCK_K, which the autotuner times after fp8's doubled one).", "",
+                  "lists' own BLOCK_K, which the autotuner times after fp8's doubled one; `W_POINTERS`: the weights "
+                  "through pointers, not TMA; `TAPS_APART` (where the taps pack): the reduction tap by tap, not "
+                  "over packed (tap, channel) pairs).", "",
                   markdown(other, CONFIG_COLUMNS), ""]
     return "\n".join(parts)
 

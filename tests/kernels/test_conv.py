@@ -342,6 +342,140 @@ def test_the_l1_twin_reads_the_activation_in_8_byte_vectors_and_computes_the_sam
     assert sorted(aligns) == sorted(zip(kinds, [16 // esize] * 3)), aligns  # outside: as listed
 
 
+def _spy_packing(monkeypatch):
+    from kernels import _triton, conv
+    orig_launch, seen = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._conv_kernel:
+            seen.append(dict(flip=meta["FLIP"], pack=meta.get("PACK", 0), steps=args[-1], cred=meta["CRED"],
+                             bk=meta["BLOCK_K"], layout=meta["WLAYOUT"], idx64=meta["IDX64"],
+                             scale=meta["HAS_SCALE"]))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    return seen
+
+
+PACK_CASES = [  # (x shape, out channels, kernel, padding, layout): a reduction that does not fill its blocks
+    ((2, 24, 9, 9), 64, 3, 1, "channels_last"),  # group1.conv1's 24 channels (forward packs)
+    ((2, 64, 5, 7), 24, 3, 1, "channels_last"),  # 24 output channels: the input-grad packs ([c][tap][j])
+    ((3, 3, 6, 5), 8, 3, 1, "channels_last"),    # 3 channels: 1-element vectors, the whole reduction one block
+    ((2, 1, 7, 7), 8, 3, 1, "channels_last"),    # 1 channel
+    ((2, 40, 3, 3), 20, 3, 1, "channels_last"),  # 3x3 image: every tap touches the border; 40 in 64-wide blocks
+    ((2, 24, 6, 7), 40, 3, 1, "strided"),        # non-contiguous input (padded pixel stride)
+    ((2, 24, 8, 8), 16, 5, 2, "channels_last"),  # 5x5: 25 taps, 600 pairs
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", PACK_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-co{c[1]}-k{c[2]}-{c[4]}")
+def test_taps_packed_into_the_reduction_forward_and_grads(monkeypatch, case, dtype):
+    """A channel count that does not fill the reduction block: the forward / input-grad run their
+    reduction over packed (tap, channel) pairs, cdiv(taps x channels, BLOCK_K) iterations instead of
+    taps x cdiv(channels, BLOCK_K), and give what F.conv2d gives; ``taps_apart()`` runs them tap by tap."""
+    from kernels import conv
+    shape, co, k, pad, layout = case
+    seen = _spy_packing(monkeypatch)
+    monkeypatch.setattr(conv, "_chosen", {})
+    errs = run(conv_triton, shape, co, k, pad, dtype, layout=layout)
+    assert max(errs.values()) < TOL[dtype], errs
+    packed = [s for s in seen if s["pack"]]
+    assert packed, seen
+    for s in seen:
+        want = -(-k * k * s["cred"] // s["bk"]) if s["pack"] else k * k * -(-s["cred"] // s["bk"])
+        assert s["steps"] == want, s
+        assert s["pack"] == (s["steps"] < k * k * -(-s["cred"] // s["bk"])), s  # packed exactly where it saves steps
+    if shape[1] % 32:
+        assert any(s["flip"] == 0 for s in packed), seen
+    if co % 32:
+        assert any(s["flip"] == 1 for s in packed), seen
+    seen.clear()
+    with conv.taps_apart():
+        apart = run(conv_triton, shape, co, k, pad, dtype, layout=layout)
+    assert max(apart.values()) < TOL[dtype] and seen and not any(s["pack"] for s in seen), (apart, seen)
+
+
+def test_taps_packed_with_64_bit_offsets(monkeypatch):
+    """IDX64 (a tensor of 2^31 elements or more; forced here) with the packed reduction."""
+    from kernels import conv
+    seen = _spy_packing(monkeypatch)
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_span", lambda t: 2 ** 31)
+    errs = run(conv_triton, (2, 24, 6, 7), 24, 3, 1, torch.float16)
+    assert max(errs.values()) < TOL[torch.float16], errs
+    assert {(s["flip"], s["pack"], s["idx64"]) for s in seen} == {(0, 1, 1), (1, 1, 1)}, seen
+
+
+def test_fp8_taps_packed_into_the_reduction(monkeypatch):
+    """fp8 operands (16-byte vectors of 48 input channels; the input-grad's transposed [tap][j][c] weight
+    over 24 output channels) with packed taps."""
+    from kernels import conv
+    seen = _spy_packing(monkeypatch)
+    monkeypatch.setattr(conv, "_chosen", {})
+    errs = run(conv_fp8, (2, 48, 5, 6), 24, 3, 1, torch.float16)
+    assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL and errs["dw"] < TOL[torch.float16], errs
+    assert {(s["flip"], s["layout"], s["pack"], s["scale"]) for s in seen} == {(0, 0, 1, 1), (1, 2, 1, 1)}, seen
+
+
+def test_where_taps_are_packed():
+    from kernels import conv
+    assert conv._packs(24, 32, 3, 3, 8)        # group1.conv1: 216 pairs in 7 blocks, not 9
+    assert conv._packs(24, 16, 3, 3, 8)        # 14 blocks, not 18
+    assert not conv._packs(64, 32, 3, 3, 8)    # whole blocks already
+    assert not conv._packs(24, 32, 1, 1, 8)    # 1x1: one tap
+    assert not conv._packs(20, 32, 3, 3, 8)    # an 8-element vector would straddle two taps
+    assert conv._packs(20, 32, 3, 3, 4)        # 4-element ones do not
+    assert not conv._packs(24, 12, 3, 3, 8)    # a block not a whole number of vectors
+    assert not conv._packs(56, 64, 1, 2, 8)    # 2 blocks either way (112 pairs): no gain
+    with conv.taps_apart():
+        assert not conv._packs(24, 32, 3, 3, 8)
+    assert conv._apart_twin(24, 3, 3, 8) is not None and conv._apart_twin(64, 3, 3, 8) is None
+    assert conv._apart_twin(24, 1, 1, 8) is None
+
+
+def test_narrow_outputs_get_32_column_tiles_with_64_wide_reductions():
+    """group1.conv1's input-grad (24 output channels, 64 to reduce per tap): a 32-column tile with a 64-wide
+    reduction block from the list (9 main-loop iterations), not the smallest tile widened (18 of 32)."""
+    from kernels import conv
+    assert conv._candidates(conv.FWD_CONFIGS, 24, 64, 16, 9)[0] == (256, 32, 64, 8, 3)
+    assert conv._candidates(conv.FWD_CONFIGS, 24, 64, 16, 8)[0] == (128, 32, 64, 4, 4)
+    assert all(c[1] == 32 for c in conv._candidates(conv.FWD_CONFIGS, 24, 64, 16, 9))
+
+
+def test_autotuning_times_the_taps_apart_twin(monkeypatch):
+    """On a GPU the tap-by-tap form of the first candidate (APART appended) is timed beside the packed
+    candidates and kept when faster; --cache-dir keeps it."""
+    from kernels import conv
+
+    out = torch.zeros(4)
+    configs = [(128, 64, 32, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
+    launched = []
+
+    def launch(cfg):
+        launched.append(cfg)
+        out.copy_(torch.arange(4.0))
+    dev = mock_gpu(monkeypatch, conv)
+    import triton.testing
+    monkeypatch.setattr(triton.testing, "do_bench",
+                        lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][-1] == conv.APART else 1.0)[1])
+    cfg = conv._select("fwd", ("apart",), configs, 64, 24, launch, dev, output=lambda: out,
+                       twin=conv._apart_twin(24, 3, 3, 8))
+    assert cfg == (128, 64, 32, 4, 4, conv.APART)
+    assert (64, 64, 32, 4, 3, conv.APART) not in launched  # the twin of the first candidate only
+
+
+def test_the_taps_apart_twin_survives_the_choices_file(tmp_path, monkeypatch):
+    from kernels import conv
+    monkeypatch.setattr(conv, "_chosen", {})
+    monkeypatch.setattr(conv, "_choice_context", lambda: {"device": "H200", "triton": "3.6.0"})
+    key = ("fwd", (2000, 24, 31, 31), 64, 3, 3, 1, "torch.float16", 0)
+    conv._chosen[key] = tuple(conv.FWD_CONFIGS[0][:-1]) + (conv.APART,)
+    path = str(tmp_path / "choices.json")
+    conv.save_choices(path)
+    conv._chosen.clear()
+    assert conv.load_choices(path) == 1 and conv._chosen[key][-1] == conv.APART
+
+
 def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
     """On a GPU the twin (A_VIA_L1 appended) is timed beside the list and kept when faster;
     without autotuning it never runs; --cache-dir keeps it as a choice."""
@@ -450,7 +584,8 @@ def _spy_conv_launches(monkeypatch):
 
     def launch(fn, grid, args, meta, dev, **kw):
         if fn is conv._conv_kernel:
-            seen.append(dict(flip=meta["FLIP"], tma=meta.get("W_TMA", 0), bk=meta["BLOCK_K"], bn=meta["BLOCK_N"]))
+            seen.append(dict(flip=meta["FLIP"], tma=meta.get("W_TMA", 0), bk=meta["BLOCK_K"], bn=meta["BLOCK_N"],
+                             pack=meta.get("PACK", 0)))
         return orig_launch(fn, grid, args, meta, dev, **kw)
     monkeypatch.setattr(_triton, "launch", launch)
     return seen
@@ -461,13 +596,19 @@ def _spy_conv_launches(monkeypatch):
 def test_weight_tiles_through_tma_forward_and_grads(monkeypatch, case):
     """Issue 22 item 6: the weight tiles through a 3-d TMA descriptor (forced here; on a GPU sm_90 and tiles
     of 128 columns or more): partial channel blocks and column tiles read zeros, the input-grad's [c][tap][j]
-    reading and the 1x1 conv as the pointer path does. Outside the block the interpreter reads pointers."""
+    reading and the 1x1 conv as the pointer path does. Outside the block the interpreter reads pointers.
+    Taps apart: a partial channel block is otherwise packed (PACK), whose weights go through pointers."""
     from kernels import conv
     seen = _spy_conv_launches(monkeypatch)
-    with conv.tma_weights():
+    with conv.tma_weights(), conv.taps_apart():
         errs = run(conv_triton, *case, torch.float16)
     assert max(errs.values()) < TOL[torch.float16], errs
     assert len(seen) == (1 if case[2] == 1 else 2) and all(s["tma"] == 1 for s in seen), seen
+    seen.clear()
+    with conv.tma_weights():  # packed taps keep the pointer path (the TMA tiles are one tap's), the rest TMA
+        errs = run(conv_triton, *case, torch.float16)
+    assert max(errs.values()) < TOL[torch.float16], errs
+    assert all(s["tma"] == 1 - s["pack"] for s in seen), seen
     seen.clear()
     run(conv_triton, *case, torch.float16)
     assert seen and not any(s["tma"] for s in seen)
@@ -479,10 +620,11 @@ def test_weight_tiles_through_tma_forward_and_grads(monkeypatch, case):
 
 @pytest.mark.skipif(not kernels.conv.HAS_TMA, reason="this Triton has no tl.make_tensor_descriptor")
 def test_fp8_weight_tiles_through_tma(monkeypatch):
-    """fp8 through TMA: the forward's [j][tap][c] e4m3 weight and the input-grad's transposed [tap][j][c] copy."""
+    """fp8 through TMA: the forward's [j][tap][c] e4m3 weight and the input-grad's transposed [tap][j][c] copy
+    (taps apart: 48 channels in blocks of 32 would otherwise be packed)."""
     from kernels import conv
     seen = _spy_conv_launches(monkeypatch)
-    with conv.tma_weights():
+    with conv.tma_weights(), conv.taps_apart():
         errs = run(conv_fp8, (2, 48, 5, 6), 32, 3, 1, torch.float16)
     assert errs["y"] < FP8_FWD_TOL and errs["dx"] < FP8_GRAD_TOL and errs["dw"] < TOL[torch.float16], errs
     assert {s["flip"] for s in seen if s["tma"]} == {0, 1}, seen
@@ -708,7 +850,7 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
     flattened-loop trap of pytorch issue 173068), and each one's L1 twin (A_VIA_L1) and, on Hopper,
     persistent twin (both of which the autotuner may choose), forward / input-grad / weight-grad
-    against cuDNN; on Hopper each with the weights through TMA (forced on every tile width) and through
+    against cuDNN, the forward lists also with 24 channels to reduce (taps packed, PACK); on Hopper each with the weights through TMA (forced on every tile width) and through
     pointers, and fp8 with 256 reduction channels (BLOCK_K doubled) and with the lists' own BLOCK_K."""
     from kernels import conv
     torch.backends.cudnn.allow_tf32 = False
@@ -732,6 +874,10 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
                     for dtype in (torch.float16, torch.bfloat16):
                         errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
                         assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, errs)
+                        if kind == "fwd":  # taps packed into the reduction: 24 input (forward) / output (input-grad) channels
+                            for shape, co in (((8, 24, 31, 31), 64), ((8, 64, 9, 9), 24)):
+                                errs = run(conv_triton, shape, co, 3, 1, dtype, bias=False, seed=1)
+                                assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, shape, errs)
                     if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
                         # 64 reduction channels, and 256 (BLOCK_K doubled on Hopper; with twin None also not)
                         for shape, k_block in (((8, 64, 15, 15), contextlib.nullcontext),

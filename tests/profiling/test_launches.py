@@ -26,6 +26,11 @@ def test_the_defaults_come_first_then_each_configuration_list():
     both = launches.work_list(["conv"], 2, "all", ["triton"], ["group3.conv2", "group2.conv2"])
     assert [it[3] for it in both[:2]] == ["default", "default"]  # every layer's default before any list entry
     assert launches.work_list(["conv"], 2, "default", ["triton"], None)[-1][3] == "default"
+    # the tap-by-tap form only where the taps pack (group1.conv1's 24 input channels), not a duplicate elsewhere
+    g1 = [it[3] for it in launches.work_list(["conv"], 2, "all", ["triton"], ["group1.conv1"])]
+    assert g1[1:5] == ["A_VIA_L1", "PERSISTENT", "W_POINTERS", "TAPS_APART"]
+    assert "TAPS_APART" not in [it[3] for it in launches.work_list(["conv"], 2, "all", ["triton"], ["whiten"])]
+    assert "TAPS_APART" not in labels
 
 
 def test_every_launch_of_a_conv_is_timed_and_recorded_in_the_interpreter():

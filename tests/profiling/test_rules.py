@@ -81,9 +81,12 @@ def test_known_findings_excuse_only_the_older_triton(monkeypatch):
     assert known(dict(f, rule="no_spill"), "3.6.0") is None
 
 
-def test_a_known_finding_with_a_case_excuses_that_layer_only():
-    """KNOWN's entry of issue 23 names group1.block1: the same finding at another block is enforced."""
+def test_a_known_finding_with_a_case_excuses_that_layer_only(monkeypatch):
+    """An entry naming group1.block1 (as issue 23's did): the same finding at another block is enforced."""
+    from profiling import rules
     from profiling.rules import known
+    monkeypatch.setattr(rules, "KNOWN", [dict(rule="conv_issue_budget", kernel="_conv_kernel", impl="triton_fused",
+                                              case="group1.block1", triton_below=(99, 0), why="issue 23: made up")])
     f = dict(rule="conv_issue_budget", kernel="_conv_kernel", impl="triton_fused", case="group1.block1 2000x24x31x31")
     assert "issue 23" in known(f, "3.8.0")
     assert known(dict(f, case="group2.block1 2000x64x15x15"), "3.8.0") is None
