@@ -434,7 +434,7 @@ if HAS_TRITON:
                       CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                       ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
                       TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                      DOT_PREC: tl.constexpr = "tf32"):
+                      DOT_PREC: tl.constexpr = "tf32", PACK: tl.constexpr = 0):
         """dw[co, (tap, ci)] = sum over pixels p of dy[p, co] * x[p shifted by tap, ci]: one GEMM
         (M = CO, N = KH*KW*CI, K = pixels), the pixels split in chunks of ROWS (program_id 1).
 
@@ -451,7 +451,24 @@ if HAS_TRITON:
         P        pixels, N * OH * OW (the GEMM's K); ROWS: pixels per program (program_id 1)
         PAD      zero padding; ALIGN_X, ALIGN_D: element alignment of a pixel's row in x and dy
         SPLIT    programs along the pixels; IDX64: 64-bit offsets (a tensor of 2^31 elements or more)
-        TAPS     taps per tile (divides KH*KW); the channels of a tap are padded to whole BLOCK_N tiles"""
+        TAPS     taps per tile (divides KH*KW); the channels of a tap are padded to whole BLOCK_N tiles
+        PACK     the columns packed instead (_wgrad_packed_tile): a tile is BLOCK_N consecutive (tap,
+                 channel) columns of the KH*KW*CI, one accumulator, TAPS unused"""
+        if PACK:
+            _wgrad_packed_tile(x_ptr, dy_ptr, out_ptr, P, ROWS, sxn, sxh, sxw, sdn, sdh, sdw, H, W, OH, OW, PAD, CI,
+                               CO, KH, KW, ALIGN_X, ALIGN_D, SPLIT, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, DOT_PREC)
+        else:
+            _wgrad_taps_tile(x_ptr, dy_ptr, out_ptr, P, ROWS, sxn, sxh, sxw, sdn, sdh, sdw, H, W, OH, OW, PAD, CI,
+                             CO, KH, KW, ALIGN_X, ALIGN_D, SPLIT, IDX64, TAPS, BLOCK_M, BLOCK_N, BLOCK_K, DOT_PREC)
+
+    @triton.jit
+    def _wgrad_taps_tile(x_ptr, dy_ptr, out_ptr, P, ROWS, sxn, sxh, sxw, sdn, sdh, sdw,
+                         H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
+                         CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                         ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
+                         TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                         DOT_PREC: tl.constexpr):
+        """_wgrad_kernel's tile of TAPS taps x BLOCK_N channels of one channel block."""
         CB: tl.constexpr = (CI + BLOCK_N - 1) // BLOCK_N
         GN: tl.constexpr = (KH * KW // TAPS) * CB
         NCOL: tl.constexpr = KH * KW * CI
@@ -495,6 +512,57 @@ if HAS_TRITON:
                 tl.store(out_ptr + out, accs[j].to(out_ptr.dtype.element_ty), mask=omask)
             else:
                 tl.store(out_ptr + tl.program_id(1) * (CO * NCOL) + out, accs[j], mask=omask, cache_modifier=".cg")
+
+    @triton.jit
+    def _wgrad_packed_tile(x_ptr, dy_ptr, out_ptr, P, ROWS, sxn, sxh, sxw, sdn, sdh, sdw,
+                           H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
+                           CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
+                           ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PREC: tl.constexpr):
+        """_wgrad_kernel's tile of BLOCK_M output channels x BLOCK_N packed columns: column j is (tap j // CI,
+        channel j % CI) of the weight's channels_last [co][kh][kw][ci] row, so a tile spans several taps
+        and no tap's channels are padded to a block (group1.conv1's 9 x 24 = 216 columns: one 256-wide
+        tile, dy read once, instead of three tiles of 3 taps x 32 channels, a quarter of them zeros). Each
+        x row's ALIGN_X-vectors stay within one tap (CI and BLOCK_N multiples of ALIGN_X: the launcher's
+        condition), which the hints say, so the copies stay ALIGN_X wide."""
+        NCOL: tl.constexpr = KH * KW * CI
+        GN: tl.constexpr = (NCOL + BLOCK_N - 1) // BLOCK_N
+        tile = tl.program_id(0)
+        pid_m = tile // GN
+        pid_n = tile - pid_m * GN
+        rco = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        co_ok = rco < CO
+        j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        j_ok = j < NCOL
+        tap = tl.max_constancy(tl.minimum(j // CI, KH * KW - 1), ALIGN_X)
+        c = j - (j // CI) * CI
+        dh = tap // KW - PAD
+        dw = tap - (tap // KW) * KW - PAD
+        colx = tl.max_contiguous(tl.multiple_of(dh * sxh + dw * sxw + c, ALIGN_X), ALIGN_X)
+        start = tl.program_id(1) * ROWS
+        end = tl.minimum(start + ROWS, P)
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for p0 in range(start, start + ROWS, BLOCK_K):
+            rp = p0 + tl.arange(0, BLOCK_K)
+            live = rp < end
+            n, oh, ow = _pixels(rp, OH, OW)
+            if IDX64:
+                n = n.to(tl.int64)
+            d_off = tl.multiple_of(n * sdn + oh * sdh + ow * sdw, ALIGN_D)
+            a = tl.load(dy_ptr + rco[:, None] + d_off[None, :], mask=co_ok[:, None] & live[None, :], other=0.0)
+            # each pixel's row pointer, then one add per column vector (not a re-distributed multiply per tap)
+            x_rows = x_ptr + tl.multiple_of(n * sxn + oh * sxh + ow * sxw, ALIGN_X)
+            ih = oh[:, None] + dh[None, :]
+            iw = ow[:, None] + dw[None, :]
+            ok = live[:, None] & j_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+            b = tl.load(x_rows[:, None] + colx[None, :], mask=tl.max_constancy(ok, [1, ALIGN_X]), other=0.0)
+            acc = tl.dot(a, b, acc, input_precision=DOT_PREC)
+        out = rco[:, None] * NCOL + j[None, :]
+        omask = co_ok[:, None] & j_ok[None, :]
+        if SPLIT == 1:
+            tl.store(out_ptr + out, acc.to(out_ptr.dtype.element_ty), mask=omask)
+        else:
+            tl.store(out_ptr + tl.program_id(1) * (CO * NCOL) + out, acc, mask=omask, cache_modifier=".cg")
 
     @triton.jit
     def _wgrad_sum_kernel(part_ptr, dw_ptr, TOTAL, SPLIT: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK: tl.constexpr):
@@ -564,8 +632,16 @@ FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in ((_WIDE,) if _W
 # fragments in registers) 9-tap tiles spill and 3-tap tiles of 128 rows are shared-memory bound,
 # so its larger layers keep 128x64 one-tap tiles (group1.conv1 0.715 -> 0.410 ms, group1.conv2
 # 0.194 -> 0.171 there).
+# Packed columns (taps WGRAD_PACKED, first: they apply only where a tap's channels do not fill 32-wide blocks,
+# _wgrad_packs): a tile spans BLOCK_N consecutive (tap, channel) columns of the KH*KW*CI, one accumulator, so
+# group1.conv1's 216 columns (24 channels x 9 taps) are one 64x256 tile on sm_90, dy read once, where the
+# 3-tap tiles of 32 channels took three (dy read three times, a quarter of each tile zeros); two 64x128 tiles on
+# sm_80. The x bytes through L2 are the same (each tap's 48 bytes read in two 32-byte sectors either way).
+# Predicted (profiling static, triton 3.8, not measured): group1.conv1 0.258 -> 0.190 ms on sm_90 (L2-bound),
+# 0.410 -> 0.309 on sm_80 (shared-memory-bound before, issue-bound now).
 WgradConfig = namedtuple("WgradConfig", "block_m block_n block_k num_warps num_stages taps archs")
 WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [WgradConfig(*c) for c in (
+    (64, 256, 64, 4, 3, 0, (9,)), (64, 128, 64, 4, 3, 0, (8, 9)),
     (128, 64, 64, 8, 3, 3, (9,)), (64, 64, 32, 8, 3, 9, (9,)), (64, 32, 64, 4, 3, 9, (9,)),
     (128, 64, 64, 4, 4, 1, (8, 9)), (64, 64, 64, 4, 3, 3, (8,)), (64, 32, 64, 4, 3, 3, (8, 9)),
     (128, 128, 64, 4, 3, 1, (9,)), (64, 128, 64, 4, 4, 1, (9,)), (64, 64, 64, 4, 4, 1, (8, 9)),
@@ -649,7 +725,8 @@ def persistent_twins():
 # model (sm_80: issue-bound) predicts it faster, so it is the default wherever it applies (``_packs``): CRED
 # and BLOCK_K multiples of the copy's vector (no vector straddles two taps) and fewer iterations than tap by
 # tap. On a GPU the autotuner also times the first candidate tap by tap (the twin marked APART) and keeps
-# the faster; ``taps_apart()`` forces that form (profiling static / launches: the TAPS_APART variant).
+# the faster; ``taps_apart()`` forces that form (profiling static / launches: the TAPS_APART variant), and
+# the weight-grad's one-tap-block columns too (its packed columns: WGRAD_PACKED, below).
 APART = "apart"
 _pack_forced: bool | None = None
 
@@ -994,7 +1071,7 @@ def _smem_need(kind: str, cfg, esize: int) -> int:
     the OutOfResources errors of the first GPU run (H200: fp32 weight-grads of 9 taps, 245760 and
     270336 bytes); an epilogue's scratch can add a little (``_run_chosen`` covers that)."""
     bm, bn, bk, _, stages = cfg[:5]
-    taps = cfg[5] if kind == "wgrad" else 1
+    taps = max(1, cfg[5]) if kind == "wgrad" else 1  # (WGRAD_PACKED: one B tile of BLOCK_N columns)
     return stages * (bm * bk + bk * bn * taps) * esize
 
 
@@ -1294,6 +1371,15 @@ def _wgrad_split(tiles: int, P: int, bk: int, slots: int, sms: int) -> int:
     return min(scored)[3]
 
 
+WGRAD_PACKED = 0  # a WGRAD_CONFIGS entry's ``taps``: packed (tap, channel) columns (_wgrad_packed_tile)
+
+
+def _wgrad_packs(ci: int, kh: int, kw: int, vector: int) -> bool:
+    """The weight-grad's columns may be packed: more than one tap, each tap's ``ci`` channels a whole number
+    of copy vectors but not of 32-wide blocks (group1.conv1's 24), and not forced apart (``taps_apart``)."""
+    return _pack_forced is not False and kh * kw > 1 and ci % vector == 0 and ci % 32 != 0
+
+
 def _wgrad_taps(taps: int, KH: int, KW: int) -> int:
     """Taps per weight-grad tile: a configuration's ``taps`` capped at the filter's KH*KW, and 1
     where it does not divide them."""
@@ -1319,12 +1405,18 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
 
     def launch(cfg):
         bm, bn, bk, warps, stages, taps, *via = cfg
-        taps = _wgrad_taps(taps, KH, KW)
-        tiles = triton.cdiv(CO, bm) * (KH * KW // taps) * triton.cdiv(CI, bn)
+        pack = taps == WGRAD_PACKED
+        taps = 1 if pack else _wgrad_taps(taps, KH, KW)
+        if pack:  # BLOCK_N consecutive (tap, channel) columns per tile
+            tiles = triton.cdiv(CO, bm) * triton.cdiv(ncol, bn)
+        else:
+            tiles = triton.cdiv(CO, bm) * (KH * KW // taps) * triton.cdiv(CI, bn)
         ax = _vector(via, align_x, x.element_size())  # the twin: the taps' shifted x chunks through L1
         meta0 = dict(H=H, W=W, OH=OH, OW=OW, PAD=padding, CI=CI, CO=CO, KH=KH, KW=KW, ALIGN_X=ax,
                      ALIGN_D=align_d, IDX64=idx64, TAPS=taps, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
                      DOT_PREC=_dot_precision(x.element_size()), num_warps=warps, num_stages=stages)
+        if pack:
+            meta0["PACK"] = 1
         if interpreting():
             split = min(2, max(1, P // bk))
         else:
@@ -1346,12 +1438,17 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
 
     arch = _arch(x.device)
     mine = [c for c in WGRAD_CONFIGS if arch in c[-1]] or list(WGRAD_CONFIGS)
-    # a column tile within one tap's channels; more than 3 taps per tile only over whole channel blocks
-    cands = [tuple(c[:-1]) for c in mine if c[0] <= max(16, triton.next_power_of_2(CO))
-             and c[1] <= max(16, triton.next_power_of_2(CI)) and (_wgrad_taps(c[5], KH, KW) <= 3 or CI % c[1] == 0)]
-    if not cands:
-        c = min(mine, key=lambda c: c[0] * c[1])
-        cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), *c[2:-1])]
+    # a column tile within one tap's channels; more than 3 taps per tile only over whole channel blocks; packed
+    # columns (taps WGRAD_PACKED) where a tap's channels do not fill 32-wide blocks and its vectors stay in one tap
+    packs = _wgrad_packs(CI, KH, KW, _vector([], align_x, x.element_size()))
+    cands = [tuple(c[:-1]) for c in mine if c[0] <= max(16, triton.next_power_of_2(CO)) and (
+             (c[5] == WGRAD_PACKED and packs and c[1] <= max(16, triton.next_power_of_2(ncol)))
+             or (c[5] != WGRAD_PACKED and c[1] <= max(16, triton.next_power_of_2(CI))
+                 and (_wgrad_taps(c[5], KH, KW) <= 3 or CI % c[1] == 0)))]
+    if not cands:  # the smallest tile, narrowed to the shape (a packed one, pinned where nothing packs: one tap)
+        c = min(mine, key=lambda c: (c[5] == WGRAD_PACKED, c[0] * c[1]))
+        cands = [(min(c[0], 64), min(c[1], max(16, triton.next_power_of_2(CI))), *c[2:5],
+                  1 if c[5] == WGRAD_PACKED else c[5])]
     key = (tuple(x.shape), CO, KH, KW, padding, str(x.dtype))
     cfg = _select("wgrad", key, WGRAD_CONFIGS, ncol, CO, launch, x.device, 16, output=lambda: dw, cands=cands,
                   esize=x.element_size(), twin=_l1_twin(align_x, x.element_size()))
@@ -1735,12 +1832,20 @@ def _work_wgrad(launch, peak, capacity: int) -> Work:
     # fit on the GPU at once they stream the chunk together and DRAM serves it once
     reread = 1 if tiles <= capacity else math.ceil(tiles / capacity)
     dram = (dy.nbytes + x.nbytes) * reread + out
-    # per iteration a tile loads its dy chunk once and one shifted x chunk per tap
-    l2 = programs_of(launch) * iters * (bm * bk + taps * bk * bn) * x.esize
+    # per iteration a tile loads its dy chunk once and one shifted x chunk per tap; packed columns (PACK): one x
+    # chunk of BLOCK_N columns, each tap's CI channels read in whole 32-byte sectors (24 fp16 channels: 64 bytes)
+    if cx.get("PACK"):
+        sectors = math.ceil(CI * x.esize / 32) * 32 / (CI * x.esize)
+        x_chunk = bk * ncol / math.ceil(ncol / bn) * sectors
+        l2 = programs_of(launch) * iters * (bm * bk + x_chunk) * x.esize
+    else:
+        l2 = programs_of(launch) * iters * (bm * bk + taps * bk * bn) * x.esize
     return Work("gemm", iters, bm * bn * bk * taps, dram, dy.nbytes + x.nbytes + dw, x.esize,
                 flops=flops, l2_bytes=l2,
-                notes=[f"one GEMM {CO}x{ncol}x{P}" + (f" (each tap's {CI} channels padded to {cip})" if cip != CI else "")
-                       + f", tiles of {taps} tap(s): dy read once per tile, split-K {split}"
+                notes=[f"one GEMM {CO}x{ncol}x{P}"
+                       + (f", tiles of {bn} packed (tap, channel) columns" if cx.get("PACK") else
+                          (f" (each tap's {CI} channels padded to {cip})" if cip != CI else "")
+                          + f", tiles of {taps} tap(s)") + f": dy read once per tile, split-K {split}"
                        + (f": fp32 partials {out / 1e6:.1f} MB, summed by a second launch" if split > 1 else ""),
                        f"grid {tiles}x{split}"], units=tiles * split, read_bytes=(dy.nbytes + x.nbytes) * reread)
 

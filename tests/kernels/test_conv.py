@@ -850,7 +850,7 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
     """Each block configuration of the lists, forced one at a time (the 8-warp ones included: the
     flattened-loop trap of pytorch issue 173068), and each one's L1 twin (A_VIA_L1) and, on Hopper,
     persistent twin (both of which the autotuner may choose), forward / input-grad / weight-grad
-    against cuDNN, the forward lists also with 24 channels to reduce (taps packed, PACK); on Hopper each with the weights through TMA (forced on every tile width) and through
+    against cuDNN, also with 24 channels to reduce (taps packed, PACK; the weight-grad's packed columns); on Hopper each with the weights through TMA (forced on every tile width) and through
     pointers, and fp8 with 256 reduction channels (BLOCK_K doubled) and with the lists' own BLOCK_K."""
     from kernels import conv
     torch.backends.cudnn.allow_tf32 = False
@@ -874,10 +874,10 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
                     for dtype in (torch.float16, torch.bfloat16):
                         errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
                         assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, errs)
-                        if kind == "fwd":  # taps packed into the reduction: 24 input (forward) / output (input-grad) channels
-                            for shape, co in (((8, 24, 31, 31), 64), ((8, 64, 9, 9), 24)):
-                                errs = run(conv_triton, shape, co, 3, 1, dtype, bias=False, seed=1)
-                                assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, shape, errs)
+                        # taps packed into the reduction: 24 input (forward, weight-grad) / output (input-grad) channels
+                        for shape, co in (((8, 24, 31, 31), 64), ((8, 64, 9, 9), 24)):
+                            errs = run(conv_triton, shape, co, 3, 1, dtype, bias=False, seed=1)
+                            assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, shape, errs)
                     if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
                         # 64 reduction channels, and 256 (BLOCK_K doubled on Hopper; with twin None also not)
                         for shape, k_block in (((8, 64, 15, 15), contextlib.nullcontext),
@@ -949,10 +949,11 @@ WGRAD_CASES = [  # (x shape, out channels, kernel, padding)
     ((1, 40, 3, 3), 70, 3, 1),   # 3x3 image: every tap but the centre reads the border
     ((2, 12, 6, 7), 32, 1, 0),   # 1x1: one tap per tile whatever the configuration says
     ((1, 8, 4, 4), 8, 3, 1),     # 16 pixels: one chunk, the gradient written directly (no partials)
+    ((2, 24, 7, 9), 64, 3, 1),   # group1.conv1's 24 channels: packed (tap, channel) columns where pinned
 ]
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(len(kernels.conv.WGRAD_CONFIGS)))
 def test_every_weight_grad_configuration_against_the_reference(index):
     """Each weight-grad configuration pinned in turn (tiles of one tap, a kernel row, all nine taps),
     on odd shapes, against torch's weight gradient: the shifted x chunks land on the right taps."""
@@ -968,6 +969,71 @@ def test_every_weight_grad_configuration_against_the_reference(index):
             ref = torch.nn.grad.conv2d_weight(x, (co, shape[1], k, k), dy, padding=pad)
             assert rel(dw, ref) < TOL[torch.float32], (cfg, shape, rel(dw, ref))
             assert dw.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("case", [
+    ((2, 24, 9, 9), 64, 3, 1, "channels_last"),  # 216 columns: one 256-wide tile (40 masked), two of 128
+    ((3, 40, 5, 6), 70, 3, 1, "channels_last"),  # 360 columns: a partial last column tile; 2 row tiles (70 > 64)
+    ((2, 24, 6, 7), 64, 3, 1, "strided"),        # non-contiguous input
+    ((2, 24, 8, 8), 64, 5, 2, "channels_last"),  # 5x5: 600 columns, 25 taps
+    ((1, 24, 3, 3), 64, 3, 1, "channels_last"),  # 3x3 image: every tap but the centre at the border
+], ids=lambda c: f"{'x'.join(map(str, c[0]))}-co{c[1]}-k{c[2]}-{c[4]}")
+def test_weight_grad_packed_columns(monkeypatch, case, dtype):
+    """The weight-grad's tile over packed (tap, channel) columns (WGRAD_PACKED; pinned here, as the interpreter
+    takes the last candidate): the weight gradient F.conv2d's autograd gives, and the same tap by tap."""
+    from kernels import _triton, conv
+    shape, co, k, pad, layout = case
+    orig_launch, seen = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._wgrad_kernel:
+            seen.append(dict(pack=meta.get("PACK", 0), bn=meta["BLOCK_N"], grid=tuple(grid)))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    for cfg in (c for c in conv.WGRAD_CONFIGS if c.taps == conv.WGRAD_PACKED):
+        seen.clear()
+        with conv.WGRAD_CONFIGS.pinned(cfg):
+            errs = run(conv_triton, shape, co, k, pad, dtype, layout=layout)
+            assert errs["dw"] < TOL[dtype], (cfg, errs)
+            ncol = k * k * shape[1]
+            assert len(seen) == 1 and seen[0]["pack"] == 1 and seen[0]["bn"] == cfg.block_n, seen
+            assert seen[0]["grid"][0] == -(-co // 64) * -(-ncol // cfg.block_n), seen  # row tiles x column tiles
+            seen.clear()
+            with conv.taps_apart():
+                errs = run(conv_triton, shape, co, k, pad, dtype, layout=layout)
+            assert errs["dw"] < TOL[dtype] and seen and not seen[0]["pack"], (errs, seen)
+
+
+def test_weight_grad_packed_columns_with_64_bit_offsets(monkeypatch):
+    from kernels import _triton, conv
+    monkeypatch.setattr(conv, "_chosen", {})
+    orig_launch, seen = _triton.launch, []
+
+    def launch(fn, grid, args, meta, dev, **kw):
+        if fn is conv._wgrad_kernel:
+            seen.append((meta.get("PACK", 0), meta["IDX64"]))
+        return orig_launch(fn, grid, args, meta, dev, **kw)
+    monkeypatch.setattr(_triton, "launch", launch)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn((2, 24, 6, 7), generator=g).contiguous(memory_format=torch.channels_last)
+    dy = torch.randn((2, 64, 6, 7), generator=g).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(torch.Tensor, "numel", lambda t: 2 ** 31)  # the weight-grad's own 64-bit test
+    with conv.WGRAD_CONFIGS.pinned(conv.WGRAD_CONFIGS[0]):
+        dw = conv.conv2d_wgrad(dy, x, [64, 24, 3, 3], 1)
+    monkeypatch.undo()
+    ref = torch.nn.grad.conv2d_weight(x, (64, 24, 3, 3), dy, padding=1)
+    assert rel(dw, ref) < TOL[torch.float32] and seen == [(1, True)], seen
+
+
+def test_which_weight_grads_pack_their_columns():
+    from kernels import conv
+    assert conv._wgrad_packs(24, 3, 3, 8) and conv._wgrad_packs(40, 3, 3, 4)
+    assert not conv._wgrad_packs(64, 3, 3, 8)   # whole 32-wide blocks already
+    assert not conv._wgrad_packs(24, 1, 1, 8)   # one tap
+    assert not conv._wgrad_packs(20, 3, 3, 8)   # a vector would straddle two taps
+    with conv.taps_apart():
+        assert not conv._wgrad_packs(24, 3, 3, 8)
 
 
 def test_weight_grad_taps_per_tile():
