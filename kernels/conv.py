@@ -136,6 +136,17 @@ if HAS_TRITON:
                                              block_shape=[1, BLOCK_N, BLOCK_K])
 
     @triton.jit
+    def _tap_shift(tap, sxh, sxw, KW: tl.constexpr, PAD: tl.constexpr, FLIP: tl.constexpr):
+        """The element offset tap ``tap`` (kh * KW + kw) adds to an output pixel's input offset: the
+        forward's (kh - PAD, kw - PAD) shift, or the input-grad's mirrored one (FLIP)."""
+        kh = tap // KW
+        kw = tap - kh * KW
+        if FLIP:
+            return (PAD - kh) * sxh + (PAD - kw) * sxw
+        else:
+            return (kh - PAD) * sxh + (kw - PAD) * sxw
+
+    @triton.jit
     def _packed_operands(it, a_rows, w_ptr, taps, rn, rk, col_ok, sxh, sxw, PAD: tl.constexpr,
                          CRED: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                          FLIP: tl.constexpr, WLAYOUT: tl.constexpr, ALIGN_X: tl.constexpr, IDX64: tl.constexpr,
@@ -151,12 +162,7 @@ if HAS_TRITON:
         # past the last tap (masked): clamped, so that no shift below reaches the tap mask's width
         tap = tl.max_constancy(tl.minimum(kk // CRED, KH * KW - 1), ALIGN_X)
         c = kk - (kk // CRED) * CRED
-        kh = tap // KW
-        kw = tap - kh * KW
-        if FLIP:
-            shift = (PAD - kh) * sxh + (PAD - kw) * sxw
-        else:
-            shift = (kh - PAD) * sxh + (kw - PAD) * sxw
+        shift = _tap_shift(tap, sxh, sxw, KW, PAD, FLIP)
         if IDX64:
             col = shift.to(tl.int64) + c
         else:
@@ -278,12 +284,7 @@ if HAS_TRITON:
                     cb = it // (KH * KW)
                     tap = it - cb * (KH * KW)
                     c0 = cb * BLOCK_K
-                kh = tap // KW
-                kw = tap - kh * KW
-                if FLIP:
-                    shift = (PAD - kh) * sxh + (PAD - kw) * sxw
-                else:
-                    shift = (kh - PAD) * sxh + (kw - PAD) * sxw
+                shift = _tap_shift(tap, sxh, sxw, KW, PAD, FLIP)
                 ok = ((taps >> tap) & 1) != 0
                 if IDX64:
                     a_row = tl.multiple_of(base + shift.to(tl.int64), ALIGN_X)
@@ -462,6 +463,20 @@ if HAS_TRITON:
                              CO, KH, KW, ALIGN_X, ALIGN_D, SPLIT, IDX64, TAPS, BLOCK_M, BLOCK_N, BLOCK_K, DOT_PREC)
 
     @triton.jit
+    def _wgrad_dy_chunk(p0, end, dy_ptr, rco, co_ok, sdn, sdh, sdw, OH: tl.constexpr, OW: tl.constexpr,
+                        ALIGN_D: tl.constexpr, IDX64: tl.constexpr, BLOCK_K: tl.constexpr):
+        """The weight-grad's dy chunk [output channels rco x pixels p0 ...] and those pixels' (image, row,
+        column) and liveness (< end)."""
+        rp = p0 + tl.arange(0, BLOCK_K)
+        live = rp < end
+        n, oh, ow = _pixels(rp, OH, OW)
+        if IDX64:
+            n = n.to(tl.int64)
+        d_off = tl.multiple_of(n * sdn + oh * sdh + ow * sdw, ALIGN_D)
+        a = tl.load(dy_ptr + rco[:, None] + d_off[None, :], mask=co_ok[:, None] & live[None, :], other=0.0)
+        return a, n, oh, ow, live
+
+    @triton.jit
     def _wgrad_taps_tile(x_ptr, dy_ptr, out_ptr, P, ROWS, sxn, sxh, sxw, sdn, sdh, sdw,
                          H: tl.constexpr, W: tl.constexpr, OH: tl.constexpr, OW: tl.constexpr, PAD: tl.constexpr,
                          CI: tl.constexpr, CO: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
@@ -486,13 +501,8 @@ if HAS_TRITON:
         for j in tl.static_range(TAPS):
             accs = accs + (tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32),)
         for p0 in range(start, start + ROWS, BLOCK_K):
-            rp = p0 + tl.arange(0, BLOCK_K)
-            live = rp < end
-            n, oh, ow = _pixels(rp, OH, OW)
-            if IDX64:
-                n = n.to(tl.int64)
-            d_off = tl.multiple_of(n * sdn + oh * sdh + ow * sdw, ALIGN_D)
-            a = tl.load(dy_ptr + rco[:, None] + d_off[None, :], mask=co_ok[:, None] & live[None, :], other=0.0)
+            a, n, oh, ow, live = _wgrad_dy_chunk(p0, end, dy_ptr, rco, co_ok, sdn, sdh, sdw, OH, OW, ALIGN_D, IDX64,
+                                                 BLOCK_K)
             x_pix = n * sxn + oh * sxh + ow * sxw
             nxt = ()
             for j in tl.static_range(TAPS):
@@ -543,13 +553,8 @@ if HAS_TRITON:
         end = tl.minimum(start + ROWS, P)
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for p0 in range(start, start + ROWS, BLOCK_K):
-            rp = p0 + tl.arange(0, BLOCK_K)
-            live = rp < end
-            n, oh, ow = _pixels(rp, OH, OW)
-            if IDX64:
-                n = n.to(tl.int64)
-            d_off = tl.multiple_of(n * sdn + oh * sdh + ow * sdw, ALIGN_D)
-            a = tl.load(dy_ptr + rco[:, None] + d_off[None, :], mask=co_ok[:, None] & live[None, :], other=0.0)
+            a, n, oh, ow, live = _wgrad_dy_chunk(p0, end, dy_ptr, rco, co_ok, sdn, sdh, sdw, OH, OW, ALIGN_D, IDX64,
+                                                 BLOCK_K)
             # each pixel's row pointer, then one add per column vector (not a re-distributed multiply per tap)
             x_rows = x_ptr + tl.multiple_of(n * sxn + oh * sxh + ow * sxw, ALIGN_X)
             ih = oh[:, None] + dh[None, :]

@@ -442,13 +442,10 @@ def test_narrow_outputs_get_32_column_tiles_with_64_wide_reductions():
     assert all(c[1] == 32 for c in conv._candidates(conv.FWD_CONFIGS, 24, 64, 16, 9))
 
 
-def test_autotuning_times_the_taps_apart_twin(monkeypatch):
-    """On a GPU the tap-by-tap form of the first candidate (APART appended) is timed beside the packed
-    candidates and kept when faster; --cache-dir keeps it."""
-    from kernels import conv
-
+def _time_twins(monkeypatch, conv, configs, marker, n_cols, k_chans, twin, key):
+    """_select on a mock H100 with do_bench timing a launch marked ``marker`` at 0.5, the rest at 1.0:
+    (the choice, the launched configurations)."""
     out = torch.zeros(4)
-    configs = [(128, 64, 32, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
     launched = []
 
     def launch(cfg):
@@ -457,9 +454,16 @@ def test_autotuning_times_the_taps_apart_twin(monkeypatch):
     dev = mock_gpu(monkeypatch, conv)
     import triton.testing
     monkeypatch.setattr(triton.testing, "do_bench",
-                        lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][-1] == conv.APART else 1.0)[1])
-    cfg = conv._select("fwd", ("apart",), configs, 64, 24, launch, dev, output=lambda: out,
-                       twin=conv._apart_twin(24, 3, 3, 8))
+                        lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][-1] == marker else 1.0)[1])
+    return conv._select("fwd", key, configs, n_cols, k_chans, launch, dev, output=lambda: out, twin=twin), launched
+
+
+def test_autotuning_times_the_taps_apart_twin(monkeypatch):
+    """On a GPU the tap-by-tap form of the first candidate (APART appended) is timed beside the packed
+    candidates and kept when faster; --cache-dir keeps it."""
+    from kernels import conv
+    configs = [(128, 64, 32, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
+    cfg, launched = _time_twins(monkeypatch, conv, configs, conv.APART, 64, 24, conv._apart_twin(24, 3, 3, 8), ("apart",))
     assert cfg == (128, 64, 32, 4, 4, conv.APART)
     assert (64, 64, 32, 4, 3, conv.APART) not in launched  # the twin of the first candidate only
 
@@ -480,26 +484,15 @@ def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
     """On a GPU the twin (A_VIA_L1 appended) is timed beside the list and kept when faster;
     without autotuning it never runs; --cache-dir keeps it as a choice."""
     from kernels import conv
-
-    out = torch.zeros(4)
     configs = [(128, 128, 64, 4, 4, (9,)), (64, 64, 32, 4, 3, (9,))]
-    launched = []
-
-    def launch(cfg):
-        launched.append(cfg)
-        out.copy_(torch.arange(4.0))
-    dev = mock_gpu(monkeypatch, conv)
-    import triton.testing
-    monkeypatch.setattr(triton.testing, "do_bench",
-                        lambda fn, warmup, rep: (fn(), 0.5 if launched[-1][-1] == conv.A_VIA_L1 else 1.0)[1])
     twin = lambda c: tuple(c) + (conv.A_VIA_L1,)  # noqa: E731
-    cfg = conv._select("fwd", ("l1",), configs, 256, 64, launch, dev, output=lambda: out, twin=twin)
+    cfg, launched = _time_twins(monkeypatch, conv, configs, conv.A_VIA_L1, 256, 64, twin, ("l1",))
     assert cfg == (128, 128, 64, 4, 4, conv.A_VIA_L1)
     assert (64, 64, 32, 4, 3, conv.A_VIA_L1) not in launched  # the twin of the first candidate only
     monkeypatch.setattr(conv, "AUTOTUNE", False)
     launched.clear()
-    assert conv._select("fwd", ("no tuning",), configs, 256, 64, launch, dev, output=lambda: out,
-                        twin=twin) == configs[0][:5]
+    assert conv._select("fwd", ("no tuning",), configs, 256, 64, launched.append, MockGPU(),
+                        output=lambda: torch.zeros(4), twin=twin) == configs[0][:5]
     assert not launched
 
 
