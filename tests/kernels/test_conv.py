@@ -868,7 +868,9 @@ def test_every_configuration_against_cudnn_on_gpu(kind, monkeypatch):
                         errs = run(conv_triton, (8, 64, 15, 15), 256, 3, 1, dtype, bias=False, seed=1)
                         assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, errs)
                         # taps packed into the reduction: 24 input (forward, weight-grad) / output (input-grad) channels
-                        for shape, co in (((8, 24, 31, 31), 64), ((8, 64, 9, 9), 24)):
+                        # (fp16, each configuration as listed: a compile per configuration and shape on the GPU)
+                        for shape, co in (((8, 24, 31, 31), 64), ((8, 64, 9, 9), 24)) if (
+                                dtype == torch.float16 and twin is None and wpath is weights[0]) else ():
                             errs = run(conv_triton, shape, co, 3, 1, dtype, bias=False, seed=1)
                             assert max(errs.values()) < TOL[dtype], (cfg, twin, wpath.__name__, dtype, shape, errs)
                     if torch.cuda.get_device_capability() >= (8, 9) and kind == "fwd" and cfg[2] >= 32:
