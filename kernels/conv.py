@@ -138,7 +138,8 @@ if HAS_TRITON:
     @triton.jit
     def _tap_shift(tap, sxh, sxw, KW: tl.constexpr, PAD: tl.constexpr, FLIP: tl.constexpr):
         """The element offset tap ``tap`` (kh * KW + kw) adds to an output pixel's input offset: the
-        forward's (kh - PAD, kw - PAD) shift, or the input-grad's mirrored one (FLIP)."""
+        forward's (kh - PAD, kw - PAD) shift, or the input-grad's mirrored one (FLIP); sxh and sxw are the
+        input's row and pixel strides in elements."""
         kh = tap // KW
         kw = tap - kh * KW
         if FLIP:
@@ -156,7 +157,9 @@ if HAS_TRITON:
         + rk, each index k a (tap k // CRED, channel k % CRED) pair. A vector of ALIGN_X indices stays
         within one tap (CRED and BLOCK_K are multiples of ALIGN_X: the launcher's condition), which the
         hints say, so the copies stay ALIGN_X wide and each vector's mask and address is computed once
-        (the compiler keeps only a vector's first element of either)."""
+        (the compiler keeps only a vector's first element of either). a_rows: each output row's pointer
+        into the input (x_ptr plus the row's base offset); w_ptr: the weight in _conv_tile's WLAYOUT; sxh,
+        sxw: the input's row and pixel strides; taps: each row's bit mask of the taps inside the image."""
         kk = it * BLOCK_K + rk
         kmask = kk < KH * KW * CRED
         # past the last tap (masked): clamped, so that no shift below reaches the tap mask's width
@@ -466,7 +469,8 @@ if HAS_TRITON:
     def _wgrad_dy_chunk(p0, end, dy_ptr, rco, co_ok, sdn, sdh, sdw, OH: tl.constexpr, OW: tl.constexpr,
                         ALIGN_D: tl.constexpr, IDX64: tl.constexpr, BLOCK_K: tl.constexpr):
         """The weight-grad's dy chunk [output channels rco x pixels p0 ...] and those pixels' (image, row,
-        column) and liveness (< end)."""
+        column) and liveness (< end). dy_ptr: the output gradient [N][OH][OW][CO] (channel stride 1), its
+        strides sdn, sdh, sdw."""
         rp = p0 + tl.arange(0, BLOCK_K)
         live = rp < end
         n, oh, ow = _pixels(rp, OH, OW)
@@ -483,7 +487,9 @@ if HAS_TRITON:
                          ALIGN_X: tl.constexpr, ALIGN_D: tl.constexpr, SPLIT: tl.constexpr, IDX64: tl.constexpr,
                          TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                          DOT_PREC: tl.constexpr):
-        """_wgrad_kernel's tile of TAPS taps x BLOCK_N channels of one channel block."""
+        """_wgrad_kernel's tile of TAPS taps x BLOCK_N channels of one channel block. Arguments as
+        _wgrad_kernel's: x_ptr (the forward's input, strides sxn, sxh, sxw), dy_ptr (the output gradient,
+        strides sdn, sdh, sdw), out_ptr (dw, or the fp32 partials when SPLIT > 1)."""
         CB: tl.constexpr = (CI + BLOCK_N - 1) // BLOCK_N
         GN: tl.constexpr = (KH * KW // TAPS) * CB
         NCOL: tl.constexpr = KH * KW * CI
@@ -534,7 +540,9 @@ if HAS_TRITON:
         and no tap's channels are padded to a block (group1.conv1's 9 x 24 = 216 columns: one 256-wide
         tile, dy read once, instead of three tiles of 3 taps x 32 channels, a quarter of them zeros). Each
         x row's ALIGN_X-vectors stay within one tap (CI and BLOCK_N multiples of ALIGN_X: the launcher's
-        condition), which the hints say, so the copies stay ALIGN_X wide."""
+        condition), which the hints say, so the copies stay ALIGN_X wide. Arguments as _wgrad_kernel's:
+        x_ptr (the forward's input, strides sxn, sxh, sxw), dy_ptr (the output gradient, strides sdn, sdh,
+        sdw), out_ptr (dw [CO][KH*KW*CI], or the fp32 partials when SPLIT > 1)."""
         NCOL: tl.constexpr = KH * KW * CI
         GN: tl.constexpr = (NCOL + BLOCK_N - 1) // BLOCK_N
         tile = tl.program_id(0)
@@ -750,12 +758,14 @@ def _packs_some(channels: int, kh: int, kw: int, vector: int = 1) -> bool:
                if bk <= max(16, triton.next_power_of_2(channels)))
 
 
-def _apart_twin(cred: int, kh: int, kw: int, align: int):
+def _apart_twin(cred: int, kh: int, kw: int, align: int, min_k: int = 16):
     """The tap-by-tap twin maker where packing applies to some block (a reduction not a multiple of 16
-    channels), else None."""
+    channels), else None: the configuration tap by tap, its reduction block no wider than a tap's channels
+    need (a 64-wide block over 24 channels would be 63% zeros)."""
     if not _packs_some(cred, kh, kw, align):
         return None
-    return _mark(lambda c: tuple(c) + (APART,), APART)
+    width = max(min_k, triton.next_power_of_2(cred))
+    return _mark(lambda c: (c[0], c[1], min(c[2], width), *c[3:]) + (APART,), APART)
 
 
 
@@ -962,6 +972,8 @@ def load_choices(path: str) -> int:
         valid = {kind: {tuple(c[:-1]) + via for c in cs for via in ((), (A_VIA_L1,), (PERSISTENT,), (APART,))}
                  for kind, cs in (("wgrad", WGRAD_CONFIGS), ("fwd", FWD_CONFIGS + FUSED_CONFIGS))}
         valid["fwd"] |= {(c[0], c[1], 2 * c[2], *c[3:]) for c in valid["fwd"]}  # fp8's wide-K tiles
+        # the tap-by-tap twin, its reduction block narrowed to a tap's channels (_apart_twin)
+        valid["fwd"] |= {(c[0], c[1], k, *c[3:5], APART) for c in valid["fwd"] for k in (16, 32, 64) if k <= c[2]}
         n = 0
         for kind, shape, *rest in data["choices"]:
             cfg = tuple(rest[-1])
@@ -1287,11 +1299,16 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
         launch_as(cfg, tma)
 
     key = (tuple(x.shape), cout, KH, KW, pad, str(x.dtype), flip) + ((pool, stats) if pool or stats else ())
-    cfg = _select(kind, key, FUSED_CONFIGS if pool else FWD_CONFIGS, cout, cred, launch, dev,
-                  32 if x.element_size() == 1 else 16, output=lambda: y,
+    # packed taps (sm_90): the reduction blocks may be as wide as the packed reduction, not a tap's channels
+    # (group1.conv1's forward: 256x64x64, 4 iterations; predicted 0.216 -> 0.190 ms, L2-bound: the weight tiles
+    # re-read half as often). sm_80 keeps a tap's width: there the wider blocks are predicted slower (issue-bound)
+    # (the fused pool + statistics forward keeps a tap's width: its 256x64x64 tile loses its load in flight)
+    k_red = KH * KW * cred if _arch(dev) >= 9 and not (pool or stats) and _packs_some(cred, KH, KW, align_x) else cred
+    min_k = 32 if x.element_size() == 1 else 16
+    cfg = _select(kind, key, FUSED_CONFIGS if pool else FWD_CONFIGS, cout, k_red, launch, dev, min_k, output=lambda: y,
                   programs=lambda c: triton.cdiv(M, c[0]) * triton.cdiv(cout, c[1]), esize=x.element_size(),
                   twin=tuple(t for t in (_l1_twin(align_x, x.element_size()), _persistent_twin(dev, pool or stats),
-                                         _apart_twin(cred, KH, KW, align_x)) if t is not None))
+                                         _apart_twin(cred, KH, KW, align_x, min_k)) if t is not None))
     return _run_chosen((kind,) + key, cfg, launch)
 
 

@@ -466,6 +466,9 @@ def test_autotuning_times_the_taps_apart_twin(monkeypatch):
     cfg, launched = _time_twins(monkeypatch, conv, configs, conv.APART, 64, 24, conv._apart_twin(24, 3, 3, 8), ("apart",))
     assert cfg == (128, 64, 32, 4, 4, conv.APART)
     assert (64, 64, 32, 4, 3, conv.APART) not in launched  # the twin of the first candidate only
+    # tap by tap, a block no wider than a tap's channels need (sm_90's packed first candidate is 256x64x64)
+    assert conv._apart_twin(24, 3, 3, 8)((256, 64, 64, 8, 3)) == (256, 64, 32, 8, 3, conv.APART)
+    assert conv._apart_twin(24, 3, 3, 8, 32)((128, 64, 128, 8, 3)) == (128, 64, 32, 8, 3, conv.APART)
 
 
 def test_the_taps_apart_twin_survives_the_choices_file(tmp_path, monkeypatch):
@@ -473,11 +476,11 @@ def test_the_taps_apart_twin_survives_the_choices_file(tmp_path, monkeypatch):
     monkeypatch.setattr(conv, "_chosen", {})
     monkeypatch.setattr(conv, "_choice_context", lambda: {"device": "H200", "triton": "3.6.0"})
     key = ("fwd", (2000, 24, 31, 31), 64, 3, 3, 1, "torch.float16", 0)
-    conv._chosen[key] = tuple(conv.FWD_CONFIGS[0][:-1]) + (conv.APART,)
+    conv._chosen[key] = (256, 64, 32, 8, 3, conv.APART)  # the twin of the 256x64x64 entry, narrowed
     path = str(tmp_path / "choices.json")
     conv.save_choices(path)
     conv._chosen.clear()
-    assert conv.load_choices(path) == 1 and conv._chosen[key][-1] == conv.APART
+    assert conv.load_choices(path) == 1 and conv._chosen[key] == (256, 64, 32, 8, 3, conv.APART)
 
 
 def test_autotuning_times_the_l1_twin_of_the_first_candidate(monkeypatch):
