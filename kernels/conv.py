@@ -1462,7 +1462,7 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
     mine = [c for c in WGRAD_CONFIGS if arch in c[-1]] or list(WGRAD_CONFIGS)
     # a column tile within one tap's channels; more than 3 taps per tile only over whole channel blocks; packed
     # columns (taps WGRAD_PACKED) where a tap's channels do not fill 32-wide blocks and its vectors stay in one tap
-    packs = _wgrad_packs(CI, KH, KW, _vector([], align_x, x.element_size()))
+    packs = _wgrad_packs(CI, KH, KW, align_x)
     cands = [tuple(c[:-1]) for c in mine if c[0] <= max(16, triton.next_power_of_2(CO)) and (
              (c[5] == WGRAD_PACKED and packs and c[1] <= max(16, triton.next_power_of_2(ncol)))
              or (c[5] != WGRAD_PACKED and c[1] <= max(16, triton.next_power_of_2(CI))
