@@ -23,11 +23,23 @@ HELP = {
 }
 
 
+def help_only(argv: list[str]) -> bool:
+    """Whether the command line only asks for help (nothing to compile)."""
+    return any(a in ("-h", "--help") for a in argv)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["static"], ["predict"], ["calibrate"]) or (argv[:1] == ["launches"] and "--predict" in argv):
         import os
-        # compile for real GPUs, not for the interpreter: decide before any kernel is decorated
+        # compile for real GPUs, not for the interpreter. `python -m profiling` has imported this package
+        # (profiling/__init__ -> predict -> kernels) before this line runs, and on a machine without a GPU
+        # kernels has turned the interpreter on for every kernel decorated since: run the command again in a
+        # process where Triton is in compiled mode from the start (what the error in profiling/cubin.py asks for)
+        if os.environ.get("TRITON_INTERPRET") == "1" and "kernels" in sys.modules and not help_only(argv):
+            import subprocess
+            return subprocess.run([sys.executable, "-m", "profiling", *argv],
+                                  env=dict(os.environ, TRITON_INTERPRET="0")).returncode
         os.environ.setdefault("TRITON_INTERPRET", "0")
     from model.cli import Parser
 

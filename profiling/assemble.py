@@ -359,42 +359,80 @@ def layer_candidates(rows: list[dict], batch: int, backend: str, arch: str) -> d
     return out
 
 
-def ran_prediction(cands: list[dict], launches: list[dict]) -> float | None:
-    """The predicted ms of the configurations a trace's launches ran: each Triton launch matched to
-    the modelled row of its kernel with the same grid and threads per block (the tile and the
-    warps; among several, those with the same shared memory, then the nearest register count, else
-    the default); None where a launch matches no row (a configuration the model did not compile)."""
-    names = {r["kernel"] for r in cands}
+def _dims(g) -> tuple:
+    """A recorded grid leaves out trailing 1s; a trace gives all three."""
+    return tuple(g) + (1,) * (3 - len(g))
 
-    def dims(g):  # a recorded grid leaves out trailing 1s; a trace gives all three
-        return tuple(g) + (1,) * (3 - len(g))
+
+def match_launch(cands: list[dict], ln: dict) -> dict | None:
+    """The modelled row a traced launch ran: the row of its kernel with the same grid and threads
+    per block (the tile and the warps; among several, those with the same shared memory, then the
+    nearest register count, else the default); None where none matches (a configuration the model
+    did not compile)."""
+    same = [r for r in cands if r["kernel"] == ln["kernel"] and r.get("grid") is not None
+            and _dims(r["grid"]) == _dims(ln["grid"]) and r["num_warps"] * 32 == ln["threads"]]
+    if not same:
+        return None
+    if ln.get("shared") is not None and any(r.get("shared") == ln["shared"] for r in same):
+        same = [r for r in same if r.get("shared") == ln["shared"]]
+    # twins (the L1 twin: the same tile, grid and shared memory) by the nearest register count (the
+    # trace's come from the GPU's Triton, so only near), else the default
+    return (min(same, key=lambda r: (abs((r.get("regs") or 0) - ln["regs"]), not r["default"]))
+            if ln.get("regs") else next((r for r in same if r["default"]), same[0]))
+
+
+def ran_prediction(cands: list[dict], launches: list[dict]) -> float | None:
+    """The predicted ms of the configurations a trace's launches ran (each launch matched by
+    ``match_launch``); None where a launch matches no row."""
+    names = {r["kernel"] for r in cands}
     total, found = 0.0, False
     for ln in launches:
         if ln["kernel"] not in names:
             continue  # an ATen kernel beside ours (the whitening conv's bias gradient)
-        same = [r for r in cands if r["kernel"] == ln["kernel"] and dims(r["grid"]) == dims(ln["grid"])
-                and r["num_warps"] * 32 == ln["threads"]]
-        if not same:
+        pick = match_launch(cands, ln)
+        if pick is None:
             return None
-        if ln.get("shared") is not None and any(r.get("shared") == ln["shared"] for r in same):
-            same = [r for r in same if r.get("shared") == ln["shared"]]
-        # twins (the L1 twin: the same tile, grid and shared memory) by the nearest register count (the
-        # trace's come from the GPU's Triton, so only near), else the default
-        pick = (min(same, key=lambda r: (abs((r.get("regs") or 0) - ln["regs"]), not r["default"]))
-                if ln.get("regs") else next((r for r in same if r["default"]), same[0]))
         total += pick["predicted_ms"]
         found = True
     return total if found else None
 
 
-def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch: str, seen: set) -> tuple[list, list]:
-    """Kernel rows and conv-layer rows of one report's profiler traces, for each backend not in
-    ``seen`` (a newer report had it), which it then adds."""
-    kernel_rows, layer_rows = [], []
+# A bound is a floor on a launch's time: a measured time below it means the GPU beat the model's
+# ceiling (its peak or efficiency constant is too low for this kernel). Trace times are averages of
+# a few steps: a bound counts as beaten only beyond this margin.
+BEATEN_MARGIN = 1.05
+
+
+def bound_checks(cands: list[dict], launches: list[dict], layer: str, phase: str, backend: str) -> list[dict]:
+    """Each traced launch of our kernels against the bounds of the row it ran: the bounds the
+    measured time beat (bound / measured above BEATEN_MARGIN) and the L2 throughput the measured
+    time implies (the model's L2 bytes / measured time), a lower limit of what the GPU's L2 did."""
+    out = []
+    names = {r["kernel"] for r in cands}
+    for ln in launches:
+        if ln["kernel"] not in names or not ln.get("ms"):
+            continue
+        r = match_launch(cands, ln)
+        if r is None or not r.get("bounds_ms"):
+            continue
+        b = {k: v for k, v in r["bounds_ms"].items() if k != "fixed"}
+        beaten = {k: v / ln["ms"] for k, v in b.items() if v > BEATEN_MARGIN * ln["ms"]}
+        out.append(dict(backend=backend, layer=layer, phase=phase, kernel=r["kernel"], config=r["config"],
+                        variant=r["variant"], grid=list(_dims(ln["grid"])), measured_ms=ln["ms"],
+                        predicted_ms=r["predicted_ms"], bound=r["bound"], bounds_ms=b, beaten=beaten,
+                        l2_bytes=r.get("l2_bytes"),
+                        l2_tbps=(r["l2_bytes"] / (ln["ms"] * 1e-3) / 1e12) if r.get("l2_bytes") else None))
+    return out
+
+
+def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch: str, seen: set) -> tuple[list, list, list]:
+    """Kernel rows, conv-layer rows and per-launch bound checks (``bound_checks``) of one report's
+    profiler traces, for each backend not in ``seen`` (a newer report had it), which it then adds."""
+    kernel_rows, layer_rows, checks = [], [], []
     try:
         traces = json.load(open(os.path.join(base, "trace", "trace.json")))
     except (OSError, ValueError):
-        return kernel_rows, layer_rows
+        return kernel_rows, layer_rows, checks
     for t in traces:
         backend = trace_backend(t)
         if backend is None or backend in seen:
@@ -411,7 +449,9 @@ def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch:
         for m in t.get("conv_layers") or []:
             for ph in TRAIN_PHASES:
                 p = layers.get(m["layer"], {}).get(ph)
-                ran = ran_prediction(cands.get(m["layer"], {}).get(ph, []), m.get(f"{ph}_launches") or [])
+                lc, launched = cands.get(m["layer"], {}).get(ph, []), m.get(f"{ph}_launches") or []
+                ran = ran_prediction(lc, launched)
+                checks += bound_checks(lc, launched, m["layer"], ph, backend)
                 if p and m[f"{ph}_ms"]:
                     # the configurations the run chose where the trace says which (autotuning on the GPU
                     # picks its own), else the default configurations the step table predicts
@@ -421,7 +461,7 @@ def _trace_rows(base: str, drows: list[dict], ops: list[dict], batch: int, arch:
                                            modelled="as run" if ran is not None else "default"))
         if predicted:
             seen.add(backend)
-    return kernel_rows, layer_rows
+    return kernel_rows, layer_rows, checks
 
 
 def _bench_rows(base: str, rows: list[dict], drows: list[dict], ops: list[dict], arch: str) -> list[dict]:
@@ -506,13 +546,14 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
     arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
     drows = on_device(rows, arch, peak)  # the measured GPU's own peaks (an H200 is not the modelled H100)
     out = dict(report=", ".join(os.path.relpath(b) for b, _ in reports), device=device, arch=arch, kernels=[],
-               layers=[], ops=[], predicted_for=(peak.name if peak else ARCHS[arch][1]), modelled=ARCHS[arch][1],
+               layers=[], bound_checks=[], ops=[], predicted_for=(peak.name if peak else ARCHS[arch][1]), modelled=ARCHS[arch][1],
                runs=_run_rows(reports, rows, ops, batch, steps, arch, peak))
     seen: set = set()
     for base, _ in reports:
-        k, lay = _trace_rows(base, drows, ops, batch, arch, seen)
+        k, lay, chk = _trace_rows(base, drows, ops, batch, arch, seen)
         out["kernels"] += k
         out["layers"] += lay
+        out["bound_checks"] += chk
         if not out["ops"]:
             out["ops"] = _bench_rows(base, rows, drows, ops, arch)
     out["spread"] = measured_spread(out["kernels"], out["layers"], {r["kernel"] for r in rows if r["op"] == "conv"})

@@ -8,8 +8,13 @@ the one at which the data-sheet tensor-core peak holds (peak = SMs x 4 tensor co
 FMAs per clock x 2 x clock: 1.41 GHz on A100, 1.83 GHz on H100 SXM), every SM issues at most
 4 warp-instructions per clock (one per scheduler) and reads 128 bytes of shared memory per
 clock. The L2 figures bound how much re-reading across output tiles costs: the size from the
-data sheets, the bandwidth from published microbenchmarks (H100: about 5.5-7 TB/s; A100: about
-4-5 TB/s; the middle of each range is used, not the 9 / 7.2 TB/s this file assumed before).
+data sheets, the bandwidth from published microbenchmarks and our own measurements. A100: about
+4-5 TB/s (the middle is used). H100 SXM: 9 TB/s. The microbenchmarks' 5.5-7 TB/s were measured
+on the PCIe card (114 SMs at 1.755 GHz); scaled to the SXM's 132 SMs at 1.98 GHz they are
+7.2-9.1 TB/s. Our conv launches on an H200 (the same L2 and clocks; second H200 session's traces)
+moved their L2 bytes at up to 10.3 TB/s, which the model's ceiling (this figure times
+perfmodel.L2_EFFICIENCY) must not be below. Until 2026-12-01 the figure was 6 TB/s, a ceiling
+that measured launch beat by 1.44x.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class Peak:
     capability: tuple[int, int] = (9, 0)
     clock_ghz: float = 1.83        # the clock of the data-sheet tensor-core peak
     l2_mb: float = 50.0            # L2 cache size (MB)
-    l2_gbps: float = 6000.0        # L2 read bandwidth (GB/s): microbenchmarks give H100 ~5.5-7 TB/s
+    l2_gbps: float = 9000.0        # L2 read bandwidth (GB/s): see the module docstring (H100 SXM)
     smem_per_sm_kib: int = 228     # shared memory per SM (KiB)
     smem_bytes_per_clk: int = 128  # shared-memory bandwidth per SM
     issue_per_clk: int = 4         # warp-instructions issued per SM per clock (4 schedulers)

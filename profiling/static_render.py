@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .assemble import PUBLISHED_RUNS, losses
+from .assemble import BEATEN_MARGIN, PUBLISHED_RUNS, losses
 from .capture import TRAIN_PHASES
 from .perfmodel import RANGE, constants, with_range
 from .report_io import markdown_table
@@ -167,6 +167,7 @@ def measured_section(measured: dict | None) -> list[str]:
                                                 ("predicted_ms", "predicted ms / step"),
                                                 ("ratio", "measured / predicted"), ("modelled", "modelled"),
                                                 ("default_ms", "default ms")]), ""]
+    parts += bound_checks_section(measured.get("bound_checks"))
     if measured["ops"]:
         parts += ["Op benchmarks (`profiling bench`, one op at a time) beside the op's predicted forward, or "
                   "forward + backward as a training step runs it (the whitening conv computes no input-grad "
@@ -178,6 +179,32 @@ def measured_section(measured: dict | None) -> list[str]:
                                              ("predicted_ms", "predicted ms"), ("ratio", "measured / predicted")]),
                   ""]
     parts += launches_section(measured.get("launches"))
+    return parts
+
+
+def bound_checks_section(checks: list[dict] | None) -> list[str]:
+    """Every traced launch of our kernels against the bounds of the configuration it ran: a bound above
+    the measured time is a ceiling the GPU beat (profiling.assemble.bound_checks)."""
+    if not checks:
+        return []
+    beaten = [c for c in checks if c["beaten"]]
+    parts = ["Every traced launch of our kernels against the bounds of the configuration it ran (predicted for "
+             "the measured GPU). Each bound is a floor on the time, so a measured time below one (by more than "
+             f"{round(100 * (BEATEN_MARGIN - 1))}%) is a ceiling the GPU beat: the peak or efficiency behind it is "
+             "too low for that kernel. `L2 TB/s`: the model's L2 bytes of the launch over its measured time, a lower "
+             f"limit of the L2 throughput the GPU reached. Beaten: {len(beaten)} of {len(checks)} launches"
+             + (" (" + ", ".join(f"{k} {sum(1 for c in beaten if k in c['beaten'])}"
+                                  for k in sorted({k for c in beaten for k in c["beaten"]})) + ")" if beaten else "")
+             + ".", ""]
+    rows = [dict(c, grid="x".join(str(g) for g in c["grid"]),
+                 beaten_s=", ".join(f"{k} {v:.2f}x" for k, v in sorted(c["beaten"].items())) or "-",
+                 l2=f"{c['l2_tbps']:.1f}" if c.get("l2_tbps") else "-",
+                 bounds=", ".join(f"{k} {v:.3f}" for k, v in c["bounds_ms"].items() if v >= 0.001))
+            for c in checks]
+    parts += [markdown(rows, [("backend", "backend"), ("layer", "layer"), ("phase", "phase"), ("kernel", "kernel"),
+                              ("grid", "grid"), ("measured_ms", "measured ms"), ("predicted_ms", "predicted ms"),
+                              ("bound", "bound"), ("beaten_s", "bounds beaten (bound / measured)"),
+                              ("l2", "L2 TB/s"), ("bounds", "bounds ms")]), ""]
     return parts
 
 

@@ -35,3 +35,18 @@ def test_compiling_under_the_interpreter_is_a_clear_error():
     x, out = torch.empty(8, 128, device="meta"), torch.empty(8, device="meta")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=0"):
         predict(_row_sum, (8,), x, out, 128, BLOCK=128, arch="sm_90", work=rows(8, 128, [x], [out]))
+
+
+def test_the_compiling_commands_run_on_a_machine_without_a_gpu_as_typed():
+    """`python -m profiling predict` (and calibrate, static, launches --predict) typed on a machine
+    without a GPU, TRITON_INTERPRET unset: importing the profiling package imports kernels, which turns
+    the interpreter on before the command can say otherwise, so the command runs itself again in a
+    process with Triton in compiled mode instead of refusing to compile."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = ROOT
+    r = subprocess.run([sys.executable, "-m", "profiling", "predict", "profiling/examples/vector_add.py:add_kernel",
+                        "--grid", "4096", "--args", "x_ptr=fp32[4194304]", "y_ptr=fp32[4194304]",
+                        "z_ptr=fp32[4194304]", "n=4194304", "BLOCK=1024", "--work", "elementwise", "--writes", "z_ptr"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "bound: memory" in r.stdout

@@ -137,3 +137,23 @@ def test_a_layer_is_predicted_with_the_configurations_its_run_chose():
     assert ran_prediction(cands, ran) == pytest.approx(0.25 + 0.10)
     assert ran_prediction(cands, [dict(kernel="_conv_kernel", grid=[999, 1, 1], threads=128)]) is None
     assert ran_prediction(cands, ran[2:]) is None  # no Triton launch at all
+
+
+def test_a_measured_launch_below_a_bound_names_the_ceiling_it_beat():
+    """A bound is a floor on a launch's time: a traced launch faster than one of the bounds of the row it
+    ran (beyond the margin for trace noise) names that bound, and the L2 throughput it implies is its
+    L2 bytes over the measured time."""
+    from profiling.assemble import BEATEN_MARGIN, bound_checks
+    row = dict(kernel="_conv_kernel", grid=[3516], num_warps=4, default=True, shared=98304, regs=152,
+               config="BLOCK_M=128", variant="default", predicted_ms=0.43, bound="l2", l2_bytes=3.11e9,
+               bounds_ms=dict(l2=0.432, smem=0.25, issue=0.30, fixed=0.002))
+    ran = [dict(kernel="_conv_kernel", grid=[3516, 1, 1], threads=128, shared=98304, regs=152, ms=0.301),
+           dict(kernel="void at::native::reduce_kernel", grid=[2, 1, 1], threads=128, ms=0.05)]  # not ours
+    (c,) = bound_checks([row], ran, "group2.conv1", "bwd", "triton_all")
+    assert set(c["beaten"]) == {"l2"} and c["beaten"]["l2"] == pytest.approx(0.432 / 0.301)
+    assert c["l2_tbps"] == pytest.approx(3.11e9 / 0.301e-3 / 1e12)
+    assert c["grid"] == [3516, 1, 1] and c["layer"] == "group2.conv1"
+    ran[0]["ms"] = 0.432 / BEATEN_MARGIN * 1.001  # within the margin: not beaten
+    assert bound_checks([row], ran, "group2.conv1", "bwd", "triton_all")[0]["beaten"] == {}
+    ran[0]["grid"] = [999, 1, 1]  # a configuration the model did not compile: no check
+    assert bound_checks([row], ran, "group2.conv1", "bwd", "triton_all") == []
