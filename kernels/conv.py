@@ -192,7 +192,7 @@ if HAS_TRITON:
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                      POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32",
-                     W_TMA: tl.constexpr = 0, PACK: tl.constexpr = 0):
+                     W_TMA: tl.constexpr = 0, PACK: tl.constexpr = 0, SWAP: tl.constexpr = 0):
         """y[m, j] = sum over (tap, c) of x[pixel(m) shifted by tap, c] * w(tap, c, j).
 
         WLAYOUT: where w(tap, c, j) lives. 0: a [j][tap][c] tensor (the forward's channels_last
@@ -227,6 +227,12 @@ if HAS_TRITON:
                  BLOCK_K are multiples of ALIGN_X (a vector never straddles two taps)
         ALIGN_X, ALIGN_Y  the element alignment of a pixel's row in x and y (tl.multiple_of)
         GROUP_M  row tiles per group of the launch order (_grouped)
+        SWAP     the GEMM computed transposed, y^T = w^T x^T: the weight tile is the MMA's first
+                 operand (its BLOCK_N columns the instruction's 64 rows) and the activation tile the
+                 second (its BLOCK_M rows the instruction's width), the accumulator transposed back
+                 once for the epilogue. On Hopper a wgmma re-reads its second operand from shared
+                 memory for every 64 rows of the first: a 256x64 tile reads its 64 weight columns four
+                 times per step, swapped once (the launcher's _swaps says where)
 
         Fused epilogues (kernels/conv_block.py, issue 23), each a constexpr, off for the plain conv:
         POOL     the 2x2 max-pool (stride 2, floor mode) of the output: the GEMM's rows run over the
@@ -271,7 +277,10 @@ if HAS_TRITON:
             a_rows = x_ptr + tl.multiple_of(base, ALIGN_X)
         else:
             a_rows = x_ptr
-        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        if SWAP:
+            acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+        else:
+            acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         # one pipelined loop over (channel block, tap); STEPS = KH * KW * cdiv(CRED, BLOCK_K), passed at run time: a
         # constant 9-step loop with this small a body is unrolled whole by LLVM, and its prefetch lost
         for it in range(0, STEPS):
@@ -311,7 +320,12 @@ if HAS_TRITON:
                     else:
                         w_off = tap * (COUT * CRED) + rn[None, :] * CRED + kk[:, None]
                     b = tl.load(w_ptr + w_off, mask=kmask[:, None] & col_ok[None, :], other=0.0)
-            acc = tl.dot(a, b, acc, input_precision=DOT_PREC)  # the accumulator stays in the tensor cores
+            if SWAP:
+                acc = tl.dot(tl.trans(b), tl.trans(a), acc, input_precision=DOT_PREC)
+            else:
+                acc = tl.dot(a, b, acc, input_precision=DOT_PREC)  # the accumulator stays in the tensor cores
+        if SWAP:
+            acc = tl.trans(acc)
         if HAS_SCALE:
             acc = acc * (tl.load(sa_ptr) * tl.load(sb_ptr))
         if HAS_BIAS:
@@ -373,7 +387,8 @@ if HAS_TRITON:
                      ALIGN_X: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                      POOL: tl.constexpr, STATS: tl.constexpr, DOT_PREC: tl.constexpr = "tf32",
-                     PERSIST: tl.constexpr = 0, W_TMA: tl.constexpr = 0, PACK: tl.constexpr = 0):
+                     PERSIST: tl.constexpr = 0, W_TMA: tl.constexpr = 0, PACK: tl.constexpr = 0,
+                     SWAP: tl.constexpr = 0):
         """_conv_tile for one tile per program, or (PERSIST) a persistent grid: each program walks
         the tiles pid, pid + programs, ... in one loop nest that Triton flattens, so the next tile's
         first loads are in flight while this tile's last MMAs run. The arguments are _conv_tile's:
@@ -390,12 +405,12 @@ if HAS_TRITON:
                 _conv_tile(t, x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr, M, sxn, sxh, sxw,
                            syn, syh, syw, STEPS, H, W, OH, OW, PAD, CRED, COUT, KH, KW, FLIP, WLAYOUT, HAS_BIAS,
                            HAS_SCALE, ALIGN_X, ALIGN_Y, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, POOL, STATS,
-                           DOT_PREC, W_TMA, PACK)
+                           DOT_PREC, W_TMA, PACK, SWAP)
         else:
             _conv_tile(tl.program_id(0), x_ptr, w_ptr, b_ptr, y_ptr, sa_ptr, sb_ptr, idx_ptr, part_ptr, M, sxn,
                        sxh, sxw, syn, syh, syw, STEPS, H, W, OH, OW, PAD, CRED, COUT, KH, KW, FLIP, WLAYOUT,
                        HAS_BIAS, HAS_SCALE, ALIGN_X, ALIGN_Y, IDX64, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, POOL,
-                       STATS, DOT_PREC, W_TMA, PACK)
+                       STATS, DOT_PREC, W_TMA, PACK, SWAP)
 
     @triton.jit
     def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
@@ -768,6 +783,50 @@ def _apart_twin(cred: int, kh: int, kw: int, align: int, min_k: int = 16):
     return _mark(lambda c: (c[0], c[1], min(c[2], width), *c[3:]) + (APART,), APART)
 
 
+
+
+# Operands swapped (issue 22; SWAP in _conv_tile). A wgmma reads its second operand from shared memory once
+# per 64 rows of its first, so the 64-column tiles of the forward and input-grad (the 64-channel layers, and
+# every input-grad into 64 channels: 256x64 on sm_90) read their weight tile once per 64 rows: as many bytes
+# as the activation tile itself, the shared-memory bound of the static model. Swapped, the weight tile is the
+# first operand (64 rows: one instruction) and the activation tile the second, 64x256 per instruction, read
+# once. Predicted on sm_90 (profiling static, triton 3.8, model of 2026-12-01; not measured):
+# group2.conv1's input-grad 0.274 -> 0.242 ms (shared memory 0.272 -> 0.233, then L2-bound), group1.conv2's
+# forward and input-grad 0.070 -> 0.062 each, group1.conv1's forward 0.154 -> 0.148. Only where the tile is
+# 64 columns wide (32 would waste half of each 64-row instruction) and at least 128 rows, for 2-byte operands
+# (Hopper's fp8 and tf32 wgmma take K-major operands only, which the swapped weight tile is not), off with the
+# fused epilogues (they work on the tile's rows) and on sm_80 (mma.sync has no such re-read: group2.conv2's
+# input-grad there was predicted 12% slower, 235 registers). ``operands_unswapped()`` turns it off
+# (profiling static / launches: the variant UNSWAPPED), so a GPU session times both forms.
+SWAP_COLUMNS = 64
+_swap_forced: bool | None = None
+
+
+def _swaps(bm: int, bn: int, esize: int, fused: bool, arch: int) -> bool:
+    """The launch computes its GEMM transposed (SWAP)."""
+    if _swap_forced is False or fused or esize != 2:
+        return False
+    return arch >= 9 and bn == SWAP_COLUMNS and bm >= 2 * SWAP_COLUMNS
+
+
+@contextlib.contextmanager
+def operands_unswapped():
+    """Within the block no conv GEMM runs transposed (SWAP off)."""
+    global _swap_forced
+    saved, _swap_forced = _swap_forced, False
+    forget_choices()
+    try:
+        yield
+    finally:
+        _swap_forced = saved
+        forget_choices()
+
+
+# profiling (OpSpec.variants_for): listed where a forward (output channels) or input-grad (input channels) may
+# take a 64-column tile
+operands_unswapped.applies = lambda case: case.params.get("k", 1) > 1 and (
+    SWAP_COLUMNS // 2 < case.params["cout"] <= SWAP_COLUMNS
+    or (case.params.get("input_grad", True) and SWAP_COLUMNS // 2 < case.x_shape[1] <= SWAP_COLUMNS))
 
 
 @contextlib.contextmanager
@@ -1273,6 +1332,8 @@ def _launch_conv(x, w, bias, y, H, W, OH, OW, cred, cout, KH, KW, pad, flip, wla
                 _triton.ensure_allocator()
         if pack:
             meta["PACK"] = 1
+        if _swaps(bm, bn, x.element_size(), pool or stats, _arch(dev)):
+            meta["SWAP"] = 1
         part = y
         if stats:  # a fresh buffer per call (two streams never share one); every entry is written
             part = torch.empty((triton.cdiv(M, bm), 2, cout), device=dev, dtype=torch.float32)
@@ -1706,7 +1767,7 @@ class ConvSpec(OpSpec):
     config_lists = (FWD_CONFIGS, WGRAD_CONFIGS)
     # the autotuner's twins of each default launch, and fp8's narrow reduction blocks
     variants = {"A_VIA_L1": l1_twins, "PERSISTENT": persistent_twins, "FP8_NARROW_K": fp8_narrow_k,
-                "W_POINTERS": weight_pointers, "TAPS_APART": taps_apart}
+                "W_POINTERS": weight_pointers, "TAPS_APART": taps_apart, "UNSWAPPED": operands_unswapped}
 
     def out_shape(self, case):
         n, c, h, w = case.x_shape

@@ -581,10 +581,68 @@ def _spy_conv_launches(monkeypatch):
     def launch(fn, grid, args, meta, dev, **kw):
         if fn is conv._conv_kernel:
             seen.append(dict(flip=meta["FLIP"], tma=meta.get("W_TMA", 0), bk=meta["BLOCK_K"], bn=meta["BLOCK_N"],
-                             pack=meta.get("PACK", 0)))
+                             bm=meta["BLOCK_M"], pack=meta.get("PACK", 0), swap=meta.get("SWAP", 0),
+                             persist=meta.get("PERSIST", 0)))
         return orig_launch(fn, grid, args, meta, dev, **kw)
     monkeypatch.setattr(_triton, "launch", launch)
     return seen
+
+
+SWAP_CASES = [  # (x shape, out channels, kernel, padding, layout): 64-column tiles, forward and input-grad
+    ((2, 64, 5, 7), 64, 3, 1, "channels_last"),   # 70 rows: one partial 128-row tile
+    ((3, 40, 9, 6), 48, 3, 1, "strided"),         # partial channel blocks and columns, non-contiguous input
+    ((2, 24, 9, 9), 64, 3, 1, "channels_last"),   # packed taps (group1.conv1's 24 channels) and swapped
+    ((2, 64, 6, 6), 40, 1, 0, "channels_last"),   # 1x1
+]
+
+
+@pytest.mark.parametrize("case", SWAP_CASES, ids=lambda c: f"{'x'.join(map(str, c[0]))}-co{c[1]}-k{c[2]}-{c[4]}")
+def test_operands_swapped_forward_and_input_grad(monkeypatch, case):
+    """A 64-column tile of at least 128 rows with 2-byte operands runs its GEMM transposed (SWAP: the weight
+    tile the MMA's first operand), forward and input-grad, and gives what F.conv2d gives; under
+    ``operands_unswapped()`` the same launches run untransposed and agree."""
+    from kernels import conv
+    shape, co, k, pad, layout = case
+    seen = _spy_conv_launches(monkeypatch)
+    with conv.FWD_CONFIGS.pinned(conv.GemmConfig(128, 64, 32, 4, 2, (8, 9))):
+        errs = run(conv_triton, shape, co, k, pad, torch.float16, layout=layout)
+        assert max(errs.values()) < TOL[torch.float16], errs
+        # every 64-column launch swapped; the input-grad into 24 channels takes 32 columns, unswapped
+        assert seen and all(s["swap"] == (s["bn"] == 64) and s["bm"] == 128 for s in seen), seen
+        if k == 3:
+            assert {s["flip"] for s in seen if s["swap"]} == ({0} if shape[1] <= 32 else {0, 1}), seen
+        if shape[1] == 24:
+            assert any(s["pack"] and s["swap"] for s in seen), seen
+        seen.clear()
+        with conv.operands_unswapped():
+            plain = run(conv_triton, shape, co, k, pad, torch.float16, layout=layout)
+        assert max(plain.values()) < TOL[torch.float16] and seen and not any(s["swap"] for s in seen), (plain, seen)
+
+
+def test_swapped_operands_in_a_persistent_grid(monkeypatch):
+    """The persistent twin walks several swapped tiles per program, the last one partial."""
+    from kernels import conv
+    seen = _spy_conv_launches(monkeypatch)
+    monkeypatch.setattr(conv, "PERSIST_PROGRAMS", 2)
+    with conv.FWD_CONFIGS.pinned(conv.GemmConfig(128, 64, 32, 4, 2, (8, 9))), conv.persistent_twins():
+        errs = run(conv_triton, (3, 64, 9, 11), 64, 3, 1, torch.float16)
+    assert max(errs.values()) < TOL[torch.float16], errs
+    assert seen and all(s["swap"] == 1 and s["persist"] == 1 for s in seen), seen
+
+
+def test_where_operands_swap():
+    from kernels import conv
+    assert conv._swaps(256, 64, 2, False, 9) and conv._swaps(128, 64, 2, False, 9)
+    assert not conv._swaps(64, 64, 2, False, 9)     # one 64-row instruction: nothing re-read
+    assert not conv._swaps(256, 32, 2, False, 9)    # 32 columns would fill half of each 64-row instruction
+    assert not conv._swaps(128, 128, 2, False, 9)   # wide tiles read the weights once per 64 rows already
+    assert not conv._swaps(256, 64, 1, False, 9)    # fp8: Hopper's wgmma takes K-major fp8 operands only
+    assert not conv._swaps(256, 64, 4, False, 9)    # tf32 likewise
+    assert not conv._swaps(256, 64, 2, True, 9)     # the fused pool / statistics epilogues
+    assert not conv._swaps(256, 64, 2, False, 8)    # sm_80: mma.sync
+    with conv.operands_unswapped():
+        assert not conv._swaps(256, 64, 2, False, 9)
+    assert conv._swaps(256, 64, 2, False, 9)
 
 
 @pytest.mark.skipif(not kernels.conv.HAS_TMA, reason="this Triton has no tl.make_tensor_descriptor")

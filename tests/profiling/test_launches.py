@@ -28,7 +28,9 @@ def test_the_defaults_come_first_then_each_configuration_list():
     assert launches.work_list(["conv"], 2, "default", ["triton"], None)[-1][3] == "default"
     # the tap-by-tap form only where the taps pack (group1.conv1's 24 input channels), not a duplicate elsewhere
     g1 = [it[3] for it in launches.work_list(["conv"], 2, "all", ["triton"], ["group1.conv1"])]
-    assert g1[1:5] == ["A_VIA_L1", "PERSISTENT", "W_POINTERS", "TAPS_APART"]
+    assert g1[1:6] == ["A_VIA_L1", "PERSISTENT", "W_POINTERS", "TAPS_APART", "UNSWAPPED"]
+    # the untransposed form only where a 64-column tile may be swapped (64 output or input channels)
+    assert "UNSWAPPED" not in labels
     assert "TAPS_APART" not in [it[3] for it in launches.work_list(["conv"], 2, "all", ["triton"], ["whiten"])]
     assert "TAPS_APART" not in labels
 
