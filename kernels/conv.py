@@ -361,7 +361,7 @@ if HAS_TRITON:
             tl.store(idx_ptr + y_off, win.to(tl.uint8), mask=omask)
         else:
             if IDX64:
-                y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+                y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
             else:
                 y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
             tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
@@ -413,9 +413,10 @@ if HAS_TRITON:
                        STATS, DOT_PREC, W_TMA, PACK, SWAP)
 
     @triton.jit
-    def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, H, W, OH, OW, sxn, sxh, sxw, syn, syh, syw,
+    def _conv_small_kernel(x_ptr, w_ptr, b_ptr, y_ptr, M, sxn, sxh, sxw, syn, syh, syw,
+                           OH: tl.constexpr, OW: tl.constexpr,
                            CI: tl.constexpr, COUT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-                           HAS_BIAS: tl.constexpr, ALIGN_Y: tl.constexpr,
+                           HAS_BIAS: tl.constexpr, ALIGN_Y: tl.constexpr, IDX64: tl.constexpr,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                            DOT_PREC: tl.constexpr = "tf32"):
         """A valid conv whose whole reduction (KH*KW*CI <= BLOCK_K: the whitening conv's 12) is one
@@ -423,26 +424,29 @@ if HAS_TRITON:
         x_ptr    input [N][H][W][CI] (channel stride 1), strides sxn, sxh, sxw in elements
         w_ptr    weight [COUT][KH][KW][CI] (channels_last, contiguous); b_ptr: bias [COUT] (HAS_BIAS)
         y_ptr    output [N][OH][OW][COUT] (channel stride 1), strides syn, syh, syw; ALIGN_Y as in
-                 _conv_kernel; M = N * OH * OW output pixels"""
+                 _conv_kernel; M = N * OH * OW output pixels
+        OH, OW   the output's size, compile-time (the pixel arithmetic a multiply and a shift, not a
+                 division); IDX64: 64-bit element offsets (x or y of 2^31 elements or more)"""
         pid_m = tl.program_id(0)
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
-        n, oh, ow = _pixels(rm, OH, OW)
+        n, oh, ow = _pixels_of(rm, OH, OW)
         row_ok = rm < M
         col_ok = rn < COUT
         K: tl.constexpr = KH * KW * CI
         kh = rk // (KW * CI)
         kw = (rk // CI) % KW
         c = rk % CI
-        a_off = (n.to(tl.int64) * sxn + oh.to(tl.int64) * sxh + ow.to(tl.int64) * sxw)[:, None] \
-            + (kh * sxh + kw * sxw + c)[None, :]
+        if IDX64:
+            n = n.to(tl.int64)
+        a_off = (n * sxn + oh * sxh + ow * sxw)[:, None] + (kh * sxh + kw * sxw + c)[None, :]
         a = tl.load(x_ptr + a_off, mask=row_ok[:, None] & (rk < K)[None, :], other=0.0)
         b = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=(rk < K)[:, None] & col_ok[None, :], other=0.0)
         acc = tl.dot(a, b, input_precision=DOT_PREC)
         if HAS_BIAS:
             acc += tl.load(b_ptr + rn, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
+        y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
         tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
                  mask=row_ok[:, None] & col_ok[None, :])
 
@@ -1379,12 +1383,13 @@ def _launch_small(x, w, bias, y, KH, KW):
     bm, bn, bk, warps = SMALL_CONFIG
     bk = max(bk, triton.next_power_of_2(KH * KW * CI))
     bn = min(bn, max(16, triton.next_power_of_2(CO))) if CO <= bn else bn
-    meta = dict(CI=CI, COUT=CO, KH=KH, KW=KW, HAS_BIAS=bias is not None,
+    meta = dict(OH=OH, OW=OW, CI=CI, COUT=CO, KH=KH, KW=KW, HAS_BIAS=bias is not None,
+                IDX64=max(_span(x), _span(y)) >= 2 ** 31,
                 ALIGN_Y=_align(y.element_size(), y.stride(0), y.stride(2), y.stride(3)),
                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DOT_PREC=_dot_precision(x.element_size()), num_warps=warps)
     M = N * OH * OW
     _triton.launch(_conv_small_kernel, (triton.cdiv(M, bm), triton.cdiv(CO, bn)),
-                   (x, w, bias if bias is not None else y, y, M, H, W, OH, OW, x.stride(0), x.stride(2), x.stride(3),
+                   (x, w, bias if bias is not None else y, y, M, x.stride(0), x.stride(2), x.stride(3),
                     y.stride(0), y.stride(2), y.stride(3)), meta, x.device)
 
 
