@@ -545,7 +545,10 @@ def measured_vs_predicted(rows: list[dict], ops: list[dict], batch: int, reports
     peak = detect(device)
     arch = "sm_90" if peak and peak.capability >= (9, 0) else "sm_80"
     drows = on_device(rows, arch, peak)  # the measured GPU's own peaks (an H200 is not the modelled H100)
+    import triton
     out = dict(report=", ".join(os.path.relpath(b) for b, _ in reports), device=device, arch=arch, kernels=[],
+               gpu_triton=sorted({r["env"]["triton"] for _, r in reports if r["env"].get("triton")}),
+               local_triton=triton.__version__,
                layers=[], bound_checks=[], ops=[], predicted_for=(peak.name if peak else ARCHS[arch][1]), modelled=ARCHS[arch][1],
                runs=_run_rows(reports, rows, ops, batch, steps, arch, peak))
     seen: set = set()

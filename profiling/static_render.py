@@ -131,6 +131,14 @@ def measured_section(measured: dict | None) -> list[str]:
         parts += [f"Predictions redone for the measured GPU ({measured['predicted_for']}): each bound scaled by the "
                   f"ratio of its peak to the modelled {measured['modelled']}'s (HBM bandwidth for the memory bound), "
                   "the rest of the model unchanged.", ""]
+    other = [v for v in measured.get("gpu_triton") or [] if v != measured.get("local_triton")]
+    if other:
+        parts += [f"The GPU ran another Triton (triton {', '.join(other)}) than the one whose SASS is modelled here "
+                  f"(triton {measured['local_triton']}): where the two compile a kernel differently, measured and "
+                  "predicted are two builds (the whitening conv's direct kernel of 2026-11-30: 479 SASS instructions "
+                  "under triton 3.6, 1109 under 3.8, so its issue bound looked beaten). The kernels' instruction "
+                  "counts under the GPU's Triton: `profiling static` run in that Triton's environment (CI's second "
+                  "stage installs it).", ""]
     if measured.get("runs"):
         parts += ["Whole training runs (train.py --cuda-graph, no torch.compile; median of the runs) beside the "
                   "step table's run prediction; a step: epochs 2 on, Triton ops predicted (the run prediction "

@@ -12,10 +12,11 @@ from profiling.shapes import FROZEN, case_key, step_calls
 LAYERS = ["whiten", "group1.conv1", "group1.conv2", "group2.conv1", "group2.conv2", "group3.conv1", "group3.conv2"]
 
 
-def _report(root, name, device="NVIDIA H100 80GB HBM3", device_type="cuda", quick=False, traces=None):
+def _report(root, name, device="NVIDIA H100 80GB HBM3", device_type="cuda", quick=False, traces=None, triton=None):
     d = root / name
     (d / "trace").mkdir(parents=True)
-    (d / "report.json").write_text(json.dumps(dict(quick=quick, env=dict(device=device, device_type=device_type))))
+    env = dict(device=device, device_type=device_type) | (dict(triton=triton) if triton else {})
+    (d / "report.json").write_text(json.dumps(dict(quick=quick, env=env)))
     if traces is not None:
         (d / "trace" / "trace.json").write_text(json.dumps(traces))
     return d
@@ -157,3 +158,23 @@ def test_a_measured_launch_below_a_bound_names_the_ceiling_it_beat():
     assert bound_checks([row], ran, "group2.conv1", "bwd", "triton_all")[0]["beaten"] == {}
     ran[0]["grid"] = [999, 1, 1]  # a configuration the model did not compile: no check
     assert bound_checks([row], ran, "group2.conv1", "bwd", "triton_all") == []
+
+
+def test_the_measured_section_says_when_the_gpu_ran_another_triton(tmp_path, monkeypatch):
+    """The SASS modelled here comes from the installed Triton; the GPU's times from the GPU machine's.
+    The second H200 session's whitening conv was 479 SASS instructions under its triton 3.6 and 1109
+    under CI's 3.8, so its issue bound looked beaten 2.57x: the section names both versions where they
+    differ, and says nothing where they agree."""
+    import triton
+
+    from profiling.static_render import measured_section
+    traces = [dict(flags="--backend triton", batch=2000, top=[dict(name="_apply_kernel", ms=1.0)])]
+    _report(tmp_path, "nvidia-h100-2026-12-01", traces=traces, triton="3.6.0")
+    monkeypatch.setattr(triton, "__version__", "3.8.0")
+    m = measured_vs_predicted(_rows(), [], 2000, str(tmp_path))
+    assert m["gpu_triton"] == ["3.6.0"] and m["local_triton"] == "3.8.0"
+    text = "\n".join(measured_section(m))
+    assert "triton 3.6.0" in text and "triton 3.8.0" in text
+    monkeypatch.setattr(triton, "__version__", "3.6.0")
+    text = "\n".join(measured_section(measured_vs_predicted(_rows(), [], 2000, str(tmp_path))))
+    assert "another Triton" not in text
