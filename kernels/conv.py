@@ -632,7 +632,12 @@ if HAS_TRITON:
 # (0.110 -> 0.092 ms and 0.434 -> 0.362 ms on sm_90, predicted; its loads stay in flight under both
 # compilers); where 128 columns fit, 128x128 stays ahead of it.
 # sm_80's 128x64x64 tile runs 8 warps: with 4 it needs 242 registers under triton 3.8 and spills (255 + 16-72 B)
-# under triton 3.6, the GPU machine's compiler; 8 warps need 128 under both (predicted 9% slower, no spill)
+# under triton 3.6, the GPU machine's compiler; 8 warps need 128 under both (predicted 9% slower, no spill).
+# Under the model refitted on 2026-12-01 that 8-warp tile is shared-memory bound on sm_80 (each warp's 32x32
+# share of the tile loads its operand fragments for few MMAs), and 128x64x32 at 4 warps (164 registers under
+# 3.8, 128 under 3.6, no spill, 4 loads in flight) goes ahead of it: group2.conv1's input-grad 0.684 -> 0.578 ms,
+# group1.conv2 0.172 -> 0.151 forward and 0.164 input-grad; and 256x32x64 at 8 warps serves sm_80's 32-column
+# outputs too (group1.conv1's input-grad 0.515 -> 0.463, L2-bound). Predictions, sm_80, not measured (no A100 lent).
 GemmConfig = namedtuple("GemmConfig", "block_m block_n block_k num_warps num_stages archs")
 # Under triton 3.6 (the GPU machine's) that tile's forward form keeps no load in flight (static: cp.async
 # wait depth 0, the conv_wait_depth rule), so there it is an autotuning candidate only, last.
@@ -648,8 +653,8 @@ _WIDE_FIRST = triton_version() >= (3, 7)
 FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in ((_WIDE,) if _WIDE_FIRST else ()) + (
     (128, 128, 64, 4, 4, (9,)), (256, 64, 64, 8, 3, (9,)),
     (128, 64, 64, 4, 4, (9,)), (128, 128, 32, 4, 4, (9,)), (128, 64, 32, 4, 4, (9,)),
-    (64, 128, 64, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)),
-    (64, 64, 32, 4, 4, (8, 9)), (256, 32, 64, 8, 3, (9,)), (128, 32, 64, 4, 4, (8, 9)),
+    (64, 128, 64, 4, 4, (8,)), (128, 64, 32, 4, 4, (8,)), (128, 64, 64, 8, 4, (8,)), (64, 64, 64, 4, 4, (8,)),
+    (64, 64, 32, 4, 4, (8, 9)), (256, 32, 64, 8, 3, (8, 9)), (128, 32, 64, 4, 4, (8, 9)),
 ) + (() if _WIDE_FIRST else (_WIDE,))], forget=lambda: forget_choices())
 # The weight-grad's tiles span ``taps`` taps of a channel block (9: all of a 3x3 filter; 3: a row of
 # it; 1: one tap per tile, as before), each chunk of dy read once per tile, with one fp32 accumulator
