@@ -718,9 +718,11 @@ def _l1_twin(align: int, esize: int):
 # are in flight while this tile's last MMAs run instead of every tile filling its pipeline anew. cuDNN's
 # Hopper conv kernels are persistent (the second H200 session's traces: sm90_xmma_* on 120-132 programs);
 # ours ran one tile per program (9 main-loop iterations a tile for the 64-channel convs). The static model
-# counts the flattened loop's per-tile prologue and epilogue as if every iteration ran them, so it cannot
-# judge it: like the L1 twin it is an autotuning candidate only (the first candidate's twin, sm_90, plain
-# conv: not the fused epilogues), timed and checked against the 4-warp candidate's output on the GPU.
+# counts the flattened loop's guarded per-tile blocks once per tile (the work's tile_iters) but has no term
+# for the pipeline fill a persistent grid saves, so it predicts the twin no faster (group3.conv2: 0.042 ms
+# either way) and cannot judge it: like the L1 twin it is an autotuning candidate only (the first candidate's
+# twin, sm_90, plain conv: not the fused epilogues), timed and checked against the 4-warp candidate's output
+# on the GPU.
 PERSISTENT = "persistent"
 PERSIST_PROGRAMS: int | None = None  # tests: the persistent grid's size (else SMs x resident)
 _persistent_forced = False
