@@ -361,7 +361,7 @@ if HAS_TRITON:
             tl.store(idx_ptr + y_off, win.to(tl.uint8), mask=omask)
         else:
             if IDX64:
-                y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
+                y_row = tl.multiple_of(n.to(tl.int64) * syn + oh.to(tl.int64) * syh + ow.to(tl.int64) * syw, ALIGN_Y)
             else:
                 y_row = tl.multiple_of(n * syn + oh * syh + ow * syw, ALIGN_Y)
             tl.store(y_ptr + y_row[:, None] + rn[None, :], acc.to(y_ptr.dtype.element_ty),
@@ -439,7 +439,7 @@ if HAS_TRITON:
         kw = (rk // CI) % KW
         c = rk % CI
         if IDX64:
-            n = n.to(tl.int64)
+            n, oh, ow = n.to(tl.int64), oh.to(tl.int64), ow.to(tl.int64)
         a_off = (n * sxn + oh * sxh + ow * sxw)[:, None] + (kh * sxh + kw * sxw + c)[None, :]
         a = tl.load(x_ptr + a_off, mask=row_ok[:, None] & (rk < K)[None, :], other=0.0)
         b = tl.load(w_ptr + rn[None, :] * K + rk[:, None], mask=(rk < K)[:, None] & col_ok[None, :], other=0.0)
