@@ -1496,7 +1496,9 @@ def conv2d_wgrad(dy: torch.Tensor, x: torch.Tensor, w_shape: list[int], padding:
     ncol = KH * KW * CI
     align_x = _align(x.element_size(), x.stride(0), x.stride(2), x.stride(3))
     align_d = _align(dy.element_size(), dy.stride(0), dy.stride(2), dy.stride(3))
-    idx64 = max(x.numel(), dy.numel()) >= 2 ** 31
+    # 32-bit offsets unless one can reach 2^31: by the tensors' spans, not their element counts (a strided view's
+    # elements may lie further apart), plus a tap's shift, as in _launch_conv
+    idx64 = max(_span(x), _span(dy)) + abs(padding) * (abs(x.stride(2)) + abs(x.stride(3))) >= 2 ** 31
 
     def launch(cfg):
         bm, bn, bk, warps, stages, taps, *via = cfg

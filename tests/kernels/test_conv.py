@@ -1102,7 +1102,7 @@ def test_weight_grad_packed_columns_with_64_bit_offsets(monkeypatch):
     g = torch.Generator().manual_seed(3)
     x = torch.randn((2, 24, 6, 7), generator=g).contiguous(memory_format=torch.channels_last)
     dy = torch.randn((2, 64, 6, 7), generator=g).contiguous(memory_format=torch.channels_last)
-    monkeypatch.setattr(torch.Tensor, "numel", lambda t: 2 ** 31)  # the weight-grad's own 64-bit test
+    monkeypatch.setattr(conv, "_span", lambda t: 2 ** 31)  # 64-bit offsets forced
     with conv.WGRAD_CONFIGS.pinned(conv.WGRAD_CONFIGS[0]):
         dw = conv.conv2d_wgrad(dy, x, [64, 24, 3, 3], 1)
     monkeypatch.undo()
@@ -1198,3 +1198,70 @@ def test_fp32_convs_follow_cudnns_tf32_switch(monkeypatch, allow_tf32, want):
     precs.clear()
     run(conv_triton, (2, 16, 5, 6), 24, 3, 1, torch.float16)
     assert {p for _, p in precs} == {"tf32"}, precs  # the default: ignored for fp16 operands
+
+
+# ------------------------------------------------------------------------- offsets past 2^31
+# A child process (the test reads its exit status and last line): a 32-bit offset that wraps there reads or
+# writes 4 GiB below the tensor, which crashes the interpreter (a GPU faults: an illegal address).
+_PAST_2_31 = r'''
+import json, sys, torch, torch.nn.functional as F
+import kernels
+from kernels import conv
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+S = 2 ** 30 + 2 ** 10  # an image's stride: the third image starts past 2^31 elements
+
+
+def far(vals):
+    """vals (N, C, H, W) as channels_last images S elements apart in a buffer allocated, not written (the
+    pages the view never touches cost nothing), so that the last image's offsets need 64 bits"""
+    N, C, H, W = vals.shape
+    t = torch.empty((N - 1) * S + H * W * C, dtype=vals.dtype, device=DEV).as_strided((N, C, H, W), (S, 1, W * C, C))
+    return t.copy_(vals)
+
+
+def rel(a, b):
+    return ((a.float().cpu() - b.float()).norm() / b.float().norm()).item()
+
+
+g = torch.Generator().manual_seed(0)
+dt = torch.float16
+xs = torch.randn(3, 5, 4, 6, generator=g).to(dt)
+w = (torch.randn(7, 5, 3, 3, generator=g) * 0.3).to(dt).contiguous(memory_format=torch.channels_last)
+dys = torch.randn(3, 7, 4, 6, generator=g).to(dt)
+xr, wr = xs.float().requires_grad_(), w.float().requires_grad_()
+yr = F.conv2d(xr, wr, None, padding=1)
+yr.backward(dys.float())
+x, wd = far(xs), w.to(DEV)
+errs = {}
+for step in sys.argv[1:]:
+    print(step, flush=True)  # the step a crash stopped in: the last line of stdout
+    if step == "fwd":  # the activation's rows (the main loop's A operand)
+        errs[step] = rel(conv.conv2d_fwd(x, wd, None, 1), yr)
+    elif step == "fwd_out":  # the output's rows (the epilogue's stores)
+        y = far(torch.zeros(3, 7, 4, 6, dtype=dt))
+        conv._launch_conv(x, wd, None, y, 4, 6, 4, 6, 5, 7, 3, 3, 1, False, 0, "fwd")
+        errs[step] = rel(y, yr)
+    elif step == "dgrad":  # the output gradient's rows
+        errs[step] = rel(conv.conv2d_dgrad(far(dys), wd, list(xs.shape), 1), xr.grad)
+    elif step == "wgrad":  # x and dy in the weight-grad
+        errs[step] = rel(conv.conv2d_wgrad(far(dys), x, list(w.shape), 1), wr.grad)
+print(json.dumps(errs))
+'''
+
+
+@pytest.mark.parametrize("steps", [("fwd", "fwd_out", "dgrad"), ("wgrad",)], ids="-".join)
+def test_offsets_past_2_31_elements(steps):
+    """Tensors whose elements lie more than 2^31 apart (a strided view: few elements, a large span) get
+    64-bit offsets in the forward's rows and stores, the input-grad's and the weight-grad's: their results
+    match F.conv2d's. The weight-grad chose them by its tensors' element counts, not their spans, and
+    read 4 GiB below x there (found by this test)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    p = subprocess.run([sys.executable, "-c", _PAST_2_31, *steps], capture_output=True, text=True, timeout=900,
+                       cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    last = (p.stdout.strip().splitlines() or ["(nothing)"])[-1]
+    assert p.returncode == 0, f"the child process ended with {p.returncode} in step {last}: {p.stderr[-1500:]}"
+    errs = json.loads(last)
+    assert set(errs) == set(steps) and max(errs.values()) < TOL[torch.float16], errs
