@@ -103,6 +103,15 @@ def glue_rows(records: list[OpRecord], archs: list[str]) -> list[dict]:
     return out
 
 
+def floor_ms(row: dict) -> float:
+    """A launch at its floor in the model: its fixed cost plus the larger of its DRAM and tensor-core bounds
+    (at MEM_EFFICIENCY and TC_EFFICIENCY), every other bound (L2, issue, shared memory, latency) out of
+    the way. What work on the kernel's code and configuration can gain at most: below it, only less work
+    (fewer bytes through fusion, fp8's faster MMAs) or a model with other efficiencies."""
+    b = row.get("bounds_ms") or {}
+    return b.get("fixed", 0.0) + max(b.get("memory", 0.0), b.get("tensor", 0.0))
+
+
 def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs: list[str], esize: int) -> list[dict]:
     """Per op x implementation x shape x arch (default configuration, training forward + backward):
     kernels and glue predicted, the op's roofline (profiling/shapes.py) and the fraction reached."""
@@ -137,6 +146,7 @@ def op_table(records: list[OpRecord], rows: list[dict], glue: list[dict], archs:
             row["dram_bytes"] = (sum(r["dram_bytes"] or 0 for r in mine if r["phase"] in TRAIN_PHASES)
                                  + sum(x["bytes"] or 0 for x in gl if x["phase"] in TRAIN_PHASES))
             row["predicted_ms"] = row["fwd_ms"] + row["bwd_ms"]
+            row["floor_ms"] = sum(floor_ms(r) for r in mine if r["phase"] in TRAIN_PHASES) + g_ms
             row["roofline_fwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "fwd", esize, fp8=fp8)
             row["roofline_bwd_ms"] = 1e3 * rec.case.phase_bound_s(peak, "bwd", esize, fp8=fp8)
             row["roofline_ms"] = row["roofline_fwd_ms"] + row["roofline_bwd_ms"]
@@ -169,7 +179,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
         for arch in archs:
             peak = PEAKS[ARCHS[arch][1]]
             row = dict(backend=backend, arch=arch, predicted_ms=0.0, roofline_ms=0.0, eager_roofline_ms=0.0,
-                       per_op={}, modelled_ops=0, eager_ops=0, hbm_bytes=0.0)
+                       per_op={}, modelled_ops=0, eager_ops=0, hbm_bytes=0.0, floor_ms=0.0)
             runnable = True
             for case, weight in step_calls(batch, activation=activation, recipe=recipe, backend=backend):
                 impl = names[case.op]
@@ -186,6 +196,7 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
                 row["predicted_ms"] += weight * o["predicted_ms"]
                 row["hbm_bytes"] += weight * (o.get("dram_bytes") or 0.0)
                 row["roofline_ms"] += weight * o["roofline_ms"]
+                row["floor_ms"] += weight * o.get("floor_ms", o["predicted_ms"])
                 for b, ms in (o.get("bound_ms") or {}).items():
                     row.setdefault("_bounds", {})[b] = row.setdefault("_bounds", {}).get(b, 0.0) + weight * ms
                 row["per_op"][case.op] = row["per_op"].get(case.op, 0.0) + weight * o["predicted_ms"]
@@ -193,10 +204,10 @@ def step_table(ops: list[dict], batch: int, archs: list[str], esize: int, activa
             # calls per step: the split call's two weights add up to one
             row["modelled_ops"], row["eager_ops"] = round(row["modelled_ops"]), round(row["eager_ops"])
             if not runnable:
-                row.update(predicted_ms=None, roofline_ms=None, eager_roofline_ms=None,
+                row.update(predicted_ms=None, roofline_ms=None, eager_roofline_ms=None, floor_ms=None,
                            note="conv=fp8 needs FP8 tensor cores (sm_89+)")
             elif not row["modelled_ops"]:
-                row.update(predicted_ms=None, roofline_ms=None)
+                row.update(predicted_ms=None, roofline_ms=None, floor_ms=None)
             row["predicted_fraction"] = (row["roofline_ms"] / row["predicted_ms"]
                                          if row.get("predicted_ms") else None)
             if row.get("predicted_ms") is not None:
@@ -617,9 +628,12 @@ def run_times(steps: list[dict], batch: int, recipe: str | None) -> None:
 
 
 def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: str = "triton_all",
-           activation: str = "gelu", top: int = 3, recipe=None) -> list[dict]:
+           activation: str = "gelu", top: int = 3, recipe=None, against: str = "roofline") -> list[dict]:
     """The kernels (and glue) with the largest predicted loss per training step: predicted minus
-    the kernel's own roofline, summed over the layers that launch it."""
+    the kernel's own roofline (``against`` "roofline") or its floor (``floor_ms``: "floor", the part that
+    tuning the kernel can remove under the model), summed over the layers that launch it."""
+    if against not in ("roofline", "floor"):
+        raise ValueError(f"losses: against {against!r}: expected 'roofline' or 'floor'")
     names = kernels.resolve_names(backend)
     count: dict = {}
     for case, weight in step_calls(batch, activation=activation, recipe=recipe, backend=backend):
@@ -631,5 +645,6 @@ def losses(ops: list[dict], rows: list[dict], batch: int, arch: str, backend: st
             continue
         n = count.get((r["impl"], r["case_key"]), 0)
         if n:
-            loss[r["kernel"]] = loss.get(r["kernel"], 0.0) + n * (r["predicted_ms"] - r["roofline_ms"])
+            base = r["roofline_ms"] if against == "roofline" else floor_ms(r)
+            loss[r["kernel"]] = loss.get(r["kernel"], 0.0) + n * (r["predicted_ms"] - base)
     return [dict(kernel=k, loss_ms=v) for k, v in sorted(loss.items(), key=lambda kv: -kv[1])[:top]]

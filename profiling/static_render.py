@@ -34,7 +34,8 @@ OP_COLUMNS = [("op", "op"), ("impl", "impl"), ("case", "shape"), ("arch", "arch"
               ("predicted_fraction", "fwd+bwd of roofline"), ("slowest_kernel", "slowest kernel")]
 STEP_COLUMNS = [("backend", "backend"), ("arch", "arch"), ("predicted_ms", "Triton ops predicted ms"),
                 ("predicted_range", "range ms"), ("bound", "bound (most time)"), ("roofline_ms", "their roofline ms"),
-                ("predicted_fraction", "of roofline"), ("fused_min_ms", "fused minimum ms"),
+                ("predicted_fraction", "of roofline"), ("floor_ms", "kernels at their floor ms"),
+                ("fused_min_ms", "fused minimum ms"),
                 ("of_fused_min", "of fused minimum"), ("hbm_mb", "HBM MB / step (model)"),
                 ("fused_min_mb", "fused minimum MB"),
                 ("eager_roofline_ms", "eager ops (not modelled): roofline ms"), ("host_ms", "host ms / step"),
@@ -264,7 +265,11 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
              "ATen are shown by their roofline only (not modelled). Host time: the CPU time of one step's "
              "Python, dispatch and launch preparation with launches recorded (see `host` in static.json). "
              "Run time: steps x (Triton ops + eager ops at their roofline) + evaluation; with --cuda-graph "
-             "the host is hidden, without it a step costs the larger of host and device time. Published, "
+             "the host is hidden, without it a step costs the larger of host and device time. Kernels at "
+             "their floor: the same step with every launch at its fixed cost plus the larger of its DRAM and "
+             "tensor-core bounds (the model's efficiencies), its L2, issue, shared-memory and latency bounds out of "
+             "the way: the most that tuning the kernels' code and configurations can gain under this model; below "
+             "it only less work (fusion, fp8) or other efficiencies. Published, "
              "measured: " + "; ".join(f"{n} {t} s on an {g}" for n, t, g in PUBLISHED_RUNS) + ".", ""]
     sp = (measured or {}).get("spread")
     if sp:
@@ -287,6 +292,11 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
         if ls:
             parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
                       "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
+        hs = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"), against="floor")
+        if hs:
+            parts += [f"Largest headroom to the floor per step on {arch} (the same, predicted minus the kernel's "
+                      "floor: what tuning it can still gain): "
+                      + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in hs), ""]
     if fusions:
         parts += fusion_section(fusions, steps)
     parts += ["## Per op (default configurations, training forward + backward)", "", markdown(ops, OP_COLUMNS), "",

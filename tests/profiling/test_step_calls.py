@@ -62,3 +62,52 @@ def test_step_table_weighs_the_two_variants():
     n = len(network_ops(batch))
     assert row["predicted_ms"] == pytest.approx((n - 1) + 3 / 8 * 11 + 5 / 8 * 1)
     assert row["modelled_ops"] == n and row["eager_ops"] == 0
+
+
+def test_a_launch_at_its_floor_keeps_only_its_dram_or_tensor_core_bound():
+    """The floor of a launch: its fixed cost plus the larger of its memory and tensor bounds, whatever its L2,
+    issue, shared-memory or latency bounds say; a launch already there has no headroom."""
+    l2_bound = dict(bounds_ms=dict(fixed=0.002, memory=0.05, tensor=0.1, l2=0.3, issue=0.2, smem=0.1, latency=0.01),
+                    predicted_ms=0.302, roofline_ms=0.075)
+    assert assemble.floor_ms(l2_bound) == pytest.approx(0.102)
+    memory_bound = dict(bounds_ms=dict(fixed=0.002, memory=0.05, tensor=0.0, issue=0.01), predicted_ms=0.052)
+    assert assemble.floor_ms(memory_bound) == pytest.approx(0.052)
+
+
+def test_the_step_at_its_floor_weighs_the_ops_as_the_step_does():
+    """The step table's floor: each op's floor (its launches' floors plus its glue) with the step's weights;
+    an op table without floors (older static.json) counts its prediction."""
+    batch = 64
+    ops = []
+    for case, _ in step_calls(batch):
+        ms = 11.0 if case.name == "group1.conv1" else 1.0
+        ops.append(dict(op=case.op, impl=kernels.resolve_names("triton_all")[case.op], key=assemble.case_key(case),
+                        arch="sm_90", predicted_ms=ms, roofline_ms=ms / 2, floor_ms=ms * 0.8, dram_bytes=0.0,
+                        bound_ms={"memory": ms}))
+    row = next(r for r in assemble.step_table(ops, batch, ["sm_90"], 2) if r["backend"] == "triton_all")
+    assert row["floor_ms"] == pytest.approx(0.8 * row["predicted_ms"])
+    for o in ops:
+        del o["floor_ms"]
+    row = next(r for r in assemble.step_table(ops, batch, ["sm_90"], 2) if r["backend"] == "triton_all")
+    assert row["floor_ms"] == pytest.approx(row["predicted_ms"])
+
+
+def test_losses_against_the_floor():
+    """``losses(against="floor")`` sums predicted minus floor over the step's calls; an unknown baseline is an
+    error that names it."""
+    batch = 64
+    names = kernels.resolve_names("triton_all")
+    rows, keys = [], set()
+    for case, _ in step_calls(batch):
+        if case.op != "conv" or assemble.case_key(case) in keys:  # one row per shape, as the model's
+            continue
+        keys.add(assemble.case_key(case))
+        rows.append(dict(kernel="_conv_kernel", default=True, arch="sm_90", phase="fwd", impl=names["conv"],
+                         case_key=assemble.case_key(case), predicted_ms=1.0, roofline_ms=0.5,
+                         bounds_ms=dict(fixed=0.0, memory=0.1, tensor=0.7, l2=1.0)))
+    n = sum(w for c, w in step_calls(batch) if c.op == "conv")  # the calls per step of those shapes
+    (roof,) = assemble.losses([], rows, batch, "sm_90")
+    (floor,) = assemble.losses([], rows, batch, "sm_90", against="floor")
+    assert roof["loss_ms"] == pytest.approx(0.5 * n) and floor["loss_ms"] == pytest.approx(0.3 * n)
+    with pytest.raises(ValueError, match="against 'ceiling'"):
+        assemble.losses([], rows, batch, "sm_90", against="ceiling")
