@@ -676,9 +676,20 @@ FWD_CONFIGS = ConfigList("FWD_CONFIGS", [GemmConfig(*c) for c in ((_WIDE,) if _W
 # sm_80. The x bytes through L2 are the same (each tap's 48 bytes read in two 32-byte sectors either way).
 # Predicted (profiling static, triton 3.8, not measured): group1.conv1 0.258 -> 0.190 ms on sm_90 (L2-bound),
 # 0.410 -> 0.309 on sm_80 (shared-memory-bound before, issue-bound now).
+# Where a tap has 256 channels (group2.conv2, group3's convs) sm_90 takes one tap per 128x256 tile at 8 warps (two
+# consumer warpgroups, each 64 output channels x 256 input channels), ahead of the 3-tap 128x64 tiles: those feed
+# each tap's wgmma a 64-wide B tile, which both warpgroups read, and reread the dy tile per tap, so per FLOP they
+# read 1.6x the shared-memory bytes and are shared-memory bound (0.196 ms for group2.conv2), where the wide tile is
+# tensor-core bound: 0.196 -> 0.158 ms (group2.conv2, group3.conv1), 0.038 -> 0.031 (group3.conv2), 144 KB of
+# shared memory and 204 registers, no spill, a load in flight under triton 3.8 and 3.6. Its 18 column tiles split
+# the pixels 22 ways (3 whole rounds) where the 3-tap tiles' 24 took 11, so the partials' sum doubles (0.013 ->
+# 0.023 ms): with it 0.208 -> 0.181 ms per 7x7 layer, and group3.conv2 0.050 -> 0.054, slower (profiling static,
+# sm_90: predictions, not measured). The first H200
+# session's autotuner preferred the 3-tap tile (its L1 twin) to one tap per 128x128 tile at 4 warps, which the
+# model put 12% ahead: on a GPU the autotuner times this tile against the rest and keeps what is faster.
 WgradConfig = namedtuple("WgradConfig", "block_m block_n block_k num_warps num_stages taps archs")
 WGRAD_CONFIGS = ConfigList("WGRAD_CONFIGS", [WgradConfig(*c) for c in (
-    (64, 256, 64, 4, 3, 0, (9,)), (64, 128, 64, 4, 3, 0, (8, 9)),
+    (64, 256, 64, 4, 3, 0, (9,)), (64, 128, 64, 4, 3, 0, (8, 9)), (128, 256, 64, 8, 3, 1, (9,)),
     (128, 64, 64, 8, 3, 3, (9,)), (64, 64, 32, 8, 3, 9, (9,)), (64, 32, 64, 4, 3, 9, (9,)),
     (128, 64, 64, 4, 4, 1, (8, 9)), (64, 64, 64, 4, 3, 3, (8,)), (64, 32, 64, 4, 3, 3, (8, 9)),
     (128, 128, 64, 4, 3, 1, (9,)), (64, 128, 64, 4, 4, 1, (9,)), (64, 64, 64, 4, 4, 1, (8, 9)),

@@ -1034,6 +1034,7 @@ WGRAD_CASES = [  # (x shape, out channels, kernel, padding)
     ((2, 12, 6, 7), 32, 1, 0),   # 1x1: one tap per tile whatever the configuration says
     ((1, 8, 4, 4), 8, 3, 1),     # 16 pixels: one chunk, the gradient written directly (no partials)
     ((2, 24, 7, 9), 64, 3, 1),   # group1.conv1's 24 channels: packed (tap, channel) columns where pinned
+    ((1, 136, 3, 3), 130, 3, 1),  # over 128 channels (256-wide tiles apply), a partial channel block and row tile
 ]
 
 
@@ -1265,3 +1266,20 @@ def test_offsets_past_2_31_elements(steps):
     assert p.returncode == 0, f"the child process ended with {p.returncode} in step {last}: {p.stderr[-1500:]}"
     errs = json.loads(last)
     assert set(errs) == set(steps) and max(errs.values()) < TOL[torch.float16], errs
+
+
+@pytest.mark.parametrize("ci, want", [(256, (128, 256, 8, 1)), (64, (128, 64, 8, 3))])
+def test_hoppers_weight_grad_takes_one_tap_per_wide_tile_where_a_tap_has_256_channels(monkeypatch, ci, want):
+    """Without autotuning, sm_90's weight-grad of a 256-channel input (group2.conv2, group3) is one tap per
+    128x256 tile at 8 warps (tensor-core bound in the static model where 3 taps of 64 channels are shared-memory
+    bound); a 64-channel input keeps the 3-tap 128x64 tiles. The launches are recorded, not run."""
+    from kernels import _triton, conv
+    mock_gpu(monkeypatch, conv)
+    monkeypatch.setattr(conv, "AUTOTUNE", False)
+    seen = []
+    x = torch.empty(4, ci, 7, 7).contiguous(memory_format=torch.channels_last)
+    dy = torch.empty(4, 256, 7, 7).contiguous(memory_format=torch.channels_last)
+    with _triton.recording(lambda kernel, grid, args, meta: seen.append((kernel, meta)), sms=132):
+        conv.conv2d_wgrad(dy, x, [256, ci, 3, 3], 1)
+    metas = [m for k, m in seen if k is conv._wgrad_kernel]
+    assert metas and {(m["BLOCK_M"], m["BLOCK_N"], m["num_warps"], m["TAPS"]) for m in metas} == {want}, metas
