@@ -240,6 +240,22 @@ def launches_section(lau: dict | None) -> list[str]:
     return parts
 
 
+def loss_lines(meta: dict, ops: list[dict], rows: list[dict], arch: str) -> list[str]:
+    """The largest predicted losses (predicted minus roofline) and headroom (predicted minus floor)
+    per step on one architecture, as markdown paragraphs."""
+    parts = []
+    ls = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"))
+    if ls:
+        parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
+                  "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
+    hs = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"), against="floor")
+    if hs:
+        parts += [f"Largest headroom to the floor per step on {arch} (the same, predicted minus the kernel's "
+                  "floor: what tuning it can still gain): "
+                  + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in hs), ""]
+    return parts
+
+
 def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], findings: list[dict],
            measured: dict | None, host: list[dict] | None, glue: list[dict], fusions: dict | None = None) -> str:
 
@@ -288,15 +304,7 @@ def render(meta: dict, rows: list[dict], ops: list[dict], steps: list[dict], fin
                                                           ("launch_ms", "launch cost ms (assumed)"),
                                                           ("note", "how")]), ""]
     for arch in meta["archs"]:
-        ls = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"))
-        if ls:
-            parts += [f"Largest predicted losses per step on {arch} (`--backend triton_all`, predicted minus "
-                      "roofline, summed over layers): " + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in ls), ""]
-        hs = losses(ops, rows, meta["batch"], arch, recipe=meta.get("recipe"), against="floor")
-        if hs:
-            parts += [f"Largest headroom to the floor per step on {arch} (the same, predicted minus the kernel's "
-                      "floor: what tuning it can still gain): "
-                      + ", ".join(f"{x['kernel']} {x['loss_ms']:.3f} ms" for x in hs), ""]
+        parts += loss_lines(meta, ops, rows, arch)
     if fusions:
         parts += fusion_section(fusions, steps)
     parts += ["## Per op (default configurations, training forward + backward)", "", markdown(ops, OP_COLUMNS), "",
