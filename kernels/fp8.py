@@ -294,15 +294,20 @@ if HAS_TRITON:
     @triton.jit
     def _quantize_kernel(x_ptr, q_ptr, qt_ptr, st_ptr, s_ptr, cnt_ptr, nf_ptr, N,
                          FMAX: tl.constexpr, E5: tl.constexpr, TRANSPOSED: tl.constexpr,
-                         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, BLOCK: tl.constexpr):
+                         D0: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr, BLOCK: tl.constexpr,
+                         IDX64: tl.constexpr = False):
         """q = fp8(x / delayed scale) over N elements in x's memory order; with TRANSPOSED also
         qt[d1][d0] for x viewed as [d0][d1] (d1 = D1 * D2 elements): the input-grad's copy of a
         [co][tap][ci] weight as [tap][ci][co]. Writes the scale used; observes the amax.
         x_ptr    the tensor, N elements dense in its memory order; q_ptr: its fp8 copy, same order
         qt_ptr   the transposed copy [D1*D2][D0] (TRANSPOSED only)
         st_ptr, s_ptr, cnt_ptr, nf_ptr  the delayed scale's state, the scale used, the ticket and
-                 the counts, as in fp8_rollover; FMAX: the format's maximum (E5: e5m2, else e4m3)"""
-        i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+                 the counts, as in fp8_rollover; FMAX: the format's maximum (E5: e5m2, else e4m3)
+        IDX64    64-bit offsets (N + BLOCK past 2^31: program_id * BLOCK would wrap in 32 bits)"""
+        pid = tl.program_id(0)
+        if IDX64:
+            pid = pid.to(tl.int64)
+        i = pid * BLOCK + tl.arange(0, BLOCK)
         m = i < N
         v = tl.load(x_ptr + i, mask=m, other=0.0).to(tl.float32)
         scale = fp8_scale(st_ptr, FMAX)
@@ -348,6 +353,9 @@ def quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: 
     return _quantize(t, dtype, st, transposed)
 
 
+_IDX64_AT = 2 ** 31  # element offsets at or past this need 64 bits (a test lowers it to run that path)
+
+
 def _quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed: tuple | None):
     """quantize's one launch of _quantize_kernel."""
     d0, d1, d2 = transposed or (1, 1, 1)
@@ -357,7 +365,7 @@ def _quantize(t: torch.Tensor, dtype: torch.dtype, st: DelayedScale, transposed:
     qt = torch.empty(t.numel(), device=t.device, dtype=dtype) if transposed else None
     block = 1024 if not interpreting() else 4096
     meta = dict(FMAX=FMAX[dtype], E5=dtype == E5M2, TRANSPOSED=transposed is not None, D0=d0, D1=d1, D2=d2,
-                BLOCK=block, num_warps=4)
+                BLOCK=block, IDX64=t.numel() + block > _IDX64_AT, num_warps=4)
     launch(_quantize_kernel, (triton.cdiv(t.numel(), block),),
            (t, q, qt if qt is not None else q, st.amax, s, st.ticket, st.nonfinite, t.numel()), meta, t.device,
            note_meta=dict(BLOCK=block))

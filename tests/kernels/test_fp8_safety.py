@@ -113,3 +113,35 @@ def test_run_record_carries_the_counts_of_the_networks_state_since_its_reset():
     net.fp8.reset()  # a run's start (the network's reset_parameters): counts from zero
     conv_fp8(x, w, None, 1, fp8_state=net.fp8)
     assert execution.with_fp8_counts(dict(accuracy=0.5), net)["fp8"] == dict(nonfinite=0, saturated=0)
+
+
+def test_quantize_takes_64_bit_offsets_where_its_last_block_ends_past_2_31(monkeypatch):
+    """program_id * BLOCK is 32-bit: a tensor of 2^31 elements or more would wrap and write 4 GiB below the
+    copy. The launch of a (never written, lazily allocated) 2^31-element tensor is recorded, not run, and asks
+    for 64-bit offsets; a small one keeps 32."""
+    from kernels import _triton
+    seen = []
+    for n in (2 ** 31 - 2 ** 20, 2 ** 31):
+        st = fp8.DelayedScale(torch.device("cpu"))
+        st.ready = True  # no amax measurement over the untouched pages
+        t = torch.empty(n, dtype=torch.float16)
+        with _triton.recording(lambda kernel, grid, args, meta: seen.append((grid, meta)), sms=132):
+            fp8.quantize(t, fp8.E4M3, st)
+        del t
+    assert [m["IDX64"] for _, m in seen] == [False, True], [(g, m["BLOCK"]) for g, m in seen]
+
+
+@pytest.mark.parametrize("transposed", [None, (16, 9, 40)], ids=["plain", "transposed"])
+def test_quantizes_64_bit_path_writes_what_the_32_bit_one_does(monkeypatch, transposed):
+    """The IDX64 form of the quantize kernel (run here on a small tensor by lowering its threshold) writes the
+    same fp8 bytes, scale and transposed copy as the 32-bit one."""
+    g = torch.Generator().manual_seed(5)
+    w = (torch.randn(16, 40, 3, 3, generator=g) * 0.3).half().contiguous(memory_format=torch.channels_last).to(DEV)
+    outs = []
+    for at in (2 ** 31, 0):
+        monkeypatch.setattr(fp8, "_IDX64_AT", at)
+        st = fp8.DelayedScale(torch.device(DEV)).init(w)
+        outs.append(fp8.quantize(w, fp8.E4M3, st, transposed=transposed))
+    (q32, s32, t32), (q64, s64, t64) = outs
+    assert torch.equal(q32.view(torch.uint8), q64.view(torch.uint8)) and torch.equal(s32, s64)
+    assert (t32 is None and t64 is None) or torch.equal(t32.view(torch.uint8), t64.view(torch.uint8))
