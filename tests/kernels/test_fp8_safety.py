@@ -115,7 +115,7 @@ def test_run_record_carries_the_counts_of_the_networks_state_since_its_reset():
     assert execution.with_fp8_counts(dict(accuracy=0.5), net)["fp8"] == dict(nonfinite=0, saturated=0)
 
 
-def test_quantize_takes_64_bit_offsets_where_its_last_block_ends_past_2_31(monkeypatch):
+def test_quantize_takes_64_bit_offsets_where_its_last_block_ends_past_2_31():
     """program_id * BLOCK is 32-bit: a tensor of 2^31 elements or more would wrap and write 4 GiB below the
     copy. The launch of a (never written, lazily allocated) 2^31-element tensor is recorded, not run, and asks
     for 64-bit offsets; a small one keeps 32."""
